@@ -1,0 +1,205 @@
+"""The model bundle: a folder that describes itself.
+
+A bundle is ``model.json`` + ``image_encoder.onnx`` + ``text_encoder.onnx`` +
+tokenizer file(s). ``model.json`` is read, validated and written here and
+nowhere else, so a model never meets the wrong preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+IMAGE_ENCODER = "image_encoder.onnx"
+TEXT_ENCODER = "text_encoder.onnx"
+
+TOKENIZER_KINDS = ("clip_bpe", "hf_tokenizer_json")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How tiles are turned into the image encoder's input."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """How text is turned into the text encoder's input ids."""
+
+    context_length: int
+    tokenizer: str  # one of TOKENIZER_KINDS
+    tokenizer_file: str  # relative to the bundle folder
+    pad_id: int = 0
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """Everything ``model.json`` says about a model; ``root`` is the bundle folder."""
+
+    name: str
+    architecture: str
+    embed_dim: int
+    image: ImageSpec
+    text: TextSpec
+    logit_scale: float
+    templates: tuple[str, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+    license: str = "unknown"
+    activation: str = ""
+    image_encoder: str = IMAGE_ENCODER
+    text_encoder: str = TEXT_ENCODER
+    parity: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    root: Path | None = None
+
+    # ---- paths -------------------------------------------------------------
+    def path(self, relative: str) -> Path:
+        if self.root is None:
+            raise BundleError(f"bundle {self.name!r} has no folder; cannot resolve {relative!r}")
+        return self.root / relative
+
+    @property
+    def image_encoder_path(self) -> Path:
+        return self.path(self.image_encoder)
+
+    @property
+    def text_encoder_path(self) -> Path:
+        return self.path(self.text_encoder)
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path(self.text.tokenizer_file)
+
+    # ---- (de)serialisation ---------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("root")
+        d["image"]["mean"] = list(self.image.mean)
+        d["image"]["std"] = list(self.image.std)
+        d["templates"] = list(self.templates)
+        # format_version first, for humans reading the file
+        return {"format_version": d.pop("format_version"), **d}
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        """Write ``model.json`` into ``folder`` (atomically) and return its path."""
+        folder = Path(folder)
+        target = folder / MODEL_JSON
+        tmp = folder / (MODEL_JSON + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+        return target
+
+
+def _require(d: dict, key: str, kind, where: str, file: Path):
+    if key not in d:
+        raise BundleError(f"{file}: missing field '{where}{key}'")
+    value = d[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise BundleError(
+            f"{file}: field '{where}{key}' must be {kind.__name__}, got {type(value).__name__} ({value!r})"
+        )
+    return value
+
+
+def _triple(d: dict, key: str, file: Path) -> tuple[float, float, float]:
+    value = _require(d, key, list, "image.", file)
+    if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
+        raise BundleError(f"{file}: field 'image.{key}' must be a list of 3 numbers, got {value!r}")
+    if key == "std" and any(v <= 0 for v in value):
+        raise BundleError(f"{file}: field 'image.std' must be positive, got {value!r}")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None) -> ModelBundle:
+    """Validate a decoded ``model.json``; every error names ``file`` and the field."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{file}: expected a JSON object at the top level")
+    version = _require(data, "format_version", int, "", file)
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{file}: unknown 'format_version' {version}; this rsclip-geo reads version {FORMAT_VERSION}"
+        )
+    image_d = _require(data, "image", dict, "", file)
+    size = _require(image_d, "size", int, "image.", file)
+    if size < 8:
+        raise BundleError(f"{file}: field 'image.size' must be >= 8, got {size}")
+    interpolation = image_d.get("interpolation", "bicubic")
+    if interpolation not in INTERPOLATIONS:
+        raise BundleError(f"{file}: field 'image.interpolation' must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    image = ImageSpec(size=size, mean=_triple(image_d, "mean", file), std=_triple(image_d, "std", file),
+                      interpolation=interpolation)
+
+    text_d = _require(data, "text", dict, "", file)
+    tok = _require(text_d, "tokenizer", str, "text.", file)
+    if tok not in TOKENIZER_KINDS:
+        raise BundleError(f"{file}: field 'text.tokenizer' must be one of {TOKENIZER_KINDS}, got {tok!r}")
+    ctx = _require(text_d, "context_length", int, "text.", file)
+    if ctx < 2:
+        raise BundleError(f"{file}: field 'text.context_length' must be >= 2, got {ctx}")
+    text = TextSpec(context_length=ctx, tokenizer=tok,
+                    tokenizer_file=_require(text_d, "tokenizer_file", str, "text.", file),
+                    pad_id=int(text_d.get("pad_id", 0)))
+
+    embed_dim = _require(data, "embed_dim", int, "", file)
+    if embed_dim < 1:
+        raise BundleError(f"{file}: field 'embed_dim' must be positive, got {embed_dim}")
+    templates = _require(data, "templates", list, "", file)
+    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+        raise BundleError(f"{file}: field 'templates' must be a non-empty list of strings containing '{{}}'")
+    logit_scale = _require(data, "logit_scale", float, "", file)
+    if not logit_scale > 0:
+        raise BundleError(f"{file}: field 'logit_scale' must be positive, got {logit_scale}")
+
+    return ModelBundle(
+        name=_require(data, "name", str, "", file),
+        architecture=_require(data, "architecture", str, "", file),
+        embed_dim=embed_dim,
+        image=image,
+        text=text,
+        logit_scale=logit_scale,
+        templates=tuple(templates),
+        source=dict(data.get("source", {})),
+        license=str(data.get("license", "unknown")),
+        activation=str(data.get("activation", "")),
+        image_encoder=str(data.get("image_encoder", IMAGE_ENCODER)),
+        text_encoder=str(data.get("text_encoder", TEXT_ENCODER)),
+        parity=dict(data.get("parity", {})),
+        card=dict(data.get("card", {})),
+        format_version=version,
+        root=root,
+    )
+
+
+def read_bundle(folder: str | os.PathLike) -> ModelBundle:
+    """Read and validate the bundle in ``folder``; check that every file it names exists."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise BundleError(f"{root}: model bundle folder does not exist")
+    file = root / MODEL_JSON
+    if not file.is_file():
+        raise BundleError(f"{file}: missing; a model bundle needs model.json, {IMAGE_ENCODER}, {TEXT_ENCODER}")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{file}: not valid JSON ({exc})") from exc
+    bundle = parse_model_json(data, file, root=root)
+    for field_name, rel in (("image_encoder", bundle.image_encoder), ("text_encoder", bundle.text_encoder),
+                            ("text.tokenizer_file", bundle.text.tokenizer_file)):
+        if not (root / rel).is_file():
+            raise BundleError(f"{root / rel}: missing (named by field '{field_name}' in {file})")
+    return bundle

@@ -1,0 +1,41 @@
+"""One error root for rsclip-geo, with narrow subclasses that also inherit builtins.
+
+Front ends (CLI, QGIS plugin) catch :class:`RsclipError` and show its message;
+the message always names the file, band or field that is wrong.
+"""
+
+
+class RsclipError(Exception):
+    """Root of every error raised on purpose by rsclip-geo."""
+
+
+class BundleError(RsclipError, ValueError):
+    """A model bundle (model.json + ONNX files + tokenizer) is missing, broken or inconsistent."""
+
+
+class TokenizerError(RsclipError, ValueError):
+    """A tokenizer file is missing or of an unknown kind."""
+
+
+class RasterInputError(RsclipError, ValueError):
+    """An input raster cannot be used: not a raster, corrupt, too small, all nodata, bad band."""
+
+
+class LabelError(RsclipError, ValueError):
+    """Labels given for zero-shot classification are empty, duplicated or malformed."""
+
+
+class OutputError(RsclipError, OSError):
+    """An output cannot be written: exists without overwrite, folder missing, not writable."""
+
+
+class DeviceError(RsclipError, RuntimeError):
+    """The requested execution device (e.g. CUDA) is not available."""
+
+
+class MissingDependencyError(RsclipError, ImportError):
+    """An optional dependency (e.g. torch for export) is not installed."""
+
+
+class DownloadError(RsclipError, ConnectionError):
+    """A checkpoint could not be downloaded (offline or not found)."""
