@@ -1,0 +1,28 @@
+"""rsclip-geo: search and label satellite and aerial imagery with words.
+
+A CLIP model (RemoteCLIP, GeoRSCLIP, OpenAI CLIP or our shipped default),
+exported to ONNX, runs over GeoTIFF tiles; results are GIS data in the
+scene's CRS. The inference path needs onnxruntime, numpy and a tokenizer,
+never torch.
+"""
+
+from .bundle import ModelBundle, read_bundle
+from .classify import RunSummary, tile_classify
+from .encoder import ClipModel, load_model
+from .errors import (BundleError, DeviceError, DownloadError, LabelError, MissingDependencyError, OutputError,
+                     RasterInputError, RsclipError, TokenizerError)
+from .prompts import DEFAULT_TEMPLATES, Label, read_labels_file
+from .scene import Scene
+from .tiling import TileSpec, plan_tiles
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "load_model", "ClipModel", "ModelBundle", "read_bundle",
+    "tile_classify", "RunSummary",
+    "Scene", "TileSpec", "plan_tiles",
+    "Label", "read_labels_file", "DEFAULT_TEMPLATES",
+    "RsclipError", "BundleError", "TokenizerError", "RasterInputError", "LabelError", "OutputError",
+    "DeviceError", "MissingDependencyError", "DownloadError",
+]

@@ -1,0 +1,177 @@
+"""The torch-free CLIP runtime: onnxruntime sessions for a model bundle.
+
+``load_model`` picks the execution provider (CUDA when asked for or available
+*and* really active, CPU otherwise), checks that the ONNX files agree with
+``model.json``, and batches images and texts through the two encoders.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .bundle import ModelBundle, read_bundle
+from .errors import BundleError, DeviceError
+from .paths import resolve_model_path
+from .prompts import Label, parse_labels
+from .tokenizers import load_tokenizer
+from .transform import Preprocessor
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def _providers_for(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [_CPU]
+    if _CUDA in available:
+        return [_CUDA, _CPU]
+    if device == "cuda":
+        raise DeviceError(
+            "device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}). Install the GPU build instead of the CPU one: "
+            "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (they overwrite each other's files)."
+        )
+    return [_CPU]
+
+
+def _open_session(path: Path, providers: list[str], threads: int | None, device: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own (non-public) exception types
+        raise BundleError(f"{path}: cannot load ONNX model ({exc})") from exc
+    active = session.get_providers()
+    if device == "cuda" and active[0] != _CUDA:
+        raise DeviceError(
+            f"device 'cuda' requested but onnxruntime fell back to {active[0]} for {path.name} "
+            "(CUDA/cuDNN libraries missing or no GPU visible)"
+        )
+    return session
+
+
+def _check_io(session, path: Path, input_name: str, trailing: tuple[int, ...], field: str, embed_dim: int):
+    """The ONNX graph must take ``input_name`` with the trailing dims model.json promises."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    if input_name not in inputs:
+        raise BundleError(f"{path}: expected an input named {input_name!r}, found {sorted(inputs)}")
+    shape = inputs[input_name].shape
+    got = tuple(d if isinstance(d, int) else None for d in shape[1:])
+    if len(got) != len(trailing) or any(g is not None and g != t for g, t in zip(got, trailing)):
+        raise BundleError(
+            f"{path}: input {input_name!r} has shape {shape}, but model.json field '{field}' implies [batch, "
+            + ", ".join(map(str, trailing)) + "]"
+        )
+    outputs = session.get_outputs()
+    dim = outputs[0].shape[-1]
+    if isinstance(dim, int) and dim != embed_dim:
+        raise BundleError(f"{path}: output dimension {dim} does not match model.json field 'embed_dim' = {embed_dim}")
+
+
+class ClipModel:
+    """A loaded bundle: encode images and texts into one normalised embedding space."""
+
+    def __init__(self, bundle: ModelBundle, device: str = "auto", threads: int | None = None, batch_size: int = 32):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.bundle = bundle
+        self.batch_size = int(batch_size)
+        providers = _providers_for(device)
+        self._image = _open_session(bundle.image_encoder_path, providers, threads, device)
+        self._text = _open_session(bundle.text_encoder_path, providers, threads, device)
+        size = bundle.image.size
+        _check_io(self._image, bundle.image_encoder_path, "image", (3, size, size), "image.size", bundle.embed_dim)
+        _check_io(self._text, bundle.text_encoder_path, "input_ids", (bundle.text.context_length,),
+                  "text.context_length", bundle.embed_dim)
+        self.provider = self._image.get_providers()[0]
+        self.tokenizer = load_tokenizer(bundle.text, bundle.tokenizer_path)
+        self.preprocess = Preprocessor(bundle.image)
+        log.info("model %s on %s", bundle.name, self.provider)
+
+    def __repr__(self) -> str:
+        return f"ClipModel({self.bundle.name!r}, provider={self.provider!r}, batch_size={self.batch_size})"
+
+    @property
+    def logit_scale(self) -> float:
+        return self.bundle.logit_scale
+
+    @property
+    def embed_dim(self) -> int:
+        return self.bundle.embed_dim
+
+    # ---- images -------------------------------------------------------------
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
+        """One preprocessed float32 NCHW batch through the image encoder (no batching, no normalisation)."""
+        return self._image.run(None, {"image": batch})[0]
+
+    def encode_images(self, images: Sequence[np.ndarray] | np.ndarray, normalize: bool = True) -> np.ndarray:
+        """Uint8 HxWx3 RGB images (any size) or a preprocessed NCHW float32 batch -> [N, D]."""
+        if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype == np.float32:
+            chunks = [images[i:i + self.batch_size] for i in range(0, len(images), self.batch_size)]
+            out = [self.encode_batch(np.ascontiguousarray(c)) for c in chunks]
+        else:
+            images = list(images)
+            out = [self.encode_batch(self.preprocess(images[i:i + self.batch_size]))
+                   for i in range(0, len(images), self.batch_size)]
+        emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+        return _l2_normalize(emb) if normalize else emb
+
+    # ---- text ---------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str] | str, normalize: bool = True) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        ids = self.tokenizer(list(texts))
+        out = [self._text.run(None, {"input_ids": ids[i:i + self.batch_size]})[0]
+               for i in range(0, len(ids), self.batch_size)]
+        emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+        return _l2_normalize(emb) if normalize else emb
+
+    def class_embeddings(self, labels: Sequence[Label | str] | str, templates: Sequence[str] | None = None) -> np.ndarray:
+        """Prompt-ensemble embedding per label: mean of its normalised prompt embeddings, renormalised."""
+        labels = parse_labels(labels)
+        templates = tuple(templates) if templates else self.bundle.templates
+        texts, owner = [], []
+        for i, label in enumerate(labels):
+            for text in label.texts(templates):
+                texts.append(text)
+                owner.append(i)
+        emb = self.encode_text(texts)
+        owner_arr = np.asarray(owner)
+        means = np.stack([emb[owner_arr == i].mean(axis=0) for i in range(len(labels))])
+        return _l2_normalize(means)
+
+    def probabilities(self, image_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
+        """Softmax over classes of logit_scale * cosine similarity."""
+        logits = self.logit_scale * image_emb @ class_emb.T
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str = "auto",
+               threads: int | None = None, batch_size: int = 32) -> ClipModel:
+    """Load a bundle: None/'default' (shipped), a pulled checkpoint name, or a bundle folder."""
+    bundle = read_bundle(resolve_model_path(name_or_path))
+    return ClipModel(bundle, device=device, threads=threads, batch_size=batch_size)

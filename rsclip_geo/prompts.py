@@ -1,0 +1,98 @@
+"""Prompt templates and label handling for zero-shot scoring.
+
+A label is a class name plus the prompts that describe it; by default the
+prompts come from the bundle's templates (RemoteCLIP-style, overhead wording).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import LabelError
+
+# Overhead-imagery templates in the spirit of RemoteCLIP's zero-shot prompts.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a satellite photo of {}.",
+    "an aerial photo of {}.",
+    "a remote sensing image of {}.",
+    "an overhead view of {}.",
+    "a top-down aerial image of {}.",
+    "a high resolution satellite image of {}.",
+    "an aerial view of {}.",
+)
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def humanize_class_name(name: str) -> str:
+    """'DenseResidential' / 'dense_residential' -> 'dense residential'."""
+    spaced = _CAMEL.sub(" ", name.replace("_", " ").replace("-", " "))
+    return " ".join(spaced.split()).lower()
+
+
+@dataclass(frozen=True)
+class Label:
+    """A class to score: its name (as shown in outputs) and its prompts (None: use templates)."""
+
+    name: str
+    prompts: tuple[str, ...] | None = None
+
+    def texts(self, templates: Sequence[str]) -> list[str]:
+        if self.prompts:
+            return list(self.prompts)
+        return [t.format(self.name) for t in templates]
+
+
+def parse_labels(labels: str | Iterable[str | Label]) -> list[Label]:
+    """Labels from a comma-separated string or a list; rejects empty and duplicate names."""
+    if isinstance(labels, str):
+        items: list[str | Label] = [s for s in labels.split(",")]
+    else:
+        items = list(labels)
+    out: list[Label] = []
+    for item in items:
+        label = item if isinstance(item, Label) else Label(str(item).strip())
+        if not label.name.strip():
+            continue
+        out.append(Label(label.name.strip(), label.prompts))
+    return _checked(out, "labels")
+
+
+def read_labels_file(path: str | Path) -> list[Label]:
+    """One label a line: ``name`` or ``name: prompt one | prompt two``; '#' starts a comment."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelError(f"{path}: labels file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelError(f"{path}: cannot read labels file ({exc})") from exc
+    out: list[Label] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, rest = line.partition(":")
+        name = name.strip()
+        if not name:
+            raise LabelError(f"{path}:{lineno}: empty label name in {raw!r}")
+        prompts = tuple(p.strip() for p in rest.split("|") if p.strip()) if sep else ()
+        if sep and not prompts:
+            raise LabelError(f"{path}:{lineno}: label {name!r} has ':' but no prompts after it")
+        out.append(Label(name, prompts or None))
+    return _checked(out, str(path))
+
+
+def _checked(labels: list[Label], where: str) -> list[Label]:
+    if not labels:
+        raise LabelError(f"{where}: no labels given; pass e.g. --labels 'water,forest,farmland'")
+    seen: dict[str, str] = {}
+    for label in labels:
+        key = label.name.casefold()
+        if key in seen:
+            raise LabelError(f"{where}: duplicate label {label.name!r} (also given as {seen[key]!r})")
+        seen[key] = label.name
+    return labels

@@ -1,0 +1,31 @@
+"""Shared fixtures: the read-only shared data folder and a tiny real ONNX bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    from tests.utils.tiny_bundle import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny_bundle"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_bundle):
+    import rsclip_geo
+
+    return rsclip_geo.load_model(tiny_bundle, device="cpu", batch_size=4)

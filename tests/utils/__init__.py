@@ -1,0 +1,1 @@
+"""Test helpers: tiny real ONNX bundles and generated GeoTIFFs."""
