@@ -1,0 +1,130 @@
+"""Zero-shot tile labelling: every valid tile of a scene gets the label whose prompts it matches best."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .encoder import ClipModel, load_model
+from .prompts import Label, parse_labels
+from .scene import Scene
+from .tile_stream import StreamStats, stream_tiles
+from .tiling import TilePlan, TileSpec, plan_tiles
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the end-of-run report (also stored in ``GeoDataFrame.attrs``)."""
+
+    scene: str
+    tiles_total: int = 0
+    tiles_encoded: int = 0
+    tiles_skipped: int = 0
+    seconds: float = 0.0
+    provider: str = ""
+    model: str = ""
+    tile_width_px: int = 0
+    tile_height_px: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        rate = self.tiles_encoded / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.scene}: {self.tiles_encoded} tiles labelled, {self.tiles_skipped} skipped (invalid pixels) "
+                f"of {self.tiles_total}; tile {self.tile_width_px}x{self.tile_height_px} px; "
+                f"{self.seconds:.1f} s ({rate:.1f} tiles/s) on {self.provider} with model {self.model}")
+
+
+def encode_scene(scene: Scene, plan: TilePlan, model: ClipModel, max_invalid: float = 0.5,
+                 progress: ProgressCallback | None = None, stats: StreamStats | None = None):
+    """Embeddings of every valid tile: (tiles, embeddings [N, D], valid fractions [N])."""
+    stats = stats if stats is not None else StreamStats()
+    tiles, embs, fracs = [], [], []
+    done = 0
+    for batch in stream_tiles(scene, plan, model.preprocess, model.batch_size, max_invalid, stats=stats):
+        if batch.tiles:
+            embs.append(model.encode_images(batch.pixels))
+            tiles.extend(batch.tiles)
+            fracs.append(batch.valid_fraction)
+        done += batch.n_seen
+        if progress:
+            progress(done, len(plan))
+    emb = np.concatenate(embs) if embs else np.zeros((0, model.embed_dim), np.float32)
+    frac = np.concatenate(fracs) if fracs else np.zeros(0, np.float32)
+    return tiles, emb, frac
+
+
+def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label], model: ClipModel | str | None = None,
+                  tile: TileSpec | None = None, bands: Sequence[int] | None = None, top_k: int = 3,
+                  min_score: float = 0.0, max_invalid: float = 0.5, templates: Sequence[str] | None = None,
+                  progress: ProgressCallback | None = None, **scene_options):
+    """Label each tile of ``scene`` with one of ``labels``; returns a GeoDataFrame in the scene CRS.
+
+    Columns: row, col, label (or 'unknown' below ``min_score``), score, label_1..k / score_1..k
+    (top-k), valid_frac, geometry (tile footprint). ``attrs['summary']`` holds a RunSummary.
+    """
+    import geopandas as gpd
+
+    labels = parse_labels(labels)
+    if not 0 <= min_score <= 1:
+        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+    top_k = max(1, min(int(top_k), len(labels)))
+    model = model if isinstance(model, ClipModel) else load_model(model)
+    class_emb = model.class_embeddings(labels, templates)  # before reading: label errors come first
+    own = not isinstance(scene, Scene)
+    scene = Scene(scene, bands=bands, **scene_options) if own else scene
+    try:
+        plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, tile or TileSpec(),
+                          model.bundle.image.size, source=str(scene.path))
+        start = time.perf_counter()
+        stats = StreamStats()
+        tiles, emb, frac = encode_scene(scene, plan, model, max_invalid, progress, stats)
+        probs = model.probabilities(emb, class_emb) if len(tiles) else np.zeros((0, len(labels)))
+        summary = RunSummary(str(scene.path), len(plan), len(tiles), stats.skipped, time.perf_counter() - start,
+                             model.provider, model.bundle.name, plan.tile_width, plan.tile_height)
+        gdf = _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan)
+    finally:
+        if own:
+            scene.close()
+    gdf.attrs["summary"] = summary
+    gdf.attrs["labels"] = [lab.name for lab in labels]
+    gdf.attrs["plan"] = plan
+    log.info(summary.describe())
+    return gdf
+
+
+def _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan: TilePlan):
+    names = np.array([lab.name for lab in labels], dtype=object)
+    order = np.argsort(-probs, axis=1)[:, :top_k] if len(tiles) else np.zeros((0, top_k), int)
+    top_p = np.take_along_axis(probs, order, axis=1) if len(tiles) else np.zeros((0, top_k))
+    data = {
+        "row": np.array([t.row for t in tiles], dtype=np.int32),
+        "col": np.array([t.col for t in tiles], dtype=np.int32),
+        "label": np.where(top_p[:, 0] >= min_score, names[order[:, 0]], UNKNOWN) if len(tiles) else [],
+        "score": top_p[:, 0].astype(np.float32) if len(tiles) else np.zeros(0, np.float32),
+    }
+    for k in range(top_k):
+        data[f"label_{k + 1}"] = names[order[:, k]] if len(tiles) else []
+        data[f"score_{k + 1}"] = top_p[:, k].astype(np.float32) if len(tiles) else np.zeros(0, np.float32)
+    data["valid_frac"] = frac.astype(np.float32)
+    geometry = [plan.footprint(t) for t in tiles]
+    return gpd.GeoDataFrame(data, geometry=geometry, crs=plan.crs)
+
+
+def class_grid(gdf, labels: Sequence[str], plan: TilePlan, nodata: int = 255) -> np.ndarray:
+    """One pixel per tile: index of the tile's label (``unknown`` and skipped tiles are nodata)."""
+    grid = np.full((plan.n_rows, plan.n_cols), nodata, dtype=np.uint8)
+    index = {name: i for i, name in enumerate(labels)}
+    for row, col, label in zip(gdf["row"], gdf["col"], gdf["label"]):
+        if label in index:
+            grid[row, col] = index[label]
+    return grid

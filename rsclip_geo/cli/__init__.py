@@ -1,0 +1,50 @@
+"""The ``rsclip-geo`` command: a thin layer over the Python API, one module per command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import RsclipError
+
+
+class _Group(click.Group):
+    """Turn our own errors into one clear line on stderr and exit code 1 (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RsclipError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rsclip-geo")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Search and label satellite and aerial imagery with words."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from .tile_classify import tile_classify_command
+
+    main.add_command(tile_classify_command)
+    try:
+        from .models import models
+        main.add_command(models)
+    except ImportError as exc:  # pragma: no cover - only while a module is missing
+        logging.getLogger(__name__).debug("models commands unavailable: %s", exc)
+    try:
+        from .eval import eval_group
+        main.add_command(eval_group)
+    except ImportError as exc:  # pragma: no cover
+        logging.getLogger(__name__).debug("eval commands unavailable: %s", exc)
+
+
+_register()

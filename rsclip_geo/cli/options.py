@@ -1,0 +1,87 @@
+"""Options shared by the commands that run a model over a scene."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from ..encoder import DEVICES, load_model
+from ..scene import STRETCHES
+from ..tiling import EDGE_POLICIES, TileSpec
+
+
+def _parse_bands(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        bands = [int(b) for b in value.split(",") if b.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated band numbers like 3,2,1, got {value!r}") from None
+    if not bands:
+        raise click.BadParameter("no band numbers given")
+    return bands
+
+
+def model_options(f):
+    """--model/--device/--threads/--batch-size -> a loaded ``model`` keyword argument."""
+    @click.option("--model", "model_name", default=None, metavar="NAME_OR_PATH",
+                  help="Model bundle folder or pulled model name (default: the shipped model).")
+    @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                  help="Execution device; 'cuda' fails if CUDA is not really active.")
+    @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for onnxruntime.")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+    @functools.wraps(f)
+    def wrapper(*args, model_name, device, threads, batch_size, **kwargs):
+        kwargs["model"] = load_model(model_name, device=device, threads=threads, batch_size=batch_size)
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def tiling_options(f):
+    """Tile size/overlap/edge and band/stretch/validity options -> ``tile`` and ``scene_options``."""
+    @click.option("--tile-size", type=click.IntRange(min=1), default=None,
+                  help="Tile size in pixels (default: the model's input size).")
+    @click.option("--tile-size-m", type=click.FloatRange(min=0, min_open=True), default=None,
+                  help="Tile size in metres on the ground (projected or geographic CRS).")
+    @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+                  help="Overlap between neighbouring tiles, as a fraction of the tile.")
+    @click.option("--edge", type=click.Choice(EDGE_POLICIES), default="pad", show_default=True,
+                  help="Last row/column: pad (partial tile, padding counts as invalid), shift inside, or drop.")
+    @click.option("--bands", callback=_parse_bands, default=None, metavar="B1[,B2,B3]",
+                  help="1-based bands to use as R,G,B (one band is replicated), e.g. 3,2,1 for blue,green,red files.")
+    @click.option("--stretch", type=click.Choice(STRETCHES), default="auto", show_default=True,
+                  help="auto: per-scene 2-98% percentile stretch for non-8-bit data, none for 8-bit.")
+    @click.option("--zero-invalid", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+                  help="Treat pixels that are 0 in all bands as invalid (auto: when no nodata/mask is declared).")
+    @click.option("--max-invalid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                  help="Skip tiles with more than this fraction of invalid pixels.")
+    @functools.wraps(f)
+    def wrapper(*args, tile_size, tile_size_m, overlap, edge, bands, stretch, zero_invalid, max_invalid, **kwargs):
+        if tile_size is not None and tile_size_m is not None:
+            raise click.UsageError("give --tile-size or --tile-size-m, not both")
+        kwargs["tile"] = TileSpec(size_px=tile_size, size_m=tile_size_m, overlap=overlap, edge=edge)
+        zero = {"auto": "auto", "yes": True, "no": False}[zero_invalid]
+        kwargs["scene_options"] = dict(bands=bands, stretch=stretch, zero_invalid=zero)
+        kwargs["max_invalid"] = max_invalid
+        return f(*args, **kwargs)
+    return wrapper
+
+
+class ProgressBar:
+    """A tqdm bar on stderr driven by the core's (done, total) callbacks; silent with --quiet."""
+
+    def __init__(self, desc: str, quiet: bool):
+        self.desc, self.quiet, self.bar = desc, quiet, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=self.desc, unit="tile", dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

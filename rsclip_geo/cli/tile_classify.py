@@ -1,0 +1,58 @@
+"""``rsclip-geo tile-classify``: zero-shot labels for every tile of a scene."""
+
+from __future__ import annotations
+
+import click
+
+from ..classify import UNKNOWN, class_grid, tile_classify
+from ..prompts import parse_labels, read_labels_file
+from ..writers import VECTOR_DRIVERS, check_output, write_class_raster, write_vector
+from .options import ProgressBar, model_options, tiling_options
+
+
+@click.command("tile-classify")
+@click.argument("scene", type=click.Path(dir_okay=False))
+@click.option("--labels", default=None, help="Comma-separated class names, e.g. 'water,forest,farmland'.")
+@click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
+              help="One label a line; 'name: prompt one | prompt two' gives a label its own prompts.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Output vector (.gpkg, .parquet, .geojson); default SCENE_labels.gpkg beside the scene.")
+@click.option("--raster", type=click.Path(dir_okay=False), default=None,
+              help="Also write a class raster (.tif), one pixel per tile, with a colour table.")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Tiles whose best probability is below this are labelled 'unknown'.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@tiling_options
+@model_options
+def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min_score, overwrite, quiet,
+                          model, tile, scene_options, max_invalid):
+    """Label every tile of SCENE (a GeoTIFF or any GDAL raster) with the best-matching label."""
+    from pathlib import Path
+
+    if bool(labels) == bool(labels_file):
+        raise click.UsageError("give exactly one of --labels or --labels-file")
+    parsed = parse_labels(labels) if labels else read_labels_file(labels_file)
+    output = output or str(Path(scene).with_name(Path(scene).stem + "_labels.gpkg"))
+    check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))  # fail before the work, not after
+    if raster:
+        check_output(raster, overwrite, suffixes=(".tif", ".tiff"))
+    bar = ProgressBar("tile-classify", quiet)
+    try:
+        gdf = tile_classify(scene, parsed, model=model, tile=tile, top_k=top_k, min_score=min_score,
+                            max_invalid=max_invalid, progress=bar, **scene_options)
+    finally:
+        bar.close()
+    write_vector(gdf, output, overwrite=overwrite)
+    if raster:
+        names = [lab.name for lab in parsed] + ([UNKNOWN] if min_score > 0 else [])
+        plan = gdf.attrs["plan"]
+        write_class_raster(raster, class_grid(gdf, names, plan), plan.grid_transform, plan.crs, names,
+                           overwrite=overwrite)
+    if not quiet:
+        summary = gdf.attrs["summary"]
+        click.echo(summary.describe(), err=True)
+        counts = gdf["label"].value_counts()
+        click.echo("labels: " + ", ".join(f"{k} {v}" for k, v in counts.items()), err=True)
+        click.echo(f"wrote {output}" + (f" and {raster}" if raster else ""), err=True)

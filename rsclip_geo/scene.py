@@ -1,0 +1,193 @@
+"""An input scene: a raster opened for tiling, with its band mapping, validity rule and stretch.
+
+Everything that decides how raw pixels become the RGB the model sees lives
+here and is decided once per scene (never per tile), so neighbouring tiles
+are comparable.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+from .errors import RasterInputError
+
+log = logging.getLogger(__name__)
+
+STRETCHES = ("auto", "percentile", "none")
+SAMPLE_MAX_SIDE = 1024  # pixels on the long side of the scene sample used for stretch / validity
+
+
+class NotGeoreferencedSceneWarning(UserWarning):
+    """The scene has no CRS: outputs are in pixel coordinates (column, row)."""
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Per-band linear map low->0, high->255 (uint8 data with 'none' maps 0->0, 255->255)."""
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """bands x H x W (any dtype) -> bands x H x W uint8."""
+        low = np.asarray(self.low, dtype=np.float32).reshape(-1, 1, 1)
+        span = np.maximum(np.asarray(self.high, dtype=np.float32).reshape(-1, 1, 1) - low, 1e-6)
+        out = (data.astype(np.float32) - low) * (255.0 / span)
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def default_bands(ds) -> tuple[int, ...]:
+    """3 bands -> as stored; RGB colour interpretation -> R,G,B; >3 -> first three; 1 -> replicated."""
+    ci = list(ds.colorinterp)
+    if all(c in ci for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        return tuple(ci.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue))
+    if ds.count == 1:
+        return (1,)
+    if ds.count == 2:
+        raise RasterInputError(
+            f"{ds.name}: has 2 bands; say which to use with --bands (1 band is replicated to RGB, or give 3)"
+        )
+    return (1, 2, 3)
+
+
+def _check_bands(ds, bands: Sequence[int]) -> tuple[int, ...]:
+    bands = tuple(int(b) for b in bands)
+    if len(bands) not in (1, 3):
+        raise RasterInputError(f"{ds.name}: --bands must name 1 or 3 bands (got {list(bands)})")
+    for b in bands:
+        if not 1 <= b <= ds.count:
+            raise RasterInputError(
+                f"{ds.name}: band {b} does not exist (the raster has {ds.count} band{'s' if ds.count > 1 else ''}, "
+                f"numbered 1..{ds.count})"
+            )
+    return bands
+
+
+class Scene:
+    """An opened raster plus the decisions needed to read RGB tiles from it.
+
+    ``zero_invalid``: 'auto' treats pixels that are 0 in every selected band as invalid
+    when the raster declares no nodata value and no mask (zero-filled edges);
+    True/False force it on or off.
+    """
+
+    def __init__(self, path: str | Path, bands: Sequence[int] | None = None, stretch: str = "auto",
+                 percentiles: tuple[float, float] = (2.0, 98.0), zero_invalid: bool | str = "auto"):
+        self.path = Path(path)
+        if stretch not in STRETCHES:
+            raise ValueError(f"stretch must be one of {STRETCHES}, got {stretch!r}")
+        if not self.path.exists():
+            raise RasterInputError(f"{self.path}: file does not exist")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self.ds = rasterio.open(self.path)
+        except RasterioIOError as exc:
+            raise RasterInputError(f"{self.path}: not a readable raster ({exc})") from exc
+        try:
+            self._setup(bands, stretch, percentiles, zero_invalid)
+        except BaseException:
+            self.ds.close()
+            raise
+
+    def _setup(self, bands, stretch, percentiles, zero_invalid):
+        ds = self.ds
+        self.bands = _check_bands(ds, bands) if bands else default_bands(ds)
+        self.crs = ds.crs
+        self.transform = ds.transform
+        self.width, self.height = ds.width, ds.height
+        if self.crs is None:
+            warnings.warn(
+                f"{self.path}: no CRS; outputs are in pixel coordinates (x = column, y = row)",
+                NotGeoreferencedSceneWarning, stacklevel=3)
+        flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
+        declared = any(MaskFlags.all_valid not in f for f in flags)
+        self.zero_invalid = (not declared) if zero_invalid == "auto" else bool(zero_invalid)
+        data, valid = self._read_sample()
+        if not valid.any():
+            raise RasterInputError(
+                f"{self.path}: every pixel is invalid (nodata/mask"
+                + (", or 0 in all selected bands" if self.zero_invalid else "") + ") in bands "
+                + ",".join(map(str, self.bands)))
+        self.stretch = self._fit_stretch(data, valid, stretch, percentiles)
+
+    # ---- scene-level statistics ---------------------------------------------
+    def _read_sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """A decimated read of the whole scene (GDAL uses overviews when present)."""
+        scale = max(self.width, self.height) / SAMPLE_MAX_SIDE
+        shape = (max(1, round(self.height / scale)), max(1, round(self.width / scale))) if scale > 1 else (
+            self.height, self.width)
+        try:
+            data = self.ds.read(list(self.bands), out_shape=(len(self.bands), *shape), resampling=Resampling.nearest)
+            masks = self.ds.read_masks(list(self.bands), out_shape=(len(self.bands), *shape),
+                                       resampling=Resampling.nearest)
+        except RasterioError as exc:
+            raise RasterInputError(f"{self.path}: cannot read pixels; the file may be truncated or corrupt ({exc})") from exc
+        return data, self._valid(data, masks)
+
+    def _valid(self, data: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        valid = np.all(masks > 0, axis=0)
+        if self.zero_invalid:
+            valid &= np.any(data != 0, axis=0)
+        return valid
+
+    def _fit_stretch(self, data, valid, stretch, percentiles) -> Stretch:
+        is_byte = self.ds.dtypes[self.bands[0] - 1] == "uint8"
+        if stretch == "none" or (stretch == "auto" and is_byte):
+            return Stretch(low=(0.0,) * len(self.bands), high=(255.0,) * len(self.bands))
+        lows, highs = [], []
+        for band_data in data:
+            values = band_data[valid].astype(np.float64)
+            lo, hi = np.percentile(values, percentiles)
+            if hi <= lo:
+                hi = lo + 1.0
+            lows.append(float(lo))
+            highs.append(float(hi))
+        log.info("%s: percentile stretch %s -> low %s high %s", self.path.name, percentiles, lows, highs)
+        return Stretch(low=tuple(lows), high=tuple(highs))
+
+    # ---- tiles --------------------------------------------------------------
+    def read_rgb(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``window`` (may extend past the edges) -> (HxWx3 uint8 RGB, HxW bool valid)."""
+        h, w = int(window.height), int(window.width)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        inner = Window(max(c0, 0), max(r0, 0), min(c0 + w, self.width) - max(c0, 0),
+                       min(r0 + h, self.height) - max(r0, 0))
+        rgb = np.zeros((h, w, 3), dtype=np.uint8)
+        valid = np.zeros((h, w), dtype=bool)
+        if inner.width <= 0 or inner.height <= 0:
+            return rgb, valid
+        try:
+            data = self.ds.read(list(self.bands), window=inner)
+            masks = self.ds.read_masks(list(self.bands), window=inner)
+        except RasterioError as exc:
+            raise RasterInputError(
+                f"{self.path}: cannot read window col {inner.col_off} row {inner.row_off} "
+                f"({inner.width}x{inner.height}); the file may be truncated or corrupt ({exc})") from exc
+        ys = slice(inner.row_off - r0, inner.row_off - r0 + inner.height)
+        xs = slice(inner.col_off - c0, inner.col_off - c0 + inner.width)
+        valid[ys, xs] = self._valid(data, masks)
+        stretched = self.stretch.apply(data)
+        if stretched.shape[0] == 1:
+            stretched = np.repeat(stretched, 3, axis=0)
+        rgb[ys, xs] = stretched.transpose(1, 2, 0)
+        return rgb, valid
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,112 @@
+"""Read, mask and preprocess tiles ahead of the encoder, in full batches.
+
+A background thread reads windows and resizes them while the encoder runs on
+the previous batch (rasterio, PIL and onnxruntime all release the GIL), so
+the encoder is never waiting on I/O for long. Tiles with too many invalid
+pixels are skipped and counted, never encoded.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .scene import Scene
+from .tiling import Tile, TilePlan
+from .transform import Preprocessor
+
+
+@dataclass
+class TileBatch:
+    tiles: list[Tile]
+    pixels: np.ndarray  # float32 [N, 3, size, size], ready for the image encoder
+    valid_fraction: np.ndarray  # float32 [N]
+    n_seen: int  # tiles consumed for this batch, skipped ones included (for progress)
+
+
+@dataclass
+class StreamStats:
+    total: int = 0
+    encoded: int = 0
+    skipped: int = 0
+    skipped_tiles: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _fill_invalid(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Invalid pixels take the tile's mean valid colour, so nodata does not read as black terrain."""
+    if valid.all():
+        return rgb
+    out = rgb.copy()
+    out[~valid] = rgb[valid].mean(axis=0).round().astype(np.uint8)
+    return out
+
+
+def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size: int, max_invalid: float,
+             stats: StreamStats) -> Iterator[TileBatch]:
+    size = preprocess.spec.size
+    tiles: list[Tile] = []
+    fracs: list[float] = []
+    pixels = np.empty((batch_size, 3, size, size), dtype=np.float32)
+    seen = 0
+    for tile in plan:
+        seen += 1
+        rgb, valid = scene.read_rgb(tile.window)
+        frac = float(valid.mean())
+        if frac <= 0 or (1.0 - frac) > max_invalid:
+            stats.skipped += 1
+            stats.skipped_tiles.append((tile.row, tile.col))
+            continue
+        preprocess.normalize(preprocess.resize(_fill_invalid(rgb, valid)), out=pixels[len(tiles)])
+        tiles.append(tile)
+        fracs.append(frac)
+        if len(tiles) == batch_size:
+            yield TileBatch(tiles, pixels, np.asarray(fracs, np.float32), seen)
+            tiles, fracs, seen = [], [], 0
+            pixels = np.empty((batch_size, 3, size, size), dtype=np.float32)
+    if tiles or seen:
+        yield TileBatch(tiles, pixels[:len(tiles)], np.asarray(fracs, np.float32), seen)
+
+
+def stream_tiles(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size: int = 32,
+                 max_invalid: float = 0.5, prefetch: int = 2, stats: StreamStats | None = None
+                 ) -> Iterator[TileBatch]:
+    """Yield batches of valid tiles, read ``prefetch`` batches ahead in a background thread."""
+    stats = stats if stats is not None else StreamStats()
+    stats.total = len(plan)
+    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    done = object()
+
+    def worker():
+        try:
+            for batch in _produce(scene, plan, preprocess, batch_size, max_invalid, stats):
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # forwarded to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=worker, name="rsclip-tile-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            stats.encoded += len(item.tiles)
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,162 @@
+"""Tile plans: which pixel windows of a scene become model inputs, and where they are on the map.
+
+Tile size is given in pixels or in metres on the ground. Metres are converted
+with geodesic distances on the CRS's ellipsoid at the scene centre, so the
+same call is right for projected (UTM, Web Mercator) and geographic CRS.
+
+Edge policy, for the last row/column when the scene is not a whole number of strides:
+
+- ``pad`` (default): a partial tile hangs over the edge; the pixels outside the
+  scene are invalid (they count against ``max_invalid``). Tiles form a regular
+  grid starting at the scene's top-left corner.
+- ``shift``: the last tile is moved back inside the scene (it overlaps its
+  neighbour more); every tile is full size.
+- ``drop``: tiles that do not fit are left out; the right/bottom strip is not covered.
+
+Number of tiles along an axis of ``n`` pixels with tile ``t`` and stride ``s``:
+``floor((n - t) / s) + 1`` for drop, ``ceil((n - t) / s) + 1`` for pad and shift.
+A scene smaller than one tile is an error for every policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+from affine import Affine
+from pyproj import CRS, Geod, Transformer
+from rasterio.windows import Window
+from shapely.geometry import Polygon
+
+from .errors import RasterInputError
+
+EDGE_POLICIES = ("pad", "shift", "drop")
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """How to tile: size in pixels *or* metres, overlap as a fraction of the tile, edge policy."""
+
+    size_px: int | None = None
+    size_m: float | None = None
+    overlap: float = 0.0
+    edge: str = "pad"
+
+    def __post_init__(self):
+        if self.size_px is not None and self.size_m is not None:
+            raise ValueError("give the tile size in pixels or in metres, not both")
+        if self.size_px is not None and self.size_px < 1:
+            raise ValueError(f"tile size must be >= 1 pixel, got {self.size_px}")
+        if self.size_m is not None and not self.size_m > 0:
+            raise ValueError(f"tile size must be > 0 m, got {self.size_m}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.edge not in EDGE_POLICIES:
+            raise ValueError(f"edge policy must be one of {EDGE_POLICIES}, got {self.edge!r}")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: grid position and pixel window (may extend past the scene for the 'pad' policy)."""
+
+    row: int
+    col: int
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    @property
+    def window(self) -> Window:
+        return Window(self.col_off, self.row_off, self.width, self.height)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """All tiles of a scene, in row-major order, with the geometry needed to place them."""
+
+    scene_width: int
+    scene_height: int
+    transform: Affine
+    crs: CRS | None
+    tile_width: int
+    tile_height: int
+    stride_x: int
+    stride_y: int
+    n_rows: int
+    n_cols: int
+    edge: str
+
+    def __len__(self) -> int:
+        return self.n_rows * self.n_cols
+
+    def __iter__(self) -> Iterator[Tile]:
+        for r in range(self.n_rows):
+            for c in range(self.n_cols):
+                yield self.tile(r, c)
+
+    def tile(self, row: int, col: int) -> Tile:
+        r0, c0 = row * self.stride_y, col * self.stride_x
+        if self.edge == "shift":
+            r0 = min(r0, self.scene_height - self.tile_height)
+            c0 = min(c0, self.scene_width - self.tile_width)
+        return Tile(row, col, r0, c0, self.tile_height, self.tile_width)
+
+    def footprint(self, tile: Tile) -> Polygon:
+        """The tile's area in the scene CRS, clipped to the scene (exact for rotated transforms)."""
+        c0, r0 = max(tile.col_off, 0), max(tile.row_off, 0)
+        c1 = min(tile.col_off + tile.width, self.scene_width)
+        r1 = min(tile.row_off + tile.height, self.scene_height)
+        corners = [(c0, r0), (c1, r0), (c1, r1), (c0, r1)]
+        return Polygon([self.transform @ xy for xy in corners])
+
+    @property
+    def grid_transform(self) -> Affine:
+        """Transform of a raster with one pixel per tile (pixel = stride x stride scene pixels)."""
+        return self.transform @ Affine.scale(self.stride_x, self.stride_y)
+
+
+def pixel_size_m(transform: Affine, crs: CRS | None, width: int, height: int) -> tuple[float, float]:
+    """Ground size in metres of one pixel along columns and rows, measured at the scene centre."""
+    if crs is None:
+        raise RasterInputError("the scene has no CRS, so a tile size in metres cannot be converted; use pixels")
+    crs = CRS.from_user_input(crs)
+    geodetic = crs.geodetic_crs
+    if geodetic is None:
+        raise RasterInputError(f"CRS {crs.name!r} has no ellipsoid; use a tile size in pixels")
+    to_lonlat = Transformer.from_crs(crs, geodetic, always_xy=True)
+    geod = geodetic.get_geod() or Geod(ellps="WGS84")
+    c, r = width / 2.0, height / 2.0
+    x0, y0 = transform @ (c, r)
+    sizes = []
+    for dc, dr in ((1, 0), (0, 1)):
+        x1, y1 = transform @ (c + dc, r + dr)
+        lon0, lat0 = to_lonlat.transform(x0, y0)
+        lon1, lat1 = to_lonlat.transform(x1, y1)
+        sizes.append(geod.inv(lon0, lat0, lon1, lat1)[2])
+    return sizes[0], sizes[1]
+
+
+def _count(n: int, tile: int, stride: int, edge: str) -> int:
+    if edge == "drop":
+        return (n - tile) // stride + 1
+    return math.ceil((n - tile) / stride) + 1
+
+
+def plan_tiles(width: int, height: int, transform: Affine, crs, spec: TileSpec, default_size_px: int,
+               source: str = "scene") -> TilePlan:
+    """Plan the tiles of a ``width`` x ``height`` raster; ``source`` names it in errors."""
+    if spec.size_m is not None:
+        px, py = pixel_size_m(transform, crs, width, height)
+        tw, th = max(1, round(spec.size_m / px)), max(1, round(spec.size_m / py))
+    else:
+        tw = th = int(spec.size_px or default_size_px)
+    if width < tw or height < th:
+        unit = f"{spec.size_m:g} m = {tw}x{th} px" if spec.size_m is not None else f"{tw}x{th} px"
+        raise RasterInputError(
+            f"{source}: raster is {width}x{height} px, smaller than one tile ({unit}); use a smaller tile size")
+    sx = max(1, round(tw * (1 - spec.overlap)))
+    sy = max(1, round(th * (1 - spec.overlap)))
+    return TilePlan(width, height, transform, CRS.from_user_input(crs) if crs else None, tw, th, sx, sy,
+                    _count(height, th, sy, spec.edge), _count(width, tw, sx, spec.edge), spec.edge)

@@ -1,0 +1,110 @@
+"""GIS outputs, written atomically: a temporary file in the target folder, renamed when complete.
+
+A run that fails half-way leaves nothing behind, and nothing is overwritten
+unless the caller says so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from .errors import OutputError
+
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".parquet": "Parquet", ".geoparquet": "Parquet", ".geojson": "GeoJSON",
+                  ".json": "GeoJSON"}
+
+# Distinct, colour-blind-friendlier palette (Okabe-Ito + Tableau 20), cycled for many classes.
+PALETTE = [
+    (0, 114, 178), (230, 159, 0), (0, 158, 115), (213, 94, 0), (204, 121, 167), (86, 180, 233),
+    (240, 228, 66), (0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+    (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148),
+]
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False, suffixes: Sequence[str] | None = None) -> Path:
+    """Fail fast, before any work, if ``path`` cannot be written."""
+    path = Path(path)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise OutputError(f"{path}: unsupported output extension {path.suffix!r}; use one of {', '.join(suffixes)}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: output folder {folder} does not exist")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, expected a file path")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{path}: output folder {folder} is not writable")
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = check_output(path, overwrite)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # drivers want to create the file themselves
+    try:
+        yield tmp
+        if path.exists() and not overwrite:  # appeared while we worked
+            raise OutputError(f"{path}: appeared while writing; not overwritten (pass --overwrite)")
+        os.replace(tmp, path)
+    except PermissionError as exc:
+        raise OutputError(f"{path}: cannot write ({exc})") from exc
+    finally:
+        for leftover in (tmp, *tmp.parent.glob(tmp.name + "*")):
+            if leftover.exists():
+                leftover.unlink()
+
+
+def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, layer: str | None = None) -> Path:
+    """GeoPackage / GeoParquet / GeoJSON chosen by extension."""
+    path = check_output(path, overwrite, suffixes=tuple(VECTOR_DRIVERS))
+    driver = VECTOR_DRIVERS[path.suffix.lower()]
+    with atomic_path(path, overwrite) as tmp:
+        if driver == "Parquet":
+            gdf.to_parquet(tmp)
+        else:
+            gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio")
+    return path
+
+
+def write_class_raster(path: str | os.PathLike, classes: np.ndarray, transform, crs, class_names: Sequence[str],
+                       nodata: int = 255, overwrite: bool = False) -> Path:
+    """uint8 class raster with a colour table, class names as tags and GDAL category names (.aux.xml)."""
+    import json
+
+    import rasterio
+
+    if len(class_names) >= nodata:
+        raise OutputError(f"{path}: {len(class_names)} classes do not fit a uint8 raster with nodata {nodata}")
+    path = check_output(path, overwrite, suffixes=(".tif", ".tiff"))
+    aux = path.with_name(path.name + ".aux.xml")
+    if aux.exists() and not overwrite:
+        raise OutputError(f"{aux}: already exists; pass --overwrite (overwrite=True) to replace it")
+    profile = dict(driver="GTiff", width=classes.shape[1], height=classes.shape[0], count=1, dtype="uint8",
+                   crs=crs, transform=transform, nodata=nodata, compress="deflate", tiled=False)
+    colormap = {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(class_names))}
+    colormap[nodata] = (0, 0, 0, 0)
+    with atomic_path(path, overwrite) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(classes.astype(np.uint8), 1)
+            dst.write_colormap(1, colormap)
+            dst.update_tags(CLASS_NAMES=json.dumps(list(class_names)))
+            dst.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(class_names)})
+            dst.set_band_description(1, "class")
+    categories = "".join(f"<Category>{escape(n)}</Category>" for n in class_names)
+    with atomic_path(aux, overwrite=True) as tmp:
+        tmp.write_text(f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{categories}'
+                       "</CategoryNames></PAMRasterBand></PAMDataset>\n", encoding="utf-8")
+    return path
