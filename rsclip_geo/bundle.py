@@ -203,3 +203,16 @@ def read_bundle(folder: str | os.PathLike) -> ModelBundle:
         if not (root / rel).is_file():
             raise BundleError(f"{root / rel}: missing (named by field '{field_name}' in {file})")
     return bundle
+
+
+def bundle_fingerprint(bundle: ModelBundle) -> str:
+    """SHA-256 over model.json's content fields and both ONNX files: identifies what produced an index."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps(bundle.to_dict(), sort_keys=True).encode())
+    for path in (bundle.image_encoder_path, bundle.text_encoder_path):
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -6,20 +6,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .encoder import ClipModel, load_model
 from .prompts import Label, parse_labels
 from .scene import Scene
-from .tile_stream import StreamStats, stream_tiles
+from .scene_embeddings import ProgressCallback, encode_scene
 from .tiling import TilePlan, TileSpec, plan_tiles
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
-ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
 
 
 @dataclass
@@ -42,25 +41,6 @@ class RunSummary:
         return (f"{self.scene}: {self.tiles_encoded} tiles labelled, {self.tiles_skipped} skipped (invalid pixels) "
                 f"of {self.tiles_total}; tile {self.tile_width_px}x{self.tile_height_px} px; "
                 f"{self.seconds:.1f} s ({rate:.1f} tiles/s) on {self.provider} with model {self.model}")
-
-
-def encode_scene(scene: Scene, plan: TilePlan, model: ClipModel, max_invalid: float = 0.5,
-                 progress: ProgressCallback | None = None, stats: StreamStats | None = None):
-    """Embeddings of every valid tile: (tiles, embeddings [N, D], valid fractions [N])."""
-    stats = stats if stats is not None else StreamStats()
-    tiles, embs, fracs = [], [], []
-    done = 0
-    for batch in stream_tiles(scene, plan, model.preprocess, model.batch_size, max_invalid, stats=stats):
-        if batch.tiles:
-            embs.append(model.encode_images(batch.pixels))
-            tiles.extend(batch.tiles)
-            fracs.append(batch.valid_fraction)
-        done += batch.n_seen
-        if progress:
-            progress(done, len(plan))
-    emb = np.concatenate(embs) if embs else np.zeros((0, model.embed_dim), np.float32)
-    frac = np.concatenate(fracs) if fracs else np.zeros(0, np.float32)
-    return tiles, emb, frac
 
 
 def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label], model: ClipModel | str | None = None,
@@ -86,10 +66,10 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
         plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, tile or TileSpec(),
                           model.bundle.image.size, source=str(scene.path))
         start = time.perf_counter()
-        stats = StreamStats()
-        tiles, emb, frac = encode_scene(scene, plan, model, max_invalid, progress, stats)
+        encoded = encode_scene(scene, plan, model, max_invalid, progress)
+        tiles, emb, frac = encoded.tiles, encoded.embeddings, encoded.valid_fraction
         probs = model.probabilities(emb, class_emb) if len(tiles) else np.zeros((0, len(labels)))
-        summary = RunSummary(str(scene.path), len(plan), len(tiles), stats.skipped, time.perf_counter() - start,
+        summary = RunSummary(str(scene.path), len(plan), len(tiles), encoded.stats.skipped, time.perf_counter() - start,
                              model.provider, model.bundle.name, plan.tile_width, plan.tile_height)
         gdf = _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan)
     finally:

@@ -108,3 +108,23 @@ def write_class_raster(path: str | os.PathLike, classes: np.ndarray, transform, 
         tmp.write_text(f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{categories}'
                        "</CategoryNames></PAMRasterBand></PAMDataset>\n", encoding="utf-8")
     return path
+
+
+def write_float_raster(path: str | os.PathLike, data: np.ndarray, transform, crs, overwrite: bool = False,
+                       description: str = "", nodata: float = float("nan")) -> Path:
+    """Single-band float32 Cloud-Optimized GeoTIFF (tiled, deflate, overviews), NaN as nodata."""
+    from rasterio.io import MemoryFile
+    from rasterio.shutil import copy as rio_copy
+
+    path = check_output(path, overwrite, suffixes=(".tif", ".tiff"))
+    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="float32",
+                   crs=crs, transform=transform, nodata=nodata)
+    with atomic_path(path, overwrite) as tmp, MemoryFile() as mem:
+        with mem.open(**profile) as src:
+            src.write(data.astype(np.float32), 1)
+            if description:
+                src.set_band_description(1, description)
+        with mem.open() as src:
+            rio_copy(src, tmp, driver="COG", compress="DEFLATE", predictor="YES", blocksize=256,
+                     overview_resampling="average")
+    return path

@@ -32,9 +32,13 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
+    from .index import index_command
+    from .search import search_command
     from .tile_classify import tile_classify_command
 
     main.add_command(tile_classify_command)
+    main.add_command(index_command)
+    main.add_command(search_command)
     try:
         from .models import models
         main.add_command(models)

@@ -68,6 +68,42 @@ def tiling_options(f):
     return wrapper
 
 
+def _parse_floats(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        values = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise click.BadParameter(f"expected positive numbers, got {value!r}")
+    return values
+
+
+def scales_options(f):
+    """--scales (pixels) / --scales-m (metres): several tile sizes -> ``scales`` (list of TileSpec).
+
+    Must be applied below ``tiling_options`` (which runs first and provides ``tile``: overlap, edge).
+    """
+    @click.option("--scales", "scales_px", callback=_parse_floats, default=None, metavar="PX[,PX...]",
+                  help="Tile sizes in pixels, e.g. 224,448 (default: the --tile-size/--tile-size-m tile).")
+    @click.option("--scales-m", callback=_parse_floats, default=None, metavar="M[,M...]",
+                  help="Tile sizes in metres, e.g. 500,1000.")
+    @functools.wraps(f)
+    def wrapper(*args, scales_px, scales_m, tile, **kwargs):
+        kwargs["tile"] = tile
+        if scales_px and scales_m:
+            raise click.UsageError("give --scales or --scales-m, not both")
+        if scales_px:
+            kwargs["scales"] = [TileSpec(size_px=int(round(v)), overlap=tile.overlap, edge=tile.edge) for v in scales_px]
+        elif scales_m:
+            kwargs["scales"] = [TileSpec(size_m=v, overlap=tile.overlap, edge=tile.edge) for v in scales_m]
+        else:
+            kwargs["scales"] = [tile]
+        return f(*args, **kwargs)
+    return wrapper
+
+
 class ProgressBar:
     """A tqdm bar on stderr driven by the core's (done, total) callbacks; silent with --quiet."""
 

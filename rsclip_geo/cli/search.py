@@ -1,0 +1,53 @@
+"""``rsclip-geo search``: the tiles that best match a text query, as ranked polygons."""
+
+from __future__ import annotations
+
+import click
+
+from ..search import search, similarity_grid
+from ..writers import VECTOR_DRIVERS, check_output, write_float_raster, write_vector
+from .options import ProgressBar, model_options, scales_options, tiling_options
+
+
+@click.command("search")
+@click.argument("source", nargs=-1, required=True, type=click.Path())
+@click.argument("query")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--negative", multiple=True, help="Text to steer away from (repeatable), e.g. --negative clouds.")
+@click.option("--negative-weight", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--raw", is_flag=True, help="Embed the query as written instead of through the prompt templates.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="Hits (.gpkg, .parquet, .geojson).")
+@click.option("--heatmap", type=click.Path(dir_okay=False), default=None,
+              help="Per-tile score raster (.tif, COG) for a single scene at a single scale.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the scene index even if it is fresh.")
+@click.option("--overwrite", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+@tiling_options
+@scales_options
+@model_options
+def search_command(source, query, top, negative, negative_weight, raw, output, heatmap, rebuild, overwrite, quiet,
+                   model, scales, tile, scene_options, max_invalid):
+    """Search SOURCE (scenes, index files or folders) for QUERY."""
+    check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))
+    if heatmap:
+        check_output(heatmap, overwrite, suffixes=(".tif", ".tiff"))
+    bar = ProgressBar("index", quiet)
+    try:
+        hits = search(list(source), query, top=top, negative=list(negative), model=model, scales=scales,
+                      negative_weight=negative_weight, raw=raw, max_invalid=max_invalid, rebuild=rebuild,
+                      progress=bar, **scene_options)
+    finally:
+        bar.close()
+    if heatmap:
+        indexes = hits.attrs["indexes"]
+        if len(indexes) != 1 or len(indexes[0].plans) != 1:
+            raise click.UsageError("--heatmap needs a single scene indexed at a single scale")
+        grid, transform = similarity_grid(indexes[0], hits.attrs["scores"][0])
+        write_float_raster(heatmap, grid, transform, indexes[0].frame.crs, overwrite=overwrite,
+                           description=f"score: {query}")
+    write_vector(hits, output, overwrite=overwrite)
+    if not quiet:
+        n_tiles = sum(len(ix) for ix in hits.attrs["indexes"])
+        click.echo(f"{len(hits)} hits for {query!r} among {n_tiles} tiles; best score "
+                   f"{hits['score'].iloc[0]:.3f} in {hits['scene'].iloc[0]}; wrote {output}", err=True)

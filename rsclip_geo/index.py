@@ -1,0 +1,234 @@
+"""Scene embedding index: every valid tile encoded once, stored as GeoParquet, reused while it is fresh.
+
+The file holds tile polygons (scene CRS), scale, row, col, valid fraction and the
+embedding (float16 by default), plus metadata that identifies what produced it:
+the scene (path, size, mtime, a hash of its first and last MiB), the model (name +
+SHA-256 of its ONNX files) and the tiling parameters. An index whose key does not
+match the current scene/model/tiling is never used: it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from affine import Affine
+
+from .bundle import bundle_fingerprint
+from .encoder import ClipModel, load_model
+from .errors import OutputError, RsclipError
+from .paths import cache_dir
+from .scene import Scene
+from .scene_embeddings import encode_scene
+from .tiling import TilePlan, TileSpec, plan_tiles
+from .writers import atomic_path, check_output
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = 1
+INDEX_SUFFIX = ".rsclip-index.parquet"
+META_KEY = b"rsclip_geo"
+EMBEDDING_DTYPES = ("float16", "float32")
+
+
+class IndexError_(RsclipError, ValueError):
+    """An index file is not an rsclip-geo index, or was built with another model."""
+
+
+def scene_fingerprint(path: str | os.PathLike) -> dict:
+    """Cheap identity of a scene file: resolved path, size, mtime and a hash of its first and last MiB."""
+    path = Path(path).resolve()
+    st = path.stat()
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if st.st_size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read(1 << 20))
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha1_head_tail": h.hexdigest()}
+
+
+def tiling_key(scales: Sequence[TileSpec], scene_options: dict, max_invalid: float) -> dict:
+    opts = {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in sorted(scene_options.items())}
+    return {"scales": [asdict(s) for s in scales], "scene_options": opts, "max_invalid": max_invalid}
+
+
+def _plan_to_dict(plan: TilePlan) -> dict:
+    return {"scene_width": plan.scene_width, "scene_height": plan.scene_height,
+            "transform": list(plan.transform)[:6], "tile_width": plan.tile_width, "tile_height": plan.tile_height,
+            "stride_x": plan.stride_x, "stride_y": plan.stride_y, "n_rows": plan.n_rows, "n_cols": plan.n_cols,
+            "edge": plan.edge}
+
+
+def _plan_from_dict(d: dict, crs) -> TilePlan:
+    return TilePlan(d["scene_width"], d["scene_height"], Affine(*d["transform"]), crs, d["tile_width"],
+                    d["tile_height"], d["stride_x"], d["stride_y"], d["n_rows"], d["n_cols"], d["edge"])
+
+
+@dataclass
+class SceneIndex:
+    """Tiles of one scene at one or more scales, with their normalised embeddings."""
+
+    frame: "object"  # GeoDataFrame: scene, scale, tile_px, row, col, valid_frac, geometry
+    embeddings: np.ndarray  # float32 [N, D], L2-normalised
+    meta: dict
+
+    @property
+    def scene(self) -> str:
+        return self.meta["scene"]["path"]
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.meta["model"]["fingerprint"]
+
+    @property
+    def plans(self) -> list[TilePlan]:
+        return [_plan_from_dict(p, self.frame.crs) for p in self.meta["plans"]]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def build_index(scene: str | os.PathLike, model: ClipModel | str | None = None,
+                scales: Sequence[TileSpec] | None = None, max_invalid: float = 0.5,
+                progress: Callable[[int, int], None] | None = None, **scene_options) -> SceneIndex:
+    """Encode every valid tile of ``scene`` at each scale (default: one scale, the model's input size)."""
+    import geopandas as gpd
+
+    model = model if isinstance(model, ClipModel) else load_model(model)
+    scales = list(scales or [TileSpec()])
+    with Scene(scene, **scene_options) as sc:
+        plans = [plan_tiles(sc.width, sc.height, sc.transform, sc.crs, s, model.bundle.image.size, str(sc.path))
+                 for s in scales]
+        total, offset = sum(len(p) for p in plans), 0
+        frames, embs = [], []
+        for scale_i, plan in enumerate(plans):
+            def step(done, _total, base=offset):
+                if progress:
+                    progress(base + done, total)
+            enc = encode_scene(sc, plan, model, max_invalid, step)
+            offset += len(plan)
+            frames.append(gpd.GeoDataFrame({
+                "scene": str(sc.path.resolve()), "scale": np.full(len(enc.tiles), scale_i, np.int16),
+                "tile_px": np.full(len(enc.tiles), plan.tile_width, np.int32),
+                "row": np.array([t.row for t in enc.tiles], np.int32),
+                "col": np.array([t.col for t in enc.tiles], np.int32),
+                "valid_frac": enc.valid_fraction}, geometry=[plan.footprint(t) for t in enc.tiles], crs=plan.crs))
+            embs.append(enc.embeddings)
+        frame = gpd.GeoDataFrame(pd_concat(frames), crs=plans[0].crs)
+        meta = {"format": INDEX_FORMAT, "scene": scene_fingerprint(scene),
+                "model": {"name": model.bundle.name, "fingerprint": bundle_fingerprint(model.bundle),
+                          "embed_dim": model.embed_dim},
+                "tiling": tiling_key(scales, scene_options, max_invalid),
+                "plans": [_plan_to_dict(p) for p in plans]}
+    return SceneIndex(frame, np.concatenate(embs).astype(np.float32), meta)
+
+
+def pd_concat(frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_index(index: SceneIndex, path: str | os.PathLike, overwrite: bool = False,
+                dtype: str = "float16") -> Path:
+    """GeoParquet with a fixed-size-list ``embedding`` column and the identifying metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from geopandas.io.arrow import _geopandas_to_arrow
+
+    if dtype not in EMBEDDING_DTYPES:
+        raise ValueError(f"embedding dtype must be one of {EMBEDDING_DTYPES}, got {dtype!r}")
+    path = check_output(path, overwrite, suffixes=(".parquet", ".geoparquet"))
+    table = _geopandas_to_arrow(index.frame, index=False)
+    n, d = index.embeddings.shape
+    flat = pa.array(index.embeddings.astype(dtype).reshape(-1))
+    table = table.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, d))
+    meta = dict(table.schema.metadata or {})
+    meta[META_KEY] = json.dumps({**index.meta, "embedding_dtype": dtype}).encode()
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path, overwrite) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def read_index_meta(path: str | os.PathLike) -> dict:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as exc:  # pyarrow raises several unrelated types for a non-parquet file
+        raise IndexError_(f"{path}: not a readable GeoParquet index ({exc})") from exc
+    if META_KEY not in meta:
+        raise IndexError_(f"{path}: a Parquet file but not an rsclip-geo index (no '{META_KEY.decode()}' metadata)")
+    info = json.loads(meta[META_KEY])
+    if info.get("format") != INDEX_FORMAT:
+        raise IndexError_(f"{path}: index format {info.get('format')} is not {INDEX_FORMAT}; rebuild it")
+    return info
+
+
+def read_index(path: str | os.PathLike) -> SceneIndex:
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+
+    meta = read_index_meta(path)
+    columns = [c for c in pq.read_schema(path).names if c != "embedding"]
+    frame = gpd.read_parquet(path, columns=columns)
+    col = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
+    d = meta["model"]["embed_dim"]
+    emb = col.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return SceneIndex(frame, emb, meta)
+
+
+def sidecar_path(scene: str | os.PathLike) -> Path:
+    """``scene.tif.rsclip-index.parquet`` beside the scene, or in the cache when that folder is read-only."""
+    scene = Path(scene).resolve()
+    beside = scene.with_name(scene.name + INDEX_SUFFIX)
+    if os.access(scene.parent, os.W_OK):
+        return beside
+    digest = hashlib.sha1(str(scene).encode()).hexdigest()[:16]
+    return cache_dir() / "indexes" / f"{scene.stem}-{digest}{INDEX_SUFFIX}"
+
+
+def stale_reason(meta: dict, scene: str | os.PathLike, model: ClipModel, tiling: dict) -> str | None:
+    """Why an index cannot be reused (None when it matches scene, model and tiling)."""
+    if meta.get("scene") != scene_fingerprint(scene):
+        return "the scene file changed"
+    if meta["model"]["fingerprint"] != bundle_fingerprint(model.bundle):
+        return f"it was built with model {meta['model']['name']!r} (other weights)"
+    if json.loads(json.dumps(meta.get("tiling"))) != json.loads(json.dumps(tiling)):
+        return "the tiling parameters differ"
+    return None
+
+
+def load_or_build_index(scene: str | os.PathLike, model: ClipModel | str | None = None,
+                        scales: Sequence[TileSpec] | None = None, max_invalid: float = 0.5,
+                        index_path: str | os.PathLike | None = None, rebuild: bool = False,
+                        progress: Callable[[int, int], None] | None = None, **scene_options) -> SceneIndex:
+    """Reuse the matching index of ``scene`` (sidecar or ``index_path``), else build and save it."""
+    model = model if isinstance(model, ClipModel) else load_model(model)
+    scales = list(scales or [TileSpec()])
+    path = Path(index_path) if index_path else sidecar_path(scene)
+    tiling = tiling_key(scales, scene_options, max_invalid)
+    if path.exists() and not rebuild:
+        try:
+            reason = stale_reason(read_index_meta(path), scene, model, tiling)
+        except IndexError_ as exc:
+            reason = str(exc)
+        if reason is None:
+            log.info("reusing index %s", path)
+            return read_index(path)
+        if index_path is not None:
+            raise OutputError(f"{path}: exists but cannot be reused ({reason}); remove it or choose another path")
+        log.info("rebuilding index %s: %s", path, reason)
+    index = build_index(scene, model, scales, max_invalid, progress, **scene_options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_index(index, path, overwrite=True)
+    return index

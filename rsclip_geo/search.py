@@ -1,0 +1,137 @@
+"""Text search over indexed scenes: one text encoding plus a matrix product per query."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .bundle import bundle_fingerprint
+from .encoder import ClipModel, load_model
+from .errors import RasterInputError
+from .index import IndexError_, SceneIndex, load_or_build_index, read_index, read_index_meta
+from .tiling import TileSpec
+
+log = logging.getLogger(__name__)
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
+INDEX_SUFFIXES = (".parquet", ".geoparquet")
+
+
+def _is_index(path: Path) -> bool:
+    return path.suffix.lower() in INDEX_SUFFIXES
+
+
+def _open_index(path: Path, model: ClipModel) -> SceneIndex:
+    meta = read_index_meta(path)
+    if meta["model"]["fingerprint"] != bundle_fingerprint(model.bundle):
+        raise IndexError_(
+            f"{path}: built with model {meta['model']['name']!r}, not the loaded {model.bundle.name!r} "
+            "(other weights); search it with that model or rebuild the index")
+    return read_index(path)
+
+
+def collect_indexes(source, model: ClipModel, scales: Sequence[TileSpec] | None = None, max_invalid: float = 0.5,
+                    rebuild: bool = False, progress=None, **scene_options) -> list[SceneIndex]:
+    """Indexes for a scene, an index file, a folder (of indexes, else of scenes), or a list of those."""
+    if isinstance(source, SceneIndex):
+        return [source]
+    if isinstance(source, (list, tuple)):
+        out: list[SceneIndex] = []
+        for item in source:
+            out += collect_indexes(item, model, scales, max_invalid, rebuild, progress, **scene_options)
+        return out
+    path = Path(source)
+    if path.is_dir():
+        indexes = sorted(p for p in path.rglob("*") if p.is_file() and _is_index(p))
+        if indexes:
+            return [_open_index(p, model) for p in indexes]
+        scenes = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+        if not scenes:
+            raise RasterInputError(f"{path}: folder holds neither rsclip-geo indexes nor rasters")
+        return collect_indexes(scenes, model, scales, max_invalid, rebuild, progress, **scene_options)
+    if not path.exists():
+        raise RasterInputError(f"{path}: file does not exist")
+    if _is_index(path):
+        return [_open_index(path, model)]
+    return [load_or_build_index(path, model, scales, max_invalid, rebuild=rebuild, progress=progress,
+                                **scene_options)]
+
+
+def query_embedding(model: ClipModel, query: str, raw: bool = False) -> np.ndarray:
+    """The query through the bundle's prompt templates (an ensemble), or as given with ``raw``."""
+    if not query or not query.strip():
+        raise ValueError("empty search query")
+    return model.encode_text([query])[0] if raw else model.class_embeddings([query])[0]
+
+
+def score_tiles(embeddings: np.ndarray, query: np.ndarray, negatives: np.ndarray | None = None,
+                negative_weight: float = 0.5) -> np.ndarray:
+    """Cosine similarity to the query, minus ``negative_weight`` x the similarity to each negative."""
+    score = embeddings @ query
+    if negatives is not None and len(negatives):
+        score = score - negative_weight * (embeddings @ negatives.T).sum(axis=1)
+    return score
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, len(scores))
+    if k == 0:
+        return np.zeros(0, dtype=int)
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def search(source, query: str, top: int = 20, negative: str | Iterable[str] | None = None,
+           model: ClipModel | str | None = None, scales: Sequence[TileSpec] | None = None,
+           negative_weight: float = 0.5, raw: bool = False, max_invalid: float = 0.5, rebuild: bool = False,
+           progress=None, **scene_options):
+    """Top-``top`` tiles for ``query`` as a GeoDataFrame (rank, score, similarity, scene, tile_px, row, col).
+
+    ``source``: a scene (indexed on first use, the index reused while fresh), an index file, a folder,
+    a list of those, or a SceneIndex. Several scenes in different CRS are returned in EPSG:4326.
+    ``attrs['scores']`` holds every tile's score per index, for similarity rasters.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    model = model if isinstance(model, ClipModel) else load_model(model)
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    q = query_embedding(model, query, raw)
+    negatives = [negative] if isinstance(negative, str) else list(negative or [])
+    neg = np.stack([query_embedding(model, n, raw) for n in negatives]) if negatives else None
+    indexes = collect_indexes(source, model, scales, max_invalid, rebuild, progress, **scene_options)
+    per_index = [score_tiles(ix.embeddings, q, neg, negative_weight) for ix in indexes]
+    sims = [ix.embeddings @ q for ix in indexes]
+    crs_set = {ix.frame.crs.to_wkt() if ix.frame.crs else None for ix in indexes}
+    target_crs = indexes[0].frame.crs if len(crs_set) == 1 else "EPSG:4326"
+    if len(crs_set) > 1:
+        log.warning("scenes are in %d different CRS; hits are returned in EPSG:4326", len(crs_set))
+    frames = []
+    for ix, scores, sim in zip(indexes, per_index, sims):
+        best = _top(scores, top)
+        part = ix.frame.iloc[best].copy()
+        part["score"] = scores[best].astype(np.float32)
+        part["similarity"] = sim[best].astype(np.float32)
+        frames.append(part.to_crs(target_crs) if len(crs_set) > 1 else part)
+    hits = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=target_crs)
+    hits = hits.sort_values("score", ascending=False, kind="stable").head(top).reset_index(drop=True)
+    hits.insert(0, "rank", np.arange(1, len(hits) + 1, dtype=np.int32))
+    hits = hits[["rank", "score", "similarity", "scene", "tile_px", "row", "col", "valid_frac", "geometry"]]
+    hits.attrs["scores"] = per_index
+    hits.attrs["indexes"] = indexes
+    hits.attrs["query"] = query
+    return hits
+
+
+def similarity_grid(index: SceneIndex, scores: np.ndarray, scale: int = 0) -> tuple[np.ndarray, object]:
+    """Per-tile scores of one scale on its tile grid (NaN where no tile): (grid, grid transform)."""
+    plan = index.plans[scale]
+    grid = np.full((plan.n_rows, plan.n_cols), np.nan, dtype=np.float32)
+    sel = (index.frame["scale"].to_numpy() == scale)
+    grid[index.frame["row"].to_numpy()[sel], index.frame["col"].to_numpy()[sel]] = scores[sel]
+    return grid, plan.grid_transform
+
