@@ -9,7 +9,7 @@ never torch.
 from .bundle import ModelBundle, read_bundle
 from .classify import RunSummary, tile_classify
 from .encoder import ClipModel, load_model
-from .errors import (BundleError, DeviceError, DownloadError, LabelError, MissingDependencyError, OutputError,
+from .errors import (BundleError, DatasetError, DeviceError, DownloadError, LabelError, MissingDependencyError, OutputError,
                      RasterInputError, RsclipError, TokenizerError)
 from .prompts import DEFAULT_TEMPLATES, Label, read_labels_file
 from .scene import Scene
@@ -23,6 +23,6 @@ __all__ = [
     "tile_classify", "RunSummary",
     "Scene", "TileSpec", "plan_tiles",
     "Label", "read_labels_file", "DEFAULT_TEMPLATES",
-    "RsclipError", "BundleError", "TokenizerError", "RasterInputError", "LabelError", "OutputError",
+    "RsclipError", "BundleError", "TokenizerError", "RasterInputError", "LabelError", "OutputError", "DatasetError",
     "DeviceError", "MissingDependencyError", "DownloadError",
 ]

@@ -21,6 +21,10 @@ class RasterInputError(RsclipError, ValueError):
     """An input raster cannot be used: not a raster, corrupt, too small, all nodata, bad band."""
 
 
+class DatasetError(RsclipError, ValueError):
+    """A dataset (image folder, caption file, count list, annotations) is missing or malformed."""
+
+
 class LabelError(RsclipError, ValueError):
     """Labels given for zero-shot classification are empty, duplicated or malformed."""
 

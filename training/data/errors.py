@@ -1,11 +1,10 @@
-"""Errors of the training data recipe, rooted in rsclip_geo's RsclipError so front ends show them alike."""
+"""Errors of the training data recipe: the core's DatasetError, plus a missing-image case."""
 
-from rsclip_geo.errors import RsclipError
-
-
-class DatasetError(RsclipError, ValueError):
-    """An annotation or caption file is malformed; the message names the file and the line/key/field."""
+from rsclip_geo.errors import DatasetError
 
 
 class MissingImageError(DatasetError, FileNotFoundError):
     """A dataset entry points to an image that does not exist; the message names the entry."""
+
+
+__all__ = ["DatasetError", "MissingImageError"]
