@@ -108,7 +108,8 @@ class Scene:
         self.width, self.height = ds.width, ds.height
         if self.crs is None:
             warnings.warn(
-                f"{self.path}: no CRS; outputs are in pixel coordinates (x = column, y = row)",
+                f"{self.path}: no CRS; outputs carry no CRS and use the raster's geotransform "
+                "(pixel coordinates, x = column and y = row, when it has none)",
                 NotGeoreferencedSceneWarning, stacklevel=3)
         flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
         declared = any(MaskFlags.all_valid not in f for f in flags)
@@ -161,12 +162,13 @@ class Scene:
         """Read ``window`` (may extend past the edges) -> (HxWx3 uint8 RGB, HxW bool valid)."""
         h, w = int(window.height), int(window.width)
         r0, c0 = int(window.row_off), int(window.col_off)
-        inner = Window(max(c0, 0), max(r0, 0), min(c0 + w, self.width) - max(c0, 0),
-                       min(r0 + h, self.height) - max(r0, 0))
+        col0, row0 = max(c0, 0), max(r0, 0)
+        inner_w, inner_h = min(c0 + w, self.width) - col0, min(r0 + h, self.height) - row0
         rgb = np.zeros((h, w, 3), dtype=np.uint8)
         valid = np.zeros((h, w), dtype=bool)
-        if inner.width <= 0 or inner.height <= 0:
+        if inner_w <= 0 or inner_h <= 0:  # wholly outside (Window() itself rejects negative sizes)
             return rgb, valid
+        inner = Window(col0, row0, inner_w, inner_h)
         try:
             data = self.ds.read(list(self.bands), window=inner)
             masks = self.ds.read_masks(list(self.bands), window=inner)

@@ -81,20 +81,24 @@ def stream_tiles(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_s
     stop = threading.Event()
     done = object()
 
+    def put(item) -> bool:
+        """Hand ``item`` to the consumer; give up once it has stopped listening (never block forever)."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def worker():
         try:
             for batch in _produce(scene, plan, preprocess, batch_size, max_invalid, stats):
-                while not stop.is_set():
-                    try:
-                        q.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(batch):
                     return
-            q.put(done)
+            put(done)
         except BaseException as exc:  # forwarded to the consumer
-            q.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=worker, name="rsclip-tile-reader", daemon=True)
     thread.start()

@@ -48,8 +48,8 @@ class TileSpec:
             raise ValueError("give the tile size in pixels or in metres, not both")
         if self.size_px is not None and self.size_px < 1:
             raise ValueError(f"tile size must be >= 1 pixel, got {self.size_px}")
-        if self.size_m is not None and not self.size_m > 0:
-            raise ValueError(f"tile size must be > 0 m, got {self.size_m}")
+        if self.size_m is not None and not 0 < self.size_m < math.inf:
+            raise ValueError(f"tile size must be a finite number > 0 m, got {self.size_m}")
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.edge not in EDGE_POLICIES:
@@ -148,7 +148,10 @@ def plan_tiles(width: int, height: int, transform: Affine, crs, spec: TileSpec, 
                source: str = "scene") -> TilePlan:
     """Plan the tiles of a ``width`` x ``height`` raster; ``source`` names it in errors."""
     if spec.size_m is not None:
-        px, py = pixel_size_m(transform, crs, width, height)
+        try:
+            px, py = pixel_size_m(transform, crs, width, height)
+        except RasterInputError as exc:  # name the raster, as every input error does
+            raise RasterInputError(f"{source}: {exc}") from exc
         tw, th = max(1, round(spec.size_m / px)), max(1, round(spec.size_m / py))
     else:
         tw = th = int(spec.size_px or default_size_px)

@@ -50,7 +50,10 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, suffixes: Seq
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = check_output(path, overwrite)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    try:  # os.access can say yes and be wrong (Windows, ACLs, network shares)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write in {path.parent} ({exc})") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()  # drivers want to create the file themselves
@@ -111,8 +114,8 @@ def write_class_raster(path: str | os.PathLike, classes: np.ndarray, transform, 
 
 
 def write_float_raster(path: str | os.PathLike, data: np.ndarray, transform, crs, overwrite: bool = False,
-                       description: str = "", nodata: float = float("nan")) -> Path:
-    """Single-band float32 Cloud-Optimized GeoTIFF (tiled, deflate, overviews), NaN as nodata."""
+                       description: str = "", nodata: float = float("nan"), tags: dict | None = None) -> Path:
+    """Single-band float32 Cloud-Optimized GeoTIFF (tiled, deflate, overviews), NaN as nodata; ``tags``: dataset tags."""
     from rasterio.io import MemoryFile
     from rasterio.shutil import copy as rio_copy
 
@@ -124,6 +127,8 @@ def write_float_raster(path: str | os.PathLike, data: np.ndarray, transform, crs
             src.write(data.astype(np.float32), 1)
             if description:
                 src.set_band_description(1, description)
+            if tags:
+                src.update_tags(**{str(k): str(v) for k, v in tags.items()})
         with mem.open() as src:
             rio_copy(src, tmp, driver="COG", compress="DEFLATE", predictor="YES", blocksize=256,
                      overview_resampling="average")

@@ -28,3 +28,28 @@ def colour_blocks(layout: list[list[tuple[int, int, int]]], block: int) -> np.nd
     rows = [np.concatenate([np.broadcast_to(np.array(c, np.uint8)[:, None, None], (3, block, block))
                             for c in row], axis=2) for row in layout]
     return np.ascontiguousarray(np.concatenate(rows, axis=1))
+
+
+def set_colorinterp(path: Path, *names: str) -> Path:
+    """Rewrite the bands' colour interpretation, e.g. ``set_colorinterp(p, "blue", "green", "red")``."""
+    from rasterio.enums import ColorInterp
+
+    with rasterio.open(path, "r+") as dst:
+        dst.colorinterp = [ColorInterp[name] for name in names]
+    return path
+
+
+def write_with_mask(path: Path, data: np.ndarray, mask: np.ndarray, **kwargs) -> Path:
+    """A GeoTIFF with an internal per-dataset mask band (``mask``: H x W, nonzero = valid)."""
+    write_geotiff(path, data, **kwargs)
+    with rasterio.open(path, "r+") as dst:
+        dst.write_mask(np.where(mask, 255, 0).astype(np.uint8))
+    return path
+
+
+def truncate_file(path: Path, keep: int | float) -> Path:
+    """Cut a file: keep its first ``keep`` bytes (int; negative: drop that many from the end) or fraction (float)."""
+    raw = Path(path).read_bytes()
+    n = int(len(raw) * keep) if isinstance(keep, float) else keep
+    Path(path).write_bytes(raw[:n])
+    return path
