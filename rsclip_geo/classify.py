@@ -68,7 +68,7 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
         start = time.perf_counter()
         encoded = encode_scene(scene, plan, model, max_invalid, progress)
         tiles, emb, frac = encoded.tiles, encoded.embeddings, encoded.valid_fraction
-        probs = model.probabilities(emb, class_emb) if len(tiles) else np.zeros((0, len(labels)))
+        probs = model.probabilities(emb, class_emb)
         summary = RunSummary(str(scene.path), len(plan), len(tiles), encoded.stats.skipped, time.perf_counter() - start,
                              model.provider, model.bundle.name, plan.tile_width, plan.tile_height)
         gdf = _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan)
@@ -84,20 +84,20 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
 
 def _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan: TilePlan):
     names = np.array([lab.name for lab in labels], dtype=object)
-    order = np.argsort(-probs, axis=1)[:, :top_k] if len(tiles) else np.zeros((0, top_k), int)
-    top_p = np.take_along_axis(probs, order, axis=1) if len(tiles) else np.zeros((0, top_k))
+    probs = probs.reshape(len(tiles), len(labels))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    top_p = np.take_along_axis(probs, order, axis=1).astype(np.float32)
     data = {
         "row": np.array([t.row for t in tiles], dtype=np.int32),
         "col": np.array([t.col for t in tiles], dtype=np.int32),
-        "label": np.where(top_p[:, 0] >= min_score, names[order[:, 0]], UNKNOWN) if len(tiles) else [],
-        "score": top_p[:, 0].astype(np.float32) if len(tiles) else np.zeros(0, np.float32),
+        "label": np.where(top_p[:, 0] >= min_score, names[order[:, 0]], UNKNOWN).astype(object),
+        "score": top_p[:, 0],
     }
     for k in range(top_k):
-        data[f"label_{k + 1}"] = names[order[:, k]] if len(tiles) else []
-        data[f"score_{k + 1}"] = top_p[:, k].astype(np.float32) if len(tiles) else np.zeros(0, np.float32)
+        data[f"label_{k + 1}"] = names[order[:, k]]
+        data[f"score_{k + 1}"] = top_p[:, k]
     data["valid_frac"] = frac.astype(np.float32)
-    geometry = [plan.footprint(t) for t in tiles]
-    return gpd.GeoDataFrame(data, geometry=geometry, crs=plan.crs)
+    return gpd.GeoDataFrame(data, geometry=[plan.footprint(t) for t in tiles], crs=plan.crs)
 
 
 def class_grid(gdf, labels: Sequence[str], plan: TilePlan, nodata: int = 255) -> np.ndarray:
