@@ -1,0 +1,235 @@
+"""Export of open_clip checkpoints to rsclip-geo model bundles (needs the export extra: torch, open_clip).
+
+``export_checkpoint`` builds the architecture, loads the checkpoint strictly,
+writes both encoders to ONNX plus the tokenizer files, checks torch/onnxruntime
+parity on real inputs, optionally adds int8 encoders, and writes ``model.json``
+last into a temporary folder that is then renamed into place: a half-written
+bundle is never a valid one. Nothing here imports torch at module import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..bundle import IMAGE_ENCODER, TEXT_ENCODER, ModelBundle, read_bundle
+from ..errors import BundleError, OutputError
+from .checkpoint import load_checkpoint_state, load_strict
+
+__all__ = ["export_checkpoint", "load_checkpoint_state"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_ENCODER_INT8 = "image_encoder.int8.onnx"
+TEXT_ENCODER_INT8 = "text_encoder.int8.onnx"
+EXAMPLE_SHORT_TEXT = "a river"  # traced next to a longer text, so the example has padding
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("rsclip-geo", "torch", "open_clip_torch", "onnx", "onnxruntime", "timm", "transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not overwrite:
+        raise OutputError(f"{out_dir}: already exists; pass --overwrite (overwrite=True) to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a folder")
+
+
+def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished temp folder to ``out_dir`` (replacing an old bundle only with ``overwrite``)."""
+    _check_target(out_dir, overwrite)
+    if out_dir.exists():
+        trash = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out_dir, trash)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def _templates(templates: Sequence[str] | None) -> tuple[str, ...]:
+    if templates is None:
+        from ..prompts import DEFAULT_TEMPLATES
+
+        templates = DEFAULT_TEMPLATES
+    templates = tuple(templates)
+    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+        raise BundleError(f"templates must be a non-empty list of strings containing '{{}}', got {templates!r}")
+    return templates
+
+
+def _add_int8(folder: Path, quant_image: bool, images: np.ndarray, ids: np.ndarray,
+              fp32_out: dict) -> tuple[str, str, dict]:
+    """Quantise in ``folder`` (text always, image only for transformers), drop the replaced fp32 files,
+    and return (image file, text file, int8-vs-fp32 figures)."""
+    from . import parity as par
+    from .onnx_export import INT8_OP_TYPES, quantize_int8
+
+    quantize_int8(folder / TEXT_ENCODER, folder / TEXT_ENCODER_INT8)
+    if quant_image:
+        quantize_int8(folder / IMAGE_ENCODER, folder / IMAGE_ENCODER_INT8)
+    figures = par.int8_figures(folder / IMAGE_ENCODER_INT8 if quant_image else None, folder / TEXT_ENCODER_INT8,
+                               images, ids, fp32_out)
+    figures.update({
+        "ops": list(INT8_OP_TYPES), "text_quantized": True, "image_quantized": quant_image,
+        "note": ("dynamic int8 weights on MatMul/Gemm of both encoders" if quant_image else
+                 "image encoder kept fp32: convolutional tower (int8 convolutions are slow on CPU)"),
+        "compared_to": "fp32 ONNX on the parity inputs",
+    })
+    (folder / TEXT_ENCODER).unlink()
+    if quant_image:
+        (folder / IMAGE_ENCODER).unlink()
+    return (IMAGE_ENCODER_INT8 if quant_image else IMAGE_ENCODER), TEXT_ENCODER_INT8, figures
+
+
+def export_checkpoint(
+    arch: str,
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    activation: str | None = None,
+    name: str | None = None,
+    int8: bool = False,
+    overwrite: bool = False,
+    source: dict[str, Any] | None = None,
+    license: str = "unknown",
+    templates: Sequence[str] | None = None,
+    card: dict[str, Any] | None = None,
+    parity_images: Sequence[str | os.PathLike] | None = None,
+    preprocess: dict[str, Any] | None = None,
+    min_cosine: float | None = None,
+    opset: int | None = None,
+) -> ModelBundle:
+    """Export an open_clip checkpoint to a bundle folder ``out_dir``; return the written bundle.
+
+    ``arch``: an open_clip model name (``ViT-B-32``, ``RN50-quickgelu``...) or an open_clip model-config
+    JSON file (registered under its file stem). ``activation``: ``quick_gelu``/``gelu``, required where
+    open_clip's own towers make the choice matter. ``int8``: dynamic int8 MatMul/Gemm weights for the text
+    encoder and, for transformer image towers only, the image encoder (fp32 files are not kept).
+    ``preprocess``: mean/std/interpolation to record instead of the architecture's (a checkpoint file
+    carries none; by default they come from a config file, else open_clip's pretrained tags, else defaults).
+    ``parity_images``: image files for the parity check (default: packaged parity PNGs, else synthetic).
+    Raises BundleError (bad checkpoint/arch/parity), OutputError (exists), MissingDependencyError.
+    """
+    from ._deps import require_torch
+
+    require_torch()
+    from ..tokenizers import load_tokenizer
+    from ..transform import Preprocessor
+    from . import parity as par
+    from .arch import build_model
+    from .onnx_export import DEFAULT_OPSET, export_encoders
+    from .tokenizer_files import write_tokenizer_files
+
+    min_cosine = par.DEFAULT_MIN_COSINE if min_cosine is None else float(min_cosine)
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if opset < 17:
+        raise BundleError(f"opset {opset} is too old; rsclip-geo bundles use ONNX opset >= 17")
+    out_dir = Path(out_dir).expanduser()
+    checkpoint = Path(checkpoint).expanduser()
+    _check_target(out_dir, overwrite)
+    templates = _templates(templates)
+
+    state = load_checkpoint_state(checkpoint)
+    built = build_model(arch, activation, preprocess)
+    load_strict(built.model, state, built.arch, checkpoint)
+    del state
+    model = built.model
+    log.info("loaded %s into %s (activation %s)", checkpoint, built.arch, built.activation or "tower-defined")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the bundle is an ordinary folder
+    try:
+        text_spec = write_tokenizer_files(built.tokenizer, tmp)
+        model_pad = getattr(getattr(getattr(model, "text", None), "config", None), "pad_token_id", None)
+        if built.text_tower.startswith("hf:") and model_pad is not None and int(model_pad) != text_spec.pad_id:
+            raise BundleError(f"text tower pads with id {model_pad} but its tokenizer pads with {text_spec.pad_id}; "
+                              "the in-graph attention mask would be wrong")
+        tokenizer = load_tokenizer(text_spec, tmp / text_spec.tokenizer_file)
+
+        raw_images, image_info = par.parity_images(parity_images)
+        images = Preprocessor(built.image)(raw_images)
+        texts, text_info = par.parity_texts(templates)
+        ids = tokenizer(texts)
+        reference_ids = np.asarray(built.tokenizer(texts), dtype=np.int64)
+        if not np.array_equal(ids, reference_ids):
+            raise BundleError(f"{tmp / text_spec.tokenizer_file}: bundle tokenizer ids differ from open_clip's "
+                              "on the parity texts")
+        example_ids = tokenizer([texts[0], EXAMPLE_SHORT_TEXT])  # padded rows: the mask path is traced
+        export_encoders(model, images[:2], example_ids, tmp, IMAGE_ENCODER, TEXT_ENCODER, opset)
+        # graphs over 2 GB cannot hold their weights inline; ONNX then keeps them in side files
+        external = sorted(set(os.listdir(tmp)) - {IMAGE_ENCODER, TEXT_ENCODER, text_spec.tokenizer_file})
+        if external and int8:
+            raise BundleError(f"{arch}: encoders over 2 GB (external data {external[:3]}...) cannot be "
+                              "quantised by this exporter; export without --int8")
+
+        figures, onnx_out = par.check_parity(model, tmp / IMAGE_ENCODER, tmp / TEXT_ENCODER, images, ids,
+                                             text_spec.pad_id, min_cosine)
+        parity: dict[str, Any] = {**figures, "inputs": {**image_info, **text_info},
+                                  "runtime": "onnxruntime CPUExecutionProvider"}
+        embed_dim = int(onnx_out["image"].shape[1])
+        if onnx_out["text"].shape[1] != embed_dim:
+            raise BundleError(f"image embedding dim {embed_dim} != text embedding dim {onnx_out['text'].shape[1]}")
+
+        image_file, text_file = IMAGE_ENCODER, TEXT_ENCODER
+        if int8:
+            image_file, text_file, parity["int8"] = _add_int8(tmp, built.image_is_transformer, images, ids, onnx_out)
+
+        bundle = ModelBundle(
+            name=name or checkpoint.stem,
+            architecture=built.arch,
+            embed_dim=embed_dim,
+            image=built.image,
+            text=text_spec,
+            logit_scale=float(model.logit_scale.detach().exp().item()),
+            templates=templates,
+            source={"checkpoint": checkpoint.name, "sha256": _sha256(checkpoint), **(source or {})},
+            license=license,
+            activation=built.activation,
+            image_encoder=image_file,
+            text_encoder=text_file,
+            parity=parity,
+            card={**(card or {}), "image_tower": built.image_tower, "text_tower": built.text_tower,
+                  "preprocess_source": built.preprocess_source,
+                  "int8": bool(int8), "onnx_opset": opset, "exported_with": _versions(),
+                  **({"external_data_files": external} if external else {}),
+                  "open_clip_config": built.config},
+        )
+        bundle.write(tmp)  # model.json last: only now is the folder a bundle
+        read_bundle(tmp)
+        _move_into_place(tmp, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote bundle %s (image cos min %.6f, text cos min %.6f)", out_dir,
+             parity["image_cosine_min"], parity["text_cosine_min"])
+    return read_bundle(out_dir)
+
