@@ -24,6 +24,7 @@ from .errors import RasterInputError
 log = logging.getLogger(__name__)
 
 STRETCHES = ("auto", "percentile", "none")
+GDAL_CACHE_MB = 128  # GDAL's block cache otherwise grows to 5% of RAM, so peak memory would grow with the scene
 SAMPLE_MAX_SIDE = 1024  # pixels on the long side of the scene sample used for stretch / validity
 
 
@@ -82,8 +83,10 @@ class Scene:
     """
 
     def __init__(self, path: str | Path, bands: Sequence[int] | None = None, stretch: str = "auto",
-                 percentiles: tuple[float, float] = (2.0, 98.0), zero_invalid: bool | str = "auto"):
+                 percentiles: tuple[float, float] = (2.0, 98.0), zero_invalid: bool | str = "auto",
+                 gdal_cache_mb: int = GDAL_CACHE_MB):
         self.path = Path(path)
+        self.gdal_cache_mb = int(gdal_cache_mb)
         if stretch not in STRETCHES:
             raise ValueError(f"stretch must be one of {STRETCHES}, got {stretch!r}")
         if not self.path.exists():
@@ -95,7 +98,8 @@ class Scene:
         except RasterioIOError as exc:
             raise RasterInputError(f"{self.path}: not a readable raster ({exc})") from exc
         try:
-            self._setup(bands, stretch, percentiles, zero_invalid)
+            with self.gdal_env():
+                self._setup(bands, stretch, percentiles, zero_invalid)
         except BaseException:
             self.ds.close()
             raise
@@ -121,6 +125,10 @@ class Scene:
                 + (", or 0 in all selected bands" if self.zero_invalid else "") + ") in bands "
                 + ",".join(map(str, self.bands)))
         self.stretch = self._fit_stretch(data, valid, stretch, percentiles)
+
+    def gdal_env(self) -> rasterio.Env:
+        """GDAL settings for reading this scene: a bounded block cache (GDAL_CACHEMAX, in MB)."""
+        return rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb)
 
     # ---- scene-level statistics ---------------------------------------------
     def _read_sample(self) -> tuple[np.ndarray, np.ndarray]:

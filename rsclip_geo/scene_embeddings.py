@@ -30,14 +30,15 @@ def encode_scene(scene: Scene, plan: TilePlan, model: ClipModel, max_invalid: fl
     stats = StreamStats()
     tiles, embs, fracs = [], [], []
     done = 0
-    for batch in stream_tiles(scene, plan, model.preprocess, model.batch_size, max_invalid, stats=stats):
-        if batch.tiles:
-            embs.append(model.encode_images(batch.pixels))
-            tiles.extend(batch.tiles)
-            fracs.append(batch.valid_fraction)
-        done += batch.n_seen
-        if progress:
-            progress(done, len(plan))
+    with scene.gdal_env():
+        for batch in stream_tiles(scene, plan, model.preprocess, model.batch_size, max_invalid, stats=stats):
+            if batch.tiles:
+                embs.append(model.encode_images(batch.pixels))
+                tiles.extend(batch.tiles)
+                fracs.append(batch.valid_fraction)
+            done += batch.n_seen
+            if progress:
+                progress(done, len(plan))
     emb = np.concatenate(embs) if embs else np.zeros((0, model.embed_dim), np.float32)
     frac = np.concatenate(fracs) if fracs else np.zeros(0, np.float32)
     return TileEmbeddings(plan, tiles, emb, frac, stats)
