@@ -45,7 +45,8 @@ def collect_indexes(source, model: ClipModel, scales: Sequence[TileSpec] | None 
         return out
     path = Path(source)
     if path.is_dir():
-        indexes = sorted(p for p in path.rglob("*") if p.is_file() and _is_index(p))
+        # dot-files are temporary outputs still being written (writers.atomic_path)
+        indexes = sorted(p for p in path.rglob("*") if p.is_file() and _is_index(p) and not p.name.startswith("."))
         if indexes:
             return [_open_index(p, model) for p in indexes]
         scenes = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
