@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 DEMO_OUT ?= demo/out
 
-.PHONY: demo test system venv runtime dev clean-demo
+.PHONY: demo test system venv runtime dev clean-demo plugin-zip
 
 # Debian packages: QGIS Python bindings (plugin tests) and venv support; only when root and missing.
 system:
@@ -49,3 +49,7 @@ test: dev
 
 clean-demo:
 	rm -rf $(DEMO_OUT)
+
+# QGIS plugin zip (Install from ZIP): dist/rsclip_geo_qgis-<version>.zip with the core vendored.
+plugin-zip: | venv
+	$(PY) -m qgis_plugin.build_zip

@@ -1,0 +1,169 @@
+"""The plugin in the QGIS window: a toolbar (text box + "Search map by text"), menu actions, Processing.
+
+Every action builds one parameters object from the chosen layer and the settings,
+then hands it to a QgsTask; the GUI thread never runs the model.
+"""
+
+from __future__ import annotations
+
+from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtWidgets import QAction, QLineEdit, QMessageBox
+
+from .icon import icon
+from .layers import OUTPUT_PROPERTY
+from .settings import Settings
+from .sources import LayerSourceError, run_params
+from .runs import SearchParams
+from .tasks import TASKS, RunResult
+
+MENU = "&rsclip-geo"
+
+
+class RsclipGeoPlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.actions: list[QAction] = []
+        self.toolbar = None
+        self.query_box = None
+        self.provider = None
+        self.running: dict[int, object] = {}  # keep tasks referenced until they finish
+        self.last_result: RunResult | None = None
+
+    # ---- QGIS plugin interface ----
+    def initProcessing(self) -> None:
+        """Called by QGIS (metadata: hasProcessingProvider, e.g. for qgis_process) and by initGui: once."""
+        from .processing.provider import RsclipProvider
+
+        if self.provider is not None:
+            return
+        self.provider = RsclipProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:
+        self.initProcessing()
+        self.toolbar = self.iface.addToolBar("rsclip-geo")
+        self.toolbar.setObjectName("rsclipGeoToolbar")
+        self.query_box = QLineEdit(self.toolbar)
+        self.query_box.setObjectName("rsclipGeoQuery")
+        self.query_box.setPlaceholderText("Search map by text, e.g. a baseball field")
+        self.query_box.setClearButtonEnabled(True)
+        self.query_box.setMinimumWidth(240)
+        self.query_box.returnPressed.connect(self.search)
+        self.toolbar.addWidget(self.query_box)
+        self.search_action = self._action("Search map by text", self.search, toolbar=True, with_icon=True)
+        self._action("Classify tiles...", lambda: self.run_dialog("classify"), toolbar=True)
+        self._action("Localization heatmap...", lambda: self.run_dialog("heatmap"), toolbar=True)
+        self._action("Count objects...", lambda: self.run_dialog("count"), toolbar=True)
+        self._action("Build index...", lambda: self.run_dialog("index"))
+        self._action("Settings...", self.open_settings)
+        self._action("Diagnostics", self.show_diagnostics)
+
+    def unload(self) -> None:
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+        if self.toolbar is not None:
+            self.toolbar.deleteLater()
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+        self.actions, self.toolbar, self.provider = [], None, None
+
+    def _action(self, text: str, slot, toolbar: bool = False, with_icon: bool = False) -> QAction:
+        action = QAction(icon(), text, self.iface.mainWindow()) if with_icon else QAction(text, self.iface.mainWindow())
+        action.setObjectName("rsclipGeo" + "".join(w.capitalize() for w in text.strip(".").split()))
+        action.triggered.connect(slot)
+        self.iface.addPluginToMenu(MENU, action)
+        if toolbar:
+            self.toolbar.addAction(action)
+        self.actions.append(action)
+        return action
+
+    # ---- which scene ----
+    def current_raster(self) -> QgsMapLayer | None:
+        """The active layer if it is a raster, else the topmost visible raster (never one of our outputs)."""
+        active = self.iface.activeLayer()
+        ours = active is not None and active.customProperty(OUTPUT_PROPERTY)
+        if active is not None and active.type() == QgsMapLayer.RasterLayer and not ours:
+            return active
+        root = QgsProject.instance().layerTreeRoot()
+        for node in root.findLayers():
+            layer = node.layer()
+            if isinstance(layer, QgsRasterLayer) and node.isVisible() and not layer.customProperty(OUTPUT_PROPERTY):
+                return layer
+        return active if isinstance(active, QgsRasterLayer) else None
+
+    # ---- actions ----
+    def search_params(self) -> SearchParams:
+        """The search the toolbar describes; LayerSourceError / ValueError say what is missing."""
+        text = self.query_box.text().strip() if self.query_box else ""
+        if not text:
+            raise ValueError("type what to look for in the box first, e.g. 'a baseball field'")
+        settings = Settings.load()
+        return run_params(SearchParams, self.current_raster(), settings, query=text, top=settings.top)
+
+    def search(self) -> object | None:
+        try:
+            params = self.search_params()
+        except (LayerSourceError, ValueError) as exc:
+            self.message(str(exc), Qgis.Critical)
+            return None
+        return self.start("search", params)
+
+    def run_dialog(self, action: str) -> object | None:
+        from .ui.classify_dialog import ClassifyDialog
+        from .ui.count_dialog import CountDialog
+        from .ui.heatmap_dialog import HeatmapDialog
+        from .ui.index_dialog import IndexDialog
+
+        dialogs = {"classify": ClassifyDialog, "heatmap": HeatmapDialog, "count": CountDialog, "index": IndexDialog}
+        dialog = dialogs[action](self.iface.mainWindow(), layer=self.current_raster())
+        if not dialog.exec_():
+            return None
+        return self.start(action, dialog.params())
+
+    def start(self, action: str, params) -> object:
+        task = TASKS[action](params, on_done=self.done)
+        self.running[id(task)] = task
+        task.taskCompleted.connect(lambda: self.running.pop(id(task), None))
+        task.taskTerminated.connect(lambda: self.running.pop(id(task), None))
+        QgsApplication.taskManager().addTask(task)
+        self.message(f"{task.description()}: running (see the task bar to follow or cancel it)", Qgis.Info, 4)
+        return task
+
+    def done(self, result: RunResult) -> None:
+        """GUI thread, after the task's layers were added."""
+        self.last_result = result
+        if result.ok:
+            self.message(result.message, Qgis.Success, 8)
+        elif result.canceled:
+            self.message(f"{result.group}: canceled", Qgis.Info, 4)
+        else:
+            self.message(f"{result.group}: {result.message}", Qgis.Critical, 0)
+
+    def open_settings(self) -> None:
+        from .ui.settings_dialog import SettingsDialog
+
+        SettingsDialog(self.iface.mainWindow()).exec_()
+
+    def show_diagnostics(self) -> object:
+        """QGIS's side now, the worker's side (its packages, GPU) from a background task."""
+        from .deps import qgis_report
+        from .tasks import WorkerRequestTask
+
+        def show(answer: dict) -> None:
+            worker = answer.get("result", {}).get("text") or f"worker: {answer.get('error', 'no answer')}"
+            self.last_diagnostics = qgis_report() + "\n" + worker
+            box = QMessageBox(QMessageBox.Information, "rsclip-geo diagnostics", self.last_diagnostics,
+                              parent=self.iface.mainWindow())
+            box.setModal(False)
+            box.show()
+            self._diagnostics_box = box
+
+        task = WorkerRequestTask("rsclip-geo diagnostics", {"command": "diagnostics"}, show)
+        self.running[id(task)] = task
+        task.taskCompleted.connect(lambda: self.running.pop(id(task), None))
+        task.taskTerminated.connect(lambda: self.running.pop(id(task), None))
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def message(self, text: str, level=Qgis.Info, duration: int = 6) -> None:
+        self.iface.messageBar().pushMessage("rsclip-geo", text, level, duration)

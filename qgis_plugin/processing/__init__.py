@@ -1,0 +1,1 @@
+"""Processing provider: one algorithm per action, thin front ends over the same core calls as the tasks."""

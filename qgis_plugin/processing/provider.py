@@ -1,0 +1,32 @@
+"""The rsclip-geo Processing provider (Toolbox > rsclip-geo)."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+
+from ..icon import icon
+
+
+class RsclipProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "rsclipgeo"
+
+    def name(self) -> str:
+        return "rsclip-geo"
+
+    def longName(self) -> str:
+        return "rsclip-geo: search and label imagery with words"
+
+    def icon(self):
+        return icon()
+
+    def loadAlgorithms(self) -> None:
+        from .classify import ClassifyTilesAlgorithm
+        from .count import CountObjectsAlgorithm
+        from .heatmap import HeatmapAlgorithm
+        from .index import BuildIndexAlgorithm
+        from .search import SearchAlgorithm
+
+        for alg in (ClassifyTilesAlgorithm, SearchAlgorithm, HeatmapAlgorithm, CountObjectsAlgorithm,
+                    BuildIndexAlgorithm):
+            self.addAlgorithm(alg())

@@ -1,0 +1,73 @@
+"""The plugin's settings (model, device, batch size, tile size, output folder), kept in QgsSettings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from qgis.core import QgsProject, QgsSettings
+
+PREFIX = "rsclip_geo/"
+MODEL_SOURCES = ("default", "folder", "pulled")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Settings:
+    """``model_source``: the shipped default bundle, a bundle folder, or a pulled model name."""
+
+    model_source: str = "default"
+    model_folder: str = ""
+    model_name: str = ""
+    device: str = "auto"
+    batch_size: int = 16
+    tile_size_m: float = 0.0  # 0: the model's input size in pixels
+    top: int = 20
+    output_folder: str = ""  # empty: <project folder>/rsclip-geo, or a folder in the QGIS profile
+
+    @classmethod
+    def load(cls) -> "Settings":
+        s = QgsSettings()
+        out = cls()
+        for f in fields(cls):
+            default = getattr(out, f.name)
+            value = s.value(PREFIX + f.name, default)
+            try:
+                setattr(out, f.name, type(default)(value))
+            except (TypeError, ValueError):  # a hand-edited or older value: keep the default
+                pass
+        return out.checked()
+
+    def save(self) -> None:
+        s = QgsSettings()
+        for key, value in asdict(self.checked()).items():
+            s.setValue(PREFIX + key, value)
+
+    def checked(self) -> "Settings":
+        if self.model_source not in MODEL_SOURCES:
+            self.model_source = "default"
+        if self.device not in DEVICES:
+            self.device = "auto"
+        self.batch_size = max(1, int(self.batch_size))
+        self.tile_size_m = max(0.0, float(self.tile_size_m))
+        self.top = max(1, int(self.top))
+        return self
+
+    def model(self) -> str | None:
+        """What ``rsclip_geo.load_model`` takes: None (default bundle), a folder, or a pulled name."""
+        if self.model_source == "folder" and self.model_folder:
+            return self.model_folder
+        if self.model_source == "pulled" and self.model_name:
+            return self.model_name
+        return None
+
+    def runs_folder(self) -> Path:
+        """Where run outputs go: the chosen folder, else beside the project, else in the QGIS profile."""
+        if self.output_folder:
+            return Path(self.output_folder)
+        home = QgsProject.instance().homePath()
+        if home:
+            return Path(home) / "rsclip-geo"
+        from qgis.core import QgsApplication
+
+        return Path(QgsApplication.qgisSettingsDirPath()) / "rsclip-geo-runs"

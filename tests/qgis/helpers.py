@@ -1,0 +1,83 @@
+"""Helpers for the headless QGIS tests: a real minimal iface and the task manager's two calls."""
+
+from __future__ import annotations
+
+
+class Iface:
+    """The parts of QgisInterface the plugin uses, backed by real Qt/QGIS widgets (no mocks)."""
+
+    def __init__(self):
+        from qgis.gui import QgsMapCanvas, QgsMessageBar
+        from qgis.PyQt.QtWidgets import QMainWindow, QVBoxLayout, QWidget
+
+        self._window = QMainWindow()
+        central = QWidget(self._window)
+        layout = QVBoxLayout(central)
+        self._bar = QgsMessageBar(central)
+        self._canvas = QgsMapCanvas(central)
+        layout.addWidget(self._bar)
+        layout.addWidget(self._canvas)
+        self._window.setCentralWidget(central)
+        self._menus = {}
+        self._active = None
+        self.messages: list[tuple[str, int]] = []
+        self._bar.widgetAdded.connect(self._record)
+
+    def _record(self, widget):
+        from qgis.gui import QgsMessageBarItem
+        from qgis.PyQt import sip
+
+        item = sip.cast(widget, QgsMessageBarItem)
+        self.messages.append((item.text(), int(item.level())))
+
+    def close(self):
+        """Qt deletes the window and its toolbars (a garbage-collected QMainWindow holding toolbar
+        actions crashes PyQt at exit)."""
+        self._window.deleteLater()
+
+    def mainWindow(self):
+        return self._window
+
+    def mapCanvas(self):
+        return self._canvas
+
+    def messageBar(self):
+        return self._bar
+
+    def addToolBar(self, name):
+        return self._window.addToolBar(name)
+
+    def addToolBarIcon(self, action):
+        if not hasattr(self, "_plugins_toolbar"):
+            self._plugins_toolbar = self._window.addToolBar("Plugins")
+        self._plugins_toolbar.addAction(action)
+
+    def removeToolBarIcon(self, action):
+        if hasattr(self, "_plugins_toolbar"):
+            self._plugins_toolbar.removeAction(action)
+
+    def addPluginToMenu(self, name, action):
+        if name not in self._menus:
+            self._menus[name] = self._window.menuBar().addMenu(name)
+        self._menus[name].addAction(action)
+
+    def removePluginMenu(self, name, action):
+        if name in self._menus:
+            self._menus[name].removeAction(action)
+
+    def menu_actions(self, name):
+        return self._menus[name].actions() if name in self._menus else []
+
+    def activeLayer(self):
+        return self._active
+
+    def setActiveLayer(self, layer):
+        self._active = layer
+        return True
+
+
+def run_task(task):
+    """What the task manager does, in this thread: run() then finished(result)."""
+    ok = task.run()
+    task.finished(ok)
+    return ok, task.result
