@@ -78,7 +78,9 @@ def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, layer: s
         if driver == "Parquet":
             gdf.to_parquet(tmp)
         else:
-            gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio")
+            # GeoPackage 1.2: read without warnings by QGIS 3.22 and older GDAL (1.4 adds nothing we use)
+            options = {"VERSION": "1.2"} if driver == "GPKG" else {}
+            gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio", **options)
     return path
 
 
