@@ -8,7 +8,10 @@ never torch.
 
 from .bundle import ModelBundle, read_bundle
 from .classify import RunSummary, tile_classify
+from .count import count_objects
 from .encoder import ClipModel, load_model
+from .heatmap import Heatmap, write_heatmap
+from .heatmap import heatmap  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.heatmap(...))
 from .errors import (BundleError, DatasetError, DeviceError, DownloadError, LabelError, MissingDependencyError, OutputError,
                      RasterInputError, RsclipError, TokenizerError)
 from .prompts import DEFAULT_TEMPLATES, Label, read_labels_file
@@ -21,6 +24,7 @@ __all__ = [
     "__version__",
     "load_model", "ClipModel", "ModelBundle", "read_bundle",
     "tile_classify", "RunSummary",
+    "heatmap", "Heatmap", "write_heatmap", "count_objects",
     "Scene", "TileSpec", "plan_tiles",
     "Label", "read_labels_file", "DEFAULT_TEMPLATES",
     "RsclipError", "BundleError", "TokenizerError", "RasterInputError", "LabelError", "OutputError", "DatasetError",

@@ -32,6 +32,8 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
+    from .count import count_command
+    from .heatmap import heatmap_command
     from .index import index_command
     from .search import search_command
     from .tile_classify import tile_classify_command
@@ -39,6 +41,8 @@ def _register() -> None:
     main.add_command(tile_classify_command)
     main.add_command(index_command)
     main.add_command(search_command)
+    main.add_command(heatmap_command)
+    main.add_command(count_command)
     try:
         from .models import models
         main.add_command(models)
@@ -49,6 +53,11 @@ def _register() -> None:
         main.add_command(eval_group)
     except ImportError as exc:  # pragma: no cover
         logging.getLogger(__name__).debug("eval commands unavailable: %s", exc)
+    try:
+        from .batch import batch_group
+        main.add_command(batch_group)
+    except ImportError as exc:  # pragma: no cover
+        logging.getLogger(__name__).debug("batch commands unavailable: %s", exc)
 
 
 _register()

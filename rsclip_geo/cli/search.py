@@ -20,18 +20,22 @@ from .options import ProgressBar, model_options, scales_options, tiling_options
               help="Hits (.gpkg, .parquet, .geojson).")
 @click.option("--heatmap", type=click.Path(dir_okay=False), default=None,
               help="Per-tile score raster (.tif, COG) for a single scene at a single scale.")
+@click.option("--preview", type=click.Path(dir_okay=False), default=None,
+              help="Quick-look PNG of the best hit's scene with its hits outlined and ranked.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the scene index even if it is fresh.")
 @click.option("--overwrite", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
 @tiling_options
 @scales_options
 @model_options
-def search_command(source, query, top, negative, negative_weight, raw, output, heatmap, rebuild, overwrite, quiet,
-                   model, scales, tile, scene_options, max_invalid):
+def search_command(source, query, top, negative, negative_weight, raw, output, heatmap, preview, rebuild, overwrite,
+                   quiet, model, scales, tile, scene_options, max_invalid):
     """Search SOURCE (scenes, index files or folders) for QUERY."""
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))
     if heatmap:
         check_output(heatmap, overwrite, suffixes=(".tif", ".tiff"))
+    if preview:
+        check_output(preview, overwrite, suffixes=(".png",))
     bar = ProgressBar("index", quiet)
     try:
         hits = search(list(source), query, top=top, negative=list(negative), model=model, scales=scales,
@@ -47,6 +51,10 @@ def search_command(source, query, top, negative, negative_weight, raw, output, h
         write_float_raster(heatmap, grid, transform, indexes[0].frame.crs, overwrite=overwrite,
                            description=f"score: {query}")
     write_vector(hits, output, overwrite=overwrite)
+    if preview and len(hits):
+        from ..preview import hits_preview
+        best = hits["scene"].iloc[0]
+        hits_preview(best, hits[hits["scene"] == best], preview, overwrite=overwrite, **scene_options)
     if not quiet:
         n_tiles = sum(len(ix) for ix in hits.attrs["indexes"])
         click.echo(f"{len(hits)} hits for {query!r} among {n_tiles} tiles; best score "

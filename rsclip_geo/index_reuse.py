@@ -1,0 +1,176 @@
+"""Tile embeddings at given scales, taken from a scene's index where it has them, encoded otherwise.
+
+Heatmaps and counting need the same image embeddings as search; encoding a
+scene is the expensive part, so every scale whose tiling matches an existing
+index (same scene file, same model weights, same band/stretch/validity options,
+same ``max_invalid``, same TileSpec) is read from it. The rest is encoded once.
+
+Writing: when no usable index exists (none at the path, or one for another
+scene file or model) the embeddings are saved there so the next call reuses
+them. An index that is valid for this scene and model but tiled differently
+(e.g. a search index at other scales) is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import stat
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .bundle import bundle_fingerprint
+from .encoder import ClipModel
+from .errors import OutputError
+from .index import (INDEX_SUFFIX, IndexError_, SceneIndex, build_index, read_index, read_index_meta,
+                    scene_fingerprint, sidecar_path, write_index)
+from .paths import cache_dir
+from .scene import Scene
+from .scene_embeddings import encode_scene
+from .tiling import Tile, TilePlan, TileSpec, plan_tiles
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class ScaleEmbeddings:
+    """Valid tiles of one scale with their embeddings; ``reused`` says whether they came from an index."""
+
+    spec: TileSpec
+    plan: TilePlan
+    tiles: list[Tile]
+    embeddings: np.ndarray  # float32 [N, D], L2-normalised
+    valid_fraction: np.ndarray  # float32 [N]
+    reused: bool
+
+    @property
+    def skipped(self) -> int:
+        return len(self.plan) - len(self.tiles)
+
+
+def _dir_writable(folder: Path) -> bool:
+    """os.access, and write permission bits too: as root os.access says yes even for a read-only (r-x) folder."""
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def default_index_path(scene_path: Path) -> Path:
+    """The scene's sidecar index, in the user cache when the scene's folder is read-only (see index.sidecar_path)."""
+    path = sidecar_path(scene_path)
+    if path.parent == Path(scene_path).resolve().parent and not _dir_writable(path.parent):
+        digest = hashlib.sha1(str(Path(scene_path).resolve()).encode()).hexdigest()[:16]
+        path = cache_dir() / "indexes" / f"{Path(scene_path).stem}-{digest}{INDEX_SUFFIX}"
+    return path
+
+
+def _scene_defaults() -> dict:
+    sig = inspect.signature(Scene.__init__)
+    return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "path")}
+
+
+def normalized_scene_options(options: dict) -> dict:
+    """Scene options with Scene's defaults filled in, JSON-normalised, so {} and the CLI's explicit defaults match."""
+    full = {**_scene_defaults(), **options}
+    return json.loads(json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(full.items())}))
+
+
+def _spec_key(spec: TileSpec) -> dict:
+    return json.loads(json.dumps(asdict(spec)))
+
+
+def _usable_scales(meta: dict, scene_path: Path, model: ClipModel, specs: Sequence[TileSpec], scene_options: dict,
+                   max_invalid: float) -> tuple[dict[int, int], str | None]:
+    """{our scale -> index scale} for the scales the index can provide, and why it is unusable as a whole."""
+    if meta.get("scene") != scene_fingerprint(scene_path):
+        return {}, "the scene file changed"
+    if meta["model"]["fingerprint"] != bundle_fingerprint(model.bundle):
+        return {}, f"it was built with model {meta['model']['name']!r} (other weights)"
+    tiling = meta.get("tiling") or {}
+    if normalized_scene_options(tiling.get("scene_options") or {}) != normalized_scene_options(scene_options):
+        return {}, "band/stretch/validity options differ"
+    if tiling.get("max_invalid") != max_invalid:
+        return {}, "max_invalid differs"
+    theirs = [json.loads(json.dumps(s)) for s in tiling.get("scales", [])]
+    found = {i: theirs.index(_spec_key(s)) for i, s in enumerate(specs) if _spec_key(s) in theirs}
+    return found, None
+
+
+def _from_index(index: SceneIndex, scale: int, spec: TileSpec) -> ScaleEmbeddings:
+    plan = index.plans[scale]
+    sel = np.flatnonzero(index.frame["scale"].to_numpy() == scale)
+    rows, cols = index.frame["row"].to_numpy()[sel], index.frame["col"].to_numpy()[sel]
+    tiles = [plan.tile(int(r), int(c)) for r, c in zip(rows, cols)]
+    return ScaleEmbeddings(spec, plan, tiles, index.embeddings[sel], index.frame["valid_frac"].to_numpy()[sel]
+                           .astype(np.float32), True)
+
+
+def _encode(scene: Scene, spec: TileSpec, model: ClipModel, max_invalid: float, progress, base: int, total: int
+            ) -> ScaleEmbeddings:
+    plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, spec, model.bundle.image.size,
+                      str(scene.path))
+
+    def step(done, _total):
+        if progress:
+            progress(base + done, total)
+    enc = encode_scene(scene, plan, model, max_invalid, step)
+    return ScaleEmbeddings(spec, plan, enc.tiles, enc.embeddings, enc.valid_fraction, False)
+
+
+def scale_embeddings(scene: Scene, specs: Sequence[TileSpec], model: ClipModel, max_invalid: float = 0.5,
+                     scene_options: dict | None = None, use_index: bool = True,
+                     index_path: str | os.PathLike | None = None, save_index: bool = True,
+                     progress: ProgressCallback | None = None) -> list[ScaleEmbeddings]:
+    """Embeddings of every valid tile at each of ``specs`` for the opened ``scene`` (see module docstring).
+
+    ``scene_options`` are the options ``scene`` was opened with (they are part of an index's key);
+    ``use_index=False`` neither reads nor writes an index.
+    """
+    scene_options = dict(scene_options or {})
+    specs = list(specs)
+    out: list[ScaleEmbeddings | None] = [None] * len(specs)
+    path = Path(index_path) if index_path else default_index_path(scene.path)
+    may_write = use_index and save_index
+    if use_index and path.exists():
+        try:
+            found, reason = _usable_scales(read_index_meta(path), scene.path, model, specs, scene_options, max_invalid)
+        except IndexError_ as exc:
+            found, reason = {}, str(exc)
+        if found:
+            index = read_index(path)
+            for ours, theirs in found.items():
+                out[ours] = _from_index(index, theirs, specs[ours])
+            log.info("reused %d of %d scale(s) from index %s", len(found), len(specs), path)
+        # an index that is right for this scene and model is kept, whatever its tiling
+        may_write = may_write and reason is not None and not found
+        if reason:
+            log.info("index %s not reused: %s", path, reason)
+    missing = [i for i, e in enumerate(out) if e is None]
+    if missing and may_write and len(missing) == len(specs):
+        index = build_index(scene.path, model, specs, max_invalid, progress, **scene_options)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_index(index, path, overwrite=True)
+            log.info("saved index %s for reuse", path)
+        except (OutputError, OSError) as exc:
+            log.warning("could not save index %s (%s); embeddings are used but not kept", path, exc)
+        return [replace(_from_index(index, i, s), reused=False) for i, s in enumerate(specs)]
+    plans_total = 0
+    if missing:
+        plans_total = sum(len(plan_tiles(scene.width, scene.height, scene.transform, scene.crs, specs[i],
+                                         model.bundle.image.size, str(scene.path))) for i in missing)
+    base = 0
+    for i in missing:
+        out[i] = _encode(scene, specs[i], model, max_invalid, progress, base, plans_total)
+        base += len(out[i].plan)
+    return out  # type: ignore[return-value]
