@@ -523,16 +523,9 @@ def _problems_as_results(collection: Collection) -> list[SceneResult]:
 
 def _scene_options(options: dict) -> dict:
     """Every Scene option, defaults filled in: the API and the CLI then agree on when a partition is finished."""
-    import inspect
+    from .index import normalized_scene_options
 
-    from .scene import Scene
-
-    defaults = {name: p.default for name, p in inspect.signature(Scene.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise TypeError(f"unknown scene option(s): {', '.join(sorted(unknown))} (known: {', '.join(defaults)})")
-    return {**defaults, **options}
+    return normalized_scene_options(options)
 
 
 def _run_batch(kind, collection, out_dir, model, params, *, asset, recursive, strict, client, workers, scheduler,

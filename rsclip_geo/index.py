@@ -10,9 +10,11 @@ match the current scene/model/tiling is never used: it is rebuilt.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -54,9 +56,20 @@ def scene_fingerprint(path: str | os.PathLike) -> dict:
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha1_head_tail": h.hexdigest()}
 
 
+def normalized_scene_options(options: dict) -> dict:
+    """Scene options with Scene's defaults filled in, JSON-normalised, so {} and the CLI's explicit defaults match."""
+    defaults = {k: p.default for k, p in inspect.signature(Scene.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown scene option(s): {', '.join(sorted(unknown))} (known: {', '.join(defaults)})")
+    full = {**defaults, **options}
+    return json.loads(json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(full.items())}))
+
+
 def tiling_key(scales: Sequence[TileSpec], scene_options: dict, max_invalid: float) -> dict:
-    opts = {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in sorted(scene_options.items())}
-    return {"scales": [asdict(s) for s in scales], "scene_options": opts, "max_invalid": max_invalid}
+    return {"scales": [asdict(s) for s in scales], "scene_options": normalized_scene_options(scene_options),
+            "max_invalid": max_invalid}
 
 
 def _plan_to_dict(plan: TilePlan) -> dict:
@@ -187,11 +200,20 @@ def read_index(path: str | os.PathLike) -> SceneIndex:
     return SceneIndex(frame, emb, meta)
 
 
+def dir_writable(folder: Path) -> bool:
+    """os.access, and the permission bits too: as root os.access says yes even for a read-only (r-x) folder."""
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
 def sidecar_path(scene: str | os.PathLike) -> Path:
     """``scene.tif.rsclip-index.parquet`` beside the scene, or in the cache when that folder is read-only."""
     scene = Path(scene).resolve()
     beside = scene.with_name(scene.name + INDEX_SUFFIX)
-    if os.access(scene.parent, os.W_OK):
+    if dir_writable(scene.parent):
         return beside
     digest = hashlib.sha1(str(scene).encode()).hexdigest()[:16]
     return cache_dir() / "indexes" / f"{scene.stem}-{digest}{INDEX_SUFFIX}"

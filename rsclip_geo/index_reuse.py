@@ -13,12 +13,9 @@ them. An index that is valid for this scene and model but tiled differently
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import logging
 import os
-import stat
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,9 +25,8 @@ import numpy as np
 from .bundle import bundle_fingerprint
 from .encoder import ClipModel
 from .errors import OutputError
-from .index import (INDEX_SUFFIX, IndexError_, SceneIndex, build_index, read_index, read_index_meta,
+from .index import (IndexError_, SceneIndex, build_index, normalized_scene_options, read_index, read_index_meta,
                     scene_fingerprint, sidecar_path, write_index)
-from .paths import cache_dir
 from .scene import Scene
 from .scene_embeddings import encode_scene
 from .tiling import Tile, TilePlan, TileSpec, plan_tiles
@@ -54,35 +50,6 @@ class ScaleEmbeddings:
     @property
     def skipped(self) -> int:
         return len(self.plan) - len(self.tiles)
-
-
-def _dir_writable(folder: Path) -> bool:
-    """os.access, and write permission bits too: as root os.access says yes even for a read-only (r-x) folder."""
-    try:
-        mode = folder.stat().st_mode
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-
-
-def default_index_path(scene_path: Path) -> Path:
-    """The scene's sidecar index, in the user cache when the scene's folder is read-only (see index.sidecar_path)."""
-    path = sidecar_path(scene_path)
-    if path.parent == Path(scene_path).resolve().parent and not _dir_writable(path.parent):
-        digest = hashlib.sha1(str(Path(scene_path).resolve()).encode()).hexdigest()[:16]
-        path = cache_dir() / "indexes" / f"{Path(scene_path).stem}-{digest}{INDEX_SUFFIX}"
-    return path
-
-
-def _scene_defaults() -> dict:
-    sig = inspect.signature(Scene.__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "path")}
-
-
-def normalized_scene_options(options: dict) -> dict:
-    """Scene options with Scene's defaults filled in, JSON-normalised, so {} and the CLI's explicit defaults match."""
-    full = {**_scene_defaults(), **options}
-    return json.loads(json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(full.items())}))
 
 
 def _spec_key(spec: TileSpec) -> dict:
@@ -139,7 +106,7 @@ def scale_embeddings(scene: Scene, specs: Sequence[TileSpec], model: ClipModel, 
     scene_options = dict(scene_options or {})
     specs = list(specs)
     out: list[ScaleEmbeddings | None] = [None] * len(specs)
-    path = Path(index_path) if index_path else default_index_path(scene.path)
+    path = Path(index_path) if index_path else sidecar_path(scene.path)
     may_write = use_index and save_index
     if use_index and path.exists():
         try:

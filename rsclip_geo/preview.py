@@ -238,3 +238,17 @@ def counts_preview(scene, counts, path, overwrite: bool = False, max_side: int =
                             f"count: {counts.attrs.get('object', '')}, total {total} over {len(counts)} tiles",
                             colours=colours, fill_alpha=70, overwrite=overwrite, max_side=max_side,
                             legend=f"labels: most probable count per tile (1..{max_count})", **scene_options)
+
+
+def labels_preview(scene, labels_gdf, path, class_names: Sequence[str], overwrite: bool = False,
+                   max_side: int = MAX_SIDE, **scene_options) -> Path:
+    """Zero-shot tile labels: tiles tinted with the class raster's palette and labelled with their class."""
+    from .writers import PALETTE
+
+    index = {name: i for i, name in enumerate(class_names)}
+    colours = [PALETTE[index.get(lab, len(PALETTE) - 1) % len(PALETTE)] for lab in labels_gdf["label"]]
+    counts = labels_gdf["label"].value_counts()
+    legend = "tiles per label: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in class_names)
+    return polygons_preview(scene, labels_gdf, path, list(labels_gdf["label"]),
+                            f"tile-classify: {len(labels_gdf)} tiles", colours=colours, fill_alpha=60,
+                            overwrite=overwrite, max_side=max_side, legend=legend, **scene_options)

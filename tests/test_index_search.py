@@ -93,15 +93,20 @@ def test_explicit_stale_index_path_is_not_overwritten(tiny_model, scene, tmp_pat
     assert path.read_bytes() == before
 
 
-def test_read_only_folder_uses_cache(tiny_model, scene, tmp_path, monkeypatch):
+def test_read_only_folder_uses_cache(tiny_model, tmp_path, monkeypatch):
+    """A read-only scene folder (r-x, as shared/data is; root included) gets its index in the cache."""
     monkeypatch.setenv("RSCLIP_GEO_CACHE", str(tmp_path / "cache"))
-    real_access = rsclip_geo.index.os.access
-    monkeypatch.setattr(rsclip_geo.index.os, "access",
-                        lambda p, mode: False if str(p) == str(scene.parent) else real_access(p, mode))
-    path = sidecar_path(scene)
-    assert path.parent == tmp_path / "cache" / "indexes"
-    load_or_build_index(scene, tiny_model, T32)
-    assert path.is_file() and not (scene.parent / "scene.tif.rsclip-index.parquet").exists()
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    scene = write_geotiff(folder / "scene.tif", colour_blocks(LAYOUT, 32))
+    folder.chmod(0o555)
+    try:
+        path = sidecar_path(scene)
+        assert path.parent == tmp_path / "cache" / "indexes"
+        load_or_build_index(scene, tiny_model, T32)
+        assert path.is_file() and not (folder / "scene.tif.rsclip-index.parquet").exists()
+    finally:
+        folder.chmod(0o755)
 
 
 def test_not_an_index(tmp_path, tiny_model):

@@ -22,11 +22,13 @@ from .options import ProgressBar, model_options, tiling_options
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Tiles whose best probability is below this are labelled 'unknown'.")
+@click.option("--preview", type=click.Path(dir_okay=False), default=None,
+              help="Quick-look PNG of the scene with the tiles tinted and labelled by class.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @tiling_options
 @model_options
-def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min_score, overwrite, quiet,
+def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min_score, preview, overwrite, quiet,
                           model, tile, scene_options, max_invalid):
     """Label every tile of SCENE (a GeoTIFF or any GDAL raster) with the best-matching label."""
     from pathlib import Path
@@ -38,6 +40,8 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))  # fail before the work, not after
     if raster:
         check_output(raster, overwrite, suffixes=(".tif", ".tiff"))
+    if preview:
+        check_output(preview, overwrite, suffixes=(".png",))
     bar = ProgressBar("tile-classify", quiet)
     try:
         gdf = tile_classify(scene, parsed, model=model, tile=tile, top_k=top_k, min_score=min_score,
@@ -50,9 +54,14 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
         plan = gdf.attrs["plan"]
         write_class_raster(raster, class_grid(gdf, names, plan), plan.grid_transform, plan.crs, names,
                            overwrite=overwrite)
+    if preview:
+        from ..preview import labels_preview
+
+        names = [lab.name for lab in parsed] + [UNKNOWN]
+        labels_preview(scene, gdf, preview, names, overwrite=overwrite, **scene_options)
     if not quiet:
         summary = gdf.attrs["summary"]
         click.echo(summary.describe(), err=True)
         counts = gdf["label"].value_counts()
         click.echo("labels: " + ", ".join(f"{k} {v}" for k, v in counts.items()), err=True)
-        click.echo(f"wrote {output}" + (f" and {raster}" if raster else ""), err=True)
+        click.echo("wrote " + ", ".join(p for p in (output, raster, preview) if p), err=True)
