@@ -24,7 +24,7 @@ from .errors import RasterInputError
 log = logging.getLogger(__name__)
 
 STRETCHES = ("auto", "percentile", "none")
-GDAL_CACHE_MB = 128  # GDAL's block cache otherwise grows to 5% of RAM, so peak memory would grow with the scene
+GDAL_CACHE_MB = 64  # GDAL's block cache otherwise grows to 5% of RAM, so peak memory would grow with the scene
 SAMPLE_MAX_SIDE = 1024  # pixels on the long side of the scene sample used for stretch / validity
 
 
@@ -117,6 +117,11 @@ class Scene:
                 NotGeoreferencedSceneWarning, stacklevel=3)
         flags = [ds.mask_flag_enums[b - 1] for b in self.bands]
         declared = any(MaskFlags.all_valid not in f for f in flags)
+        # Masks GDAL would compute from the pixels (nodata) are computed here from the data already read;
+        # only real masks (internal mask, alpha) need a second read.
+        self._nodata = [ds.nodatavals[b - 1] for b in self.bands]
+        self._mask_source = ("none" if not declared else
+                             "nodata" if all(f == [MaskFlags.nodata] for f in flags) else "read")
         self.zero_invalid = (not declared) if zero_invalid == "auto" else bool(zero_invalid)
         data, valid = self._read_sample()
         if not valid.any():
@@ -127,8 +132,8 @@ class Scene:
         self.stretch = self._fit_stretch(data, valid, stretch, percentiles)
 
     def gdal_env(self) -> rasterio.Env:
-        """GDAL settings for reading this scene: a bounded block cache (GDAL_CACHEMAX, in MB)."""
-        return rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb)
+        """GDAL settings for reading this scene: a bounded block cache (rasterio takes GDAL_CACHEMAX in bytes)."""
+        return rasterio.Env(GDAL_CACHEMAX=self.gdal_cache_mb * 2**20)
 
     # ---- scene-level statistics ---------------------------------------------
     def _read_sample(self) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +184,7 @@ class Scene:
         inner = Window(col0, row0, inner_w, inner_h)
         try:
             data = self.ds.read(list(self.bands), window=inner)
-            masks = self.ds.read_masks(list(self.bands), window=inner)
+            masks = self._window_masks(data, inner)
         except RasterioError as exc:
             raise RasterInputError(
                 f"{self.path}: cannot read window col {inner.col_off} row {inner.row_off} "
@@ -192,6 +197,20 @@ class Scene:
             stretched = np.repeat(stretched, 3, axis=0)
         rgb[ys, xs] = stretched.transpose(1, 2, 0)
         return rgb, valid
+
+    def _window_masks(self, data: np.ndarray, window: Window) -> np.ndarray:
+        """Per-band validity (0 invalid, >0 valid) of ``data`` read from ``window``, as GDAL's masks say."""
+        if self._mask_source == "read":
+            return self.ds.read_masks(list(self.bands), window=window)
+        if self._mask_source == "none":
+            return np.ones(data.shape, dtype=np.uint8)
+        masks = np.empty(data.shape, dtype=np.uint8)
+        for i, nodata in enumerate(self._nodata):
+            if nodata is not None and np.isnan(nodata):
+                masks[i] = ~np.isnan(data[i])
+            else:
+                masks[i] = data[i] != nodata
+        return masks
 
     def close(self) -> None:
         self.ds.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+from rasterio.windows import Window
 
 from .scene import Scene
 from .tiling import Tile, TilePlan
@@ -45,6 +46,22 @@ def _fill_invalid(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+MAX_TILES_PER_READ = 64  # tiles of one row read as one strip: one GDAL call instead of many
+
+
+def _tile_pixels(scene: Scene, plan: TilePlan) -> Iterator[tuple[Tile, np.ndarray, np.ndarray]]:
+    """(tile, RGB, valid) in row-major order, reading each run of a row's tiles as one strip window."""
+    for row in range(plan.n_rows):
+        for first in range(0, plan.n_cols, MAX_TILES_PER_READ):
+            tiles = [plan.tile(row, col) for col in range(first, min(first + MAX_TILES_PER_READ, plan.n_cols))]
+            c0 = tiles[0].col_off
+            strip = Window(c0, tiles[0].row_off, tiles[-1].col_off + tiles[-1].width - c0, tiles[0].height)
+            rgb, valid = scene.read_rgb(strip)
+            for t in tiles:
+                xs = slice(t.col_off - c0, t.col_off - c0 + t.width)
+                yield t, rgb[:, xs], valid[:, xs]
+
+
 def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size: int, max_invalid: float,
              stats: StreamStats) -> Iterator[TileBatch]:
     size = preprocess.spec.size
@@ -52,9 +69,8 @@ def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size:
     fracs: list[float] = []
     pixels = np.empty((batch_size, 3, size, size), dtype=np.float32)
     seen = 0
-    for tile in plan:
+    for tile, rgb, valid in _tile_pixels(scene, plan):
         seen += 1
-        rgb, valid = scene.read_rgb(tile.window)
         frac = float(valid.mean())
         if frac <= 0 or (1.0 - frac) > max_invalid:
             stats.skipped += 1

@@ -394,3 +394,17 @@ def _check_landsat_edges(path, gdf, plan):
     got = {(r, c): f for r, c, f in zip(gdf["row"], gdf["col"], gdf["valid_frac"])}
     for (r, c) in kept:
         assert got[(r, c)] == pytest.approx(frac[r, c], abs=1e-6)
+
+
+@pytest.mark.parametrize("nodata", [float("nan"), -9999.0])
+def test_float_nodata_masks_match_gdal(tmp_path, nodata):
+    """Masks computed from the pixels (NaN or a value nodata) equal what GDAL's read_masks says."""
+    data = np.random.default_rng(3).uniform(0, 1000, (3, 40, 40)).astype(np.float32)
+    data[:, :10, :] = nodata
+    data[1, 20:25, 20:25] = nodata  # one band only: the pixel is invalid
+    path = write_geotiff(tmp_path / "f.tif", data, nodata=nodata)
+    with Scene(path) as scene, rasterio.open(path) as ds:
+        _, valid = scene.read_rgb(Window(0, 0, 40, 40))
+        expected = np.all(ds.read_masks([1, 2, 3]) > 0, axis=0)
+    np.testing.assert_array_equal(valid, expected)
+    assert not valid[:10].any() and not valid[20:25, 20:25].any() and valid[10:20].all()
