@@ -369,6 +369,7 @@ def test_int8_transformer_quantises_both_encoders_and_overwrites(families, tmp_p
                                int8=True, overwrite=True)
     q = bundle.parity["int8"]
     assert q["image_quantized"] is True and q["text_quantized"] is True and q["ops"] == ["MatMul", "Gemm"]
+    assert q["text_ops"] == ["MatMul", "Gemm", "Gather"]
     for key in ("image_cosine_min", "image_cosine_mean", "text_cosine_min", "text_cosine_mean"):
         assert 0.9 < q[key] <= 1.0 + 1e-9, (key, q[key])
     assert q["image_cosine_min"] <= q["image_cosine_mean"]

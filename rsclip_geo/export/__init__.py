@@ -83,22 +83,38 @@ def _templates(templates: Sequence[str] | None) -> tuple[str, ...]:
     return templates
 
 
+def _portable(value):
+    """The card without this machine's absolute paths (e.g. a local HF text-tower folder): 'local:<last parts>'."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if isinstance(value, str):
+        prefix, _, rest = value.rpartition(":") if value.startswith(("hf:", "timm:")) else ("", "", value)
+        if os.path.isabs(rest):
+            parts = Path(rest).parts
+            return (prefix + ":" if prefix else "") + "local:" + "/".join(parts[-2:])
+    return value
+
+
 def _add_int8(folder: Path, quant_image: bool, images: np.ndarray, ids: np.ndarray,
               fp32_out: dict) -> tuple[str, str, dict]:
     """Quantise in ``folder`` (text always, image only for transformers), drop the replaced fp32 files,
     and return (image file, text file, int8-vs-fp32 figures)."""
     from . import parity as par
-    from .onnx_export import INT8_OP_TYPES, quantize_int8
+    from .onnx_export import INT8_OP_TYPES, INT8_TEXT_OP_TYPES, quantize_int8
 
-    quantize_int8(folder / TEXT_ENCODER, folder / TEXT_ENCODER_INT8)
+    quantize_int8(folder / TEXT_ENCODER, folder / TEXT_ENCODER_INT8, INT8_TEXT_OP_TYPES)
     if quant_image:
         quantize_int8(folder / IMAGE_ENCODER, folder / IMAGE_ENCODER_INT8)
     figures = par.int8_figures(folder / IMAGE_ENCODER_INT8 if quant_image else None, folder / TEXT_ENCODER_INT8,
                                images, ids, fp32_out)
     figures.update({
-        "ops": list(INT8_OP_TYPES), "text_quantized": True, "image_quantized": quant_image,
-        "note": ("dynamic int8 weights on MatMul/Gemm of both encoders" if quant_image else
-                 "image encoder kept fp32: convolutional tower (int8 convolutions are slow on CPU)"),
+        "ops": list(INT8_OP_TYPES), "text_ops": list(INT8_TEXT_OP_TYPES), "text_quantized": True,
+        "image_quantized": quant_image,
+        "note": ("dynamic int8 weights: MatMul/Gemm/Gather (token embeddings) of the text encoder, "
+                 + ("MatMul/Gemm of the image encoder" if quant_image else
+                    "image encoder kept fp32 (convolutional tower: int8 convolutions are slow on CPU)")),
         "compared_to": "fp32 ONNX on the parity inputs",
     })
     (folder / TEXT_ENCODER).unlink()
@@ -217,11 +233,11 @@ def export_checkpoint(
             image_encoder=image_file,
             text_encoder=text_file,
             parity=parity,
-            card={**(card or {}), "image_tower": built.image_tower, "text_tower": built.text_tower,
-                  "preprocess_source": built.preprocess_source,
-                  "int8": bool(int8), "onnx_opset": opset, "exported_with": _versions(),
-                  **({"external_data_files": external} if external else {}),
-                  "open_clip_config": built.config},
+            card=_portable({**(card or {}), "image_tower": built.image_tower, "text_tower": built.text_tower,
+                            "preprocess_source": built.preprocess_source,
+                            "int8": bool(int8), "onnx_opset": opset, "exported_with": _versions(),
+                            **({"external_data_files": external} if external else {}),
+                            "open_clip_config": built.config}),
         )
         bundle.write(tmp)  # model.json last: only now is the folder a bundle
         read_bundle(tmp)

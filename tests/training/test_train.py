@@ -1,0 +1,224 @@
+"""Training loop, loss and split: a tiny real model trains one step on real AID images."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytest.importorskip("transformers")
+
+from training.data.aid import HOLDOUT_FRACTION, SPLIT_FILE, UNSEEN_CLASSES, list_classes, load_split, make_split  # noqa: E402
+from training.losses import multi_positive_infonce  # noqa: E402
+
+TRAIN_CLASSES = ("Forest", "Parking", "Port")
+
+
+def _tiny_text_tower(folder):
+    """A 2-layer, 32-wide BERT with MiniLM's WordPiece tokenizer files (random weights)."""
+    from transformers import BertConfig, BertModel
+
+    from training.model import minilm_dir
+
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir() / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shared_data):
+    """Tiny model config, a 12-image AID split and a TOML training config, all in a temp folder."""
+    tmp = tmp_path_factory.mktemp("tiny_train")
+    text_dir = _tiny_text_tower(tmp / "tinybert")
+    model_json = tmp / "tiny_model.json"
+    model_json.write_text(json.dumps({
+        "embed_dim": 16,
+        "vision_cfg": {"timm_model_name": "test_efficientnet", "timm_model_pretrained": False,
+                       "timm_pool": "avg", "timm_proj": "linear", "image_size": 64},
+        "text_cfg": {"hf_model_name": str(text_dir), "hf_tokenizer_name": str(text_dir),
+                     "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear", "context_length": 32},
+    }))
+    aid = shared_data / "aid"
+    split = {"unseen_classes": list(UNSEEN_CLASSES),
+             "train": {c: sorted(p.name for p in (aid / c).glob("*.jpg"))[:4] for c in TRAIN_CLASSES}}
+    (tmp / "split.json").write_text(json.dumps(split))
+    toml = tmp / "tiny.toml"
+    toml.write_text(f"""
+seed = 1
+[model]
+config = "{model_json}"
+image_size = 64
+context_length = 32
+pretrained_image = false
+[[datasets]]
+kind = "aid"
+root = "{aid}"
+split = "{tmp / 'split.json'}"
+[optim]
+lr = 1e-3
+trunk_lr = 1e-4
+warmup_steps = 0
+[train]
+epochs = 1
+batch_size = 12
+samples_per_epoch = 12
+[eval]
+every = 0
+""")
+    probe_toml = tmp / "tiny_probe.toml"
+    probe_toml.write_text(toml.read_text() + "[probe]\nsteps = 3\n")
+    return tmp, toml
+
+
+def test_probe_stage_trains_only_the_head(tiny_run):
+    from training.train import main
+
+    tmp, toml = tiny_run
+    out = tmp / "probe_run"
+    main(["--config", str(tmp / "tiny_probe.toml"), "--out", str(out), "--cache", str(tmp / "cache")])
+    probe = torch.load(out / "checkpoint_probe.pt", map_location="cpu", weights_only=False)["state_dict"]
+    ft = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)["state_dict"]
+    from training.config import load_config
+    from training.setup import build_run_model
+    from training.train import seed_everything
+
+    seed_everything(1)  # the config's seed: the same initial weights as the run
+    init = build_run_model(load_config(toml), None)[0].state_dict()
+    assert not torch.equal(probe["visual.head.proj.weight"], init["visual.head.proj.weight"])
+    trunk = [k for k in probe if k.startswith("visual.trunk.") and probe[k].is_floating_point()]
+    assert all(torch.equal(probe[k], init[k]) for k in trunk if "running" not in k)  # trunk frozen in probe
+    assert not all(torch.equal(probe[k], ft[k]) for k in trunk)  # fine-tuning then moves it
+
+
+def test_wise_interpolation_and_alpha_rule():
+    from training.wise import choose_alpha, interpolate
+
+    a = {"w": torch.zeros(2), "n": torch.tensor(1)}
+    b = {"w": torch.ones(2), "n": torch.tensor(5)}
+    mixed = interpolate(a, b, 0.25)
+    assert torch.allclose(mixed["w"], torch.full((2,), 0.25)) and mixed["n"].item() == 5
+    assert choose_alpha({0.5: 0.93, 0.75: 0.95, 1.0: 0.955}, 0.01) == 0.75
+    assert choose_alpha({0.5: 0.90, 0.75: 0.93, 1.0: 0.955}, 0.01) == 1.0
+
+
+def test_one_step_changes_weights_and_lowers_batch_loss(tiny_run):
+    from training.augment import AugmentConfig
+    from training.config import load_config
+    from training.loop import make_batch
+    from training.optim import make_optimizer
+    from training.setup import build_run_model, text_fully_locked
+    from training.sources import build_sources
+    from training.text_bank import TextBank
+    from training.train import REPO_ROOT
+
+    tmp, toml = tiny_run
+    cfg = load_config(toml)
+    torch.manual_seed(0)
+    model, tokenizer, _ = build_run_model(cfg, None)
+    assert text_fully_locked(model)  # default: LiT, text tower frozen
+    sources = build_sources(cfg["datasets"], REPO_ROOT)
+    assert len(sources[0]) == 12
+    bank = TextBank(model, tokenizer, locked=True)
+    batch = [(0, i) for i in range(12)]
+    x, captions, groups = make_batch(batch, sources, 64, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert x.shape == (12, 3, 64, 64) and groups.unique().numel() == 3
+    opt = make_optimizer(model, cfg["optim"])
+    model.train()
+    model.text.eval()
+
+    def batch_loss():
+        return multi_positive_infonce(model.encode_image(x, normalize=True), bank.lookup(captions, "cpu"),
+                                      groups, model.logit_scale.exp())
+
+    before_w = {k: v.clone() for k, v in model.state_dict().items()}
+    loss0 = batch_loss()
+    opt.zero_grad()
+    loss0.backward()
+    opt.step()
+    with torch.no_grad():
+        loss1 = batch_loss()
+    after_w = model.state_dict()
+    changed = [k for k in before_w if not torch.equal(before_w[k], after_w[k])]
+    assert "visual.head.proj.weight" in changed and any(k.startswith("visual.trunk.") for k in changed)
+    assert not any(k.startswith("text.") for k in changed)  # locked tower untouched
+    assert loss1.item() < loss0.item()
+
+
+def test_train_cli_writes_checkpoint_and_resumes(tiny_run):
+    from training.train import main
+
+    tmp, toml = tiny_run
+    out = tmp / "run"
+    main(["--config", str(toml), "--out", str(out), "--cache", str(tmp / "cache")])
+    ckpt = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert {"epoch", "name", "state_dict", "optimizer"} <= set(ckpt) and ckpt["epoch"] == 1
+    resolved = json.loads((out / "model_config.json").read_text())
+    assert resolved["model_cfg"]["vision_cfg"]["timm_model_name"] == "test_efficientnet"
+    assert resolved["preprocess_cfg"]["mean"] == [0.5, 0.5, 0.5]  # what export must record
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("loss" in r and math.isfinite(r["loss"]) for r in lines)
+
+    toml2 = tmp / "tiny2.toml"
+    toml2.write_text(toml.read_text().replace("epochs = 1", "epochs = 2"))
+    main(["--config", str(toml2), "--out", str(out), "--resume", str(out / "checkpoint_last.pt"),
+          "--cache", str(tmp / "cache")])
+    ckpt2 = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert ckpt2["epoch"] == 2
+    assert not torch.equal(ckpt["state_dict"]["visual.head.proj.weight"], ckpt2["state_dict"]["visual.head.proj.weight"])
+
+
+def test_multi_positive_loss_matches_hand_computation():
+    """3 items, groups (0, 0, 1): rows 0 and 1 each have two positives with weight 1/2."""
+    img = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    txt = torch.tensor([[0.8, 0.6], [1.0, 0.0], [0.0, 1.0]])
+    scale = 2.0
+    sims = [[sum(a * b for a, b in zip(i, t)) * scale for t in txt.tolist()] for i in img.tolist()]
+    pos = [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+
+    def direction(s):
+        total = 0.0
+        for r in range(3):
+            lse = math.log(sum(math.exp(v) for v in s[r]))
+            total += -sum(pos[r][c] / sum(pos[r]) * (s[r][c] - lse) for c in range(3))
+        return total / 3
+
+    expected = 0.5 * (direction(sims) + direction([list(col) for col in zip(*sims)]))
+    got = multi_positive_infonce(img, txt, torch.tensor([0, 0, 1]), torch.tensor(scale))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # all-distinct groups reduce to standard CLIP (one-hot) InfoNCE
+    clip = 0.5 * (torch.nn.functional.cross_entropy(scale * img @ txt.t(), torch.arange(3))
+                  + torch.nn.functional.cross_entropy(scale * txt @ img.t(), torch.arange(3)))
+    assert multi_positive_infonce(img, txt, torch.arange(3), torch.tensor(scale)).item() == pytest.approx(clip.item())
+
+
+def test_committed_split_is_fixed_and_excludes_unseen(shared_data):
+    split = load_split()
+    assert set(split["unseen_classes"]) == set(UNSEEN_CLASSES)
+    assert not set(UNSEEN_CLASSES) & (set(split["train"]) | set(split["val"]))
+    assert set(split["unseen"]) == set(UNSEEN_CLASSES)
+    folders = list_classes(shared_data / "aid")
+    assert len(split["train"]) == len(split["val"]) == 24
+    for name, files in split["train"].items():
+        held = split["val"][name]
+        assert not set(files) & set(held)
+        assert sorted(files + held) == folders[name]
+        assert len(held) == round(HOLDOUT_FRACTION * len(folders[name]))
+    assert make_split(shared_data / "aid") == split, f"{SPLIT_FILE} differs from a fresh deterministic split"
+
+
+def test_training_captions_never_name_unseen_classes():
+    from training.data.aid_captions import AID_PHRASES, check_no_unseen_words, class_captions
+
+    assert set(AID_PHRASES) == set(load_split()["train"])
+    for name in AID_PHRASES:
+        check_no_unseen_words(class_captions(name, description_share=0.5))
+    with pytest.raises(ValueError, match="unseen"):
+        check_no_unseen_words(["a satellite photo of a sandy beach."])

@@ -1,0 +1,77 @@
+"""Training configuration from TOML: defaults merged with the file, unknown keys rejected by name.
+
+Why: the shipped model must be reproducible from one committed file (training/configs/default.toml),
+and a typo in a key must fail loudly instead of silently training something else.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+DEFAULTS: dict = {
+    "seed": 0,
+    "model": {
+        "config": "RSCLIP-EfficientNetLite0-MiniLM",  # name in training/model_configs or a JSON path
+        "image_size": 128,
+        "context_length": 64,
+        "timm_proj": "linear",
+        "pretrained_image": True,
+        "init_logit_scale": 2.6592,   # ln(1/0.07), open_clip's default
+        "learn_logit_scale": True,
+        "max_logit_scale": 100.0,
+    },
+    "lock": {
+        "text": True, "text_unlocked_layers": 0, "text_freeze_layer_norm": True,
+        "image": False, "image_unlocked_groups": 0, "image_freeze_bn_stats": False,
+    },
+    "datasets": [],
+    "augment": {"scale_min": 0.5, "rotate90": True, "flip": True,
+                "brightness": 0.1, "contrast": 0.1, "saturation": 0.1},
+    "optim": {"lr": 1e-3, "trunk_lr": 3e-4, "logit_scale_lr": 1e-2, "weight_decay": 0.05,
+              "betas": [0.9, 0.98], "eps": 1e-6, "warmup_steps": 100, "min_lr_ratio": 0.0},
+    "train": {"epochs": 10, "batch_size": 64, "samples_per_epoch": 0, "threads": 2,
+              "log_every": 20, "precision": "amp", "channels_last": True},
+    "eval": {"part": "val", "aid_root": "../shared/data/aid", "every": 1},
+    # LP-FT: fit the projection head on frozen trunk features first (0 steps: off)
+    "probe": {"steps": 0, "lr": 1e-3, "weight_decay": 0.05, "logit_scale_lr": 1e-2},
+    # WiSE-FT: mix probe and fine-tuned weights, alpha picked on seen val only (empty: off)
+    "wise": {"alphas": [], "tolerance": 0.01},
+}
+
+
+class ConfigError(ValueError):
+    """A config file is malformed; the message names the file and the key."""
+
+
+def _merge(base: dict, override: dict, where: str, path: Path) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ConfigError(f"{path}: unknown key {where}{key!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {where}{key!r} must be a table")
+            out[key] = _merge(base[key], value, f"{where}{key}.", path)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: Path) -> dict:
+    """Defaults + the TOML file; [[datasets]] must list at least one entry with a 'kind'."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    cfg = _merge(DEFAULTS, raw, "", path)
+    if not cfg["datasets"]:
+        raise ConfigError(f"{path}: no [[datasets]] entries")
+    for i, d in enumerate(cfg["datasets"]):
+        if "kind" not in d:
+            raise ConfigError(f"{path}: [[datasets]] #{i} has no 'kind'")
+    return cfg

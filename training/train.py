@@ -1,0 +1,143 @@
+"""Train the RSCLIP contrastive model: `python -m training.train --config training/configs/default.toml`.
+
+Flow: TOML config -> model (ImageNet image trunk, MiniLM text tower, locks) -> sources mixed by
+weight -> optional linear probe of the head (checkpoint_probe.pt) -> epochs of multi-positive
+InfoNCE (checkpoint_last.pt + quick zero-shot val each epoch) -> optional WiSE-FT mix chosen on
+seen val (checkpoint_final.pt, the model to export). JSON lines in OUT/log.jsonl.
+--resume continues from a checkpoint's next epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import load_config
+from training.loop import train_epoch
+from training.mixing import MixedBatches
+from training.model import IMAGE_MEAN, IMAGE_STD
+from training.optim import make_optimizer
+from training.probe import fit_head
+from training.setup import build_run_model, text_fully_locked
+from training.sources import build_sources
+from training.text_bank import TextBank
+from training.wise import wise_select
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("training")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_val(cfg: dict, image_size: int, cache_dir: Path):
+    """Held-out AID images at the model size for the per-epoch quick zero-shot check (None if disabled)."""
+    if not cfg["eval"]["every"]:
+        return None
+    from training.data.aid import aid_subset
+    from training.data.image_cache import load_images
+
+    sub = aid_subset((REPO_ROOT / cfg["eval"]["aid_root"]).resolve(), cfg["eval"]["part"])
+    return load_images(sub.paths, image_size, cache_dir), sub.labels, list(sub.classes)
+
+
+def run(cfg: dict, out: Path, resume: Path | None = None, cache_dir: Path | None = None) -> dict:
+    """Train per cfg into `out`; returns the last epoch's summary record."""
+    tc = cfg["train"]
+    torch.set_num_threads(tc["threads"])
+    seed_everything(cfg["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, model_cfg = build_run_model(cfg, out)
+    model.to(device)
+    if tc["channels_last"]:
+        model.visual.to(memory_format=torch.channels_last)
+    sources = build_sources(cfg["datasets"], REPO_ROOT, cache_dir)
+    bank = TextBank(model, tokenizer, locked=text_fully_locked(model))
+    bank.precompute([c for s in sources for caps in s.captions.values() for c in caps])
+    optimizer = make_optimizer(model, cfg["optim"])
+    mixer = MixedBatches(sources, tc["batch_size"], cfg["seed"], tc["samples_per_epoch"] or None)
+    start = 0
+    if resume is not None:
+        state = load_checkpoint(resume)
+        model.load_state_dict(state["state_dict"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+    image_size = model_cfg["vision_cfg"]["image_size"]
+    val = make_val(cfg, image_size, cache_dir)
+    ctx = dict(cfg=cfg, model=model, tokenizer=tokenizer, optimizer=optimizer, bank=bank, mixer=mixer,
+               sources=sources, device=device, image_size=image_size)
+    record: dict = {}
+    with open(out / "log.jsonl", "a", encoding="utf-8") as log_file:
+        if resume is None and cfg["probe"]["steps"] > 0:
+            rec = fit_head(ctx, cfg["probe"])
+            rec["probe_val_top1"] = round(_val_top1(ctx, val), 4) if val is not None else None
+            save_checkpoint(out / "checkpoint_probe.pt", 0, cfg["model"]["config"], model)
+            log_file.write(json.dumps(rec) + "\n")
+            log.info("%s", rec)
+        for epoch in range(start, tc["epochs"]):
+            summary = train_epoch(ctx, epoch, log_file)
+            record = {"epoch": epoch + 1, "train_loss": round(summary["loss"], 5),
+                      "epoch_seconds": round(summary["seconds"], 1),
+                      "logit_scale": round(model.logit_scale.exp().item(), 4)}
+            if val is not None and ((epoch + 1) % cfg["eval"]["every"] == 0 or epoch + 1 == tc["epochs"]):
+                record["val_top1"] = round(_val_top1(ctx, val), 4)
+            save_checkpoint(out / "checkpoint_last.pt", epoch + 1, cfg["model"]["config"], model, optimizer)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            log.info("%s", record)
+        if cfg["wise"]["alphas"] and val is not None:
+            record.update(_wise(ctx, val, out))
+            log_file.write(json.dumps(record) + "\n")
+            log.info("%s", record)
+    return record
+
+
+def _val_top1(ctx: dict, val) -> float:
+    from training.evaluate import zero_shot
+
+    return zero_shot(ctx["model"], ctx["tokenizer"], val[0], val[1], val[2], IMAGE_MEAN, IMAGE_STD,
+                     device=ctx["device"])["top1"]
+
+
+def _wise(ctx: dict, val, out: Path) -> dict:
+    """WiSE-FT mix of checkpoint_probe.pt and the fine-tuned weights -> checkpoint_final.pt."""
+    cfg, model = ctx["cfg"], ctx["model"]
+    probe = load_checkpoint(out / "checkpoint_probe.pt")["state_dict"]
+    ft = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    alpha, acc = wise_select(model, probe, ft, cfg["wise"]["alphas"], cfg["wise"]["tolerance"],
+                             lambda m: _val_top1(ctx, val))
+    save_checkpoint(out / "checkpoint_final.pt", cfg["train"]["epochs"], cfg["model"]["config"], model,
+                    extra={"wise_alpha": alpha, "wise_val_top1": acc})
+    return {"wise_alpha": alpha, "wise_val_top1": {str(a): round(v, 4) for a, v in acc.items()}}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path("runs/default"))
+    ap.add_argument("--resume", type=Path)
+    ap.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache", help="decoded-image cache folder")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    t0 = time.time()
+    record = run(load_config(args.config), args.out, args.resume, args.cache)
+    record["wall_seconds"] = round(time.time() - t0, 1)
+    (args.out / "train_summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    log.info("done in %.1f s: %s", time.time() - t0, record)
+
+
+if __name__ == "__main__":
+    main()
