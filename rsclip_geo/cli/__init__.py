@@ -32,32 +32,19 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
+    """One module per command or group; each imports only what its command needs (never torch)."""
+    from .batch import batch_group
     from .count import count_command
+    from .eval import eval_group
     from .heatmap import heatmap_command
     from .index import index_command
+    from .models import models
     from .search import search_command
     from .tile_classify import tile_classify_command
 
-    main.add_command(tile_classify_command)
-    main.add_command(index_command)
-    main.add_command(search_command)
-    main.add_command(heatmap_command)
-    main.add_command(count_command)
-    try:
-        from .models import models
-        main.add_command(models)
-    except ImportError as exc:  # pragma: no cover - only while a module is missing
-        logging.getLogger(__name__).debug("models commands unavailable: %s", exc)
-    try:
-        from .eval import eval_group
-        main.add_command(eval_group)
-    except ImportError as exc:  # pragma: no cover
-        logging.getLogger(__name__).debug("eval commands unavailable: %s", exc)
-    try:
-        from .batch import batch_group
-        main.add_command(batch_group)
-    except ImportError as exc:  # pragma: no cover
-        logging.getLogger(__name__).debug("batch commands unavailable: %s", exc)
+    for command in (tile_classify_command, index_command, search_command, heatmap_command, count_command,
+                    batch_group, models, eval_group):
+        main.add_command(command)
 
 
 _register()
