@@ -29,3 +29,12 @@ def tiny_model(tiny_bundle):
     import rsclip_geo
 
     return rsclip_geo.load_model(tiny_bundle, device="cpu", batch_size=4)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Indexes of read-only scenes (shared data) and pulled models go to a temporary cache, not ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RSCLIP_GEO_CACHE", str(tmp_path_factory.mktemp("rsclip_cache")))
+    yield
+    mp.undo()
