@@ -44,7 +44,7 @@ class Stretch:
         low = np.asarray(self.low, dtype=np.float32).reshape(-1, 1, 1)
         span = np.maximum(np.asarray(self.high, dtype=np.float32).reshape(-1, 1, 1) - low, 1e-6)
         out = (data.astype(np.float32) - low) * (255.0 / span)
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return np.clip(np.nan_to_num(out + 0.5), 0, 255).astype(np.uint8)  # NaN nodata: masked anyway
 
 
 def default_bands(ds) -> tuple[int, ...]:
