@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-
 import click
 
 from ..heatmap import heatmap, selo_specs
-from ..scene import STRETCHES
 from ..writers import check_output
-from .options import ProgressBar, _parse_bands, _parse_floats, model_options
-
-
-def scene_options(f):
-    """--bands/--stretch/--zero-invalid/--max-invalid -> ``scene_options`` and ``max_invalid``."""
-    @click.option("--bands", callback=_parse_bands, default=None, metavar="B1[,B2,B3]",
-                  help="1-based bands to use as R,G,B (one band is replicated).")
-    @click.option("--stretch", type=click.Choice(STRETCHES), default="auto", show_default=True,
-                  help="auto: per-scene 2-98% percentile stretch for non-8-bit data, none for 8-bit.")
-    @click.option("--zero-invalid", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
-                  help="Treat pixels that are 0 in all bands as invalid (auto: when no nodata/mask is declared).")
-    @click.option("--max-invalid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-                  help="Skip windows with more than this fraction of invalid pixels.")
-    @functools.wraps(f)
-    def wrapper(*args, bands, stretch, zero_invalid, max_invalid, **kwargs):
-        zero = {"auto": "auto", "yes": True, "no": False}[zero_invalid]
-        kwargs["scene_options"] = dict(bands=bands, stretch=stretch, zero_invalid=zero)
-        kwargs["max_invalid"] = max_invalid
-        return f(*args, **kwargs)
-    return wrapper
+from .options import ProgressBar, _parse_floats, model_options, read_options
 
 
 @click.command("heatmap")
@@ -55,7 +33,7 @@ def scene_options(f):
 @click.option("--no-index", is_flag=True, help="Neither read nor write an index; encode the windows in memory.")
 @click.option("--overwrite", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
-@scene_options
+@read_options
 @model_options
 def heatmap_command(scene, query, output, scales_px, scales_m, overlap, resolution_m, cell, smooth, raw, preview,
                     index_path, no_index, overwrite, quiet, model, scene_options, max_invalid):

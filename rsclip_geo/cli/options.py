@@ -38,8 +38,27 @@ def model_options(f):
     return wrapper
 
 
+def read_options(f):
+    """--bands/--stretch/--zero-invalid/--max-invalid -> ``scene_options`` and ``max_invalid``."""
+    @click.option("--bands", callback=_parse_bands, default=None, metavar="B1[,B2,B3]",
+                  help="1-based bands to use as R,G,B (one band is replicated), e.g. 3,2,1 for blue,green,red files.")
+    @click.option("--stretch", type=click.Choice(STRETCHES), default="auto", show_default=True,
+                  help="auto: per-scene 2-98% percentile stretch for non-8-bit data, none for 8-bit.")
+    @click.option("--zero-invalid", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+                  help="Treat pixels that are 0 in all bands as invalid (auto: when no nodata/mask is declared).")
+    @click.option("--max-invalid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+                  help="Skip tiles (windows) with more than this fraction of invalid pixels.")
+    @functools.wraps(f)
+    def wrapper(*args, bands, stretch, zero_invalid, max_invalid, **kwargs):
+        zero = {"auto": "auto", "yes": True, "no": False}[zero_invalid]
+        kwargs["scene_options"] = dict(bands=bands, stretch=stretch, zero_invalid=zero)
+        kwargs["max_invalid"] = max_invalid
+        return f(*args, **kwargs)
+    return wrapper
+
+
 def tiling_options(f):
-    """Tile size/overlap/edge and band/stretch/validity options -> ``tile`` and ``scene_options``."""
+    """Tile size/overlap/edge (-> ``tile``) plus the read options (-> ``scene_options``, ``max_invalid``)."""
     @click.option("--tile-size", type=click.IntRange(min=1), default=None,
                   help="Tile size in pixels (default: the model's input size).")
     @click.option("--tile-size-m", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -48,22 +67,12 @@ def tiling_options(f):
                   help="Overlap between neighbouring tiles, as a fraction of the tile.")
     @click.option("--edge", type=click.Choice(EDGE_POLICIES), default="pad", show_default=True,
                   help="Last row/column: pad (partial tile, padding counts as invalid), shift inside, or drop.")
-    @click.option("--bands", callback=_parse_bands, default=None, metavar="B1[,B2,B3]",
-                  help="1-based bands to use as R,G,B (one band is replicated), e.g. 3,2,1 for blue,green,red files.")
-    @click.option("--stretch", type=click.Choice(STRETCHES), default="auto", show_default=True,
-                  help="auto: per-scene 2-98% percentile stretch for non-8-bit data, none for 8-bit.")
-    @click.option("--zero-invalid", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
-                  help="Treat pixels that are 0 in all bands as invalid (auto: when no nodata/mask is declared).")
-    @click.option("--max-invalid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-                  help="Skip tiles with more than this fraction of invalid pixels.")
+    @read_options
     @functools.wraps(f)
-    def wrapper(*args, tile_size, tile_size_m, overlap, edge, bands, stretch, zero_invalid, max_invalid, **kwargs):
+    def wrapper(*args, tile_size, tile_size_m, overlap, edge, **kwargs):
         if tile_size is not None and tile_size_m is not None:
             raise click.UsageError("give --tile-size or --tile-size-m, not both")
         kwargs["tile"] = TileSpec(size_px=tile_size, size_m=tile_size_m, overlap=overlap, edge=edge)
-        zero = {"auto": "auto", "yes": True, "no": False}[zero_invalid]
-        kwargs["scene_options"] = dict(bands=bands, stretch=stretch, zero_invalid=zero)
-        kwargs["max_invalid"] = max_invalid
         return f(*args, **kwargs)
     return wrapper
 
