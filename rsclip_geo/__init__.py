@@ -14,7 +14,9 @@ from .heatmap import Heatmap, write_heatmap
 from .heatmap import heatmap  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.heatmap(...))
 from .errors import (BundleError, DatasetError, DeviceError, DownloadError, LabelError, MissingDependencyError, OutputError,
                      RasterInputError, RsclipError, TokenizerError)
+from .index import SceneIndex, build_index, load_or_build_index, read_index, write_index
 from .prompts import DEFAULT_TEMPLATES, Label, read_labels_file
+from .search import search  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.search(...))
 from .scene import Scene
 from .tiling import TileSpec, plan_tiles
 
@@ -24,6 +26,7 @@ __all__ = [
     "__version__",
     "load_model", "ClipModel", "ModelBundle", "read_bundle",
     "tile_classify", "RunSummary",
+    "search", "SceneIndex", "build_index", "load_or_build_index", "read_index", "write_index",
     "heatmap", "Heatmap", "write_heatmap", "count_objects",
     "Scene", "TileSpec", "plan_tiles",
     "Label", "read_labels_file", "DEFAULT_TEMPLATES",
