@@ -61,15 +61,35 @@ def parse_labels(labels: str | Iterable[str | Label]) -> list[Label]:
     return _checked(out, "labels")
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelError(f"{path}: {what} file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelError(f"{path}: cannot read {what} file ({exc})") from exc
+
+
+def read_templates_file(path: str | Path) -> list[str]:
+    """One prompt template a line, each containing '{}'; blank lines and '#' comment lines skipped."""
+    path = Path(path)
+    out = []
+    for lineno, raw in enumerate(_read_text(path, "templates").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "{}" not in line:
+            raise LabelError(f"{path}:{lineno}: template {line!r} has no '{{}}' where the class name goes")
+        out.append(line)
+    if not out:
+        raise LabelError(f"{path}: no templates found")
+    return out
+
+
 def read_labels_file(path: str | Path) -> list[Label]:
     """One label a line: ``name`` or ``name: prompt one | prompt two``; '#' starts a comment."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LabelError(f"{path}: labels file does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelError(f"{path}: cannot read labels file ({exc})") from exc
+    text = _read_text(path, "labels")
     out: list[Label] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()

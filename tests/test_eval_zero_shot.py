@@ -12,7 +12,8 @@ from PIL import Image
 from rsclip_geo.errors import LabelError, RasterInputError, RsclipError
 from rsclip_geo.evaluation import (DatasetError, ImageFolderDataset, evaluate_zero_shot, load_rgb,
                                    zero_shot_from_embeddings)
-from rsclip_geo.evaluation.zero_shot import read_templates_file, topk_hits
+from rsclip_geo.evaluation.zero_shot import topk_hits
+from rsclip_geo.prompts import read_templates_file
 from tests.utils.rasters import BLUE, GREEN, RED, write_geotiff
 
 COLOURS = {"red": RED, "green": GREEN, "blue": BLUE}

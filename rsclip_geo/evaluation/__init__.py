@@ -14,7 +14,8 @@ from .probe import (FewShotResult, KnnResult, LinearProbeModel, ProbeReport, Pro
                     fit_linear_probe, knn, linear_probe)
 from .report import to_json
 from .retrieval import evaluate_retrieval, retrieval_metrics
-from .zero_shot import ZeroShotResult, evaluate_zero_shot, read_templates_file, zero_shot_from_embeddings
+from ..prompts import read_templates_file
+from .zero_shot import ZeroShotResult, evaluate_zero_shot, zero_shot_from_embeddings
 
 __all__ = [
     "ImageFolderDataset", "CaptionSet", "CountSet", "DatasetError", "load_rgb", "read_captions", "read_classnames",

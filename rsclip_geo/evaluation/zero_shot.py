@@ -75,28 +75,6 @@ def zero_shot_from_embeddings(image_emb: np.ndarray, labels: Sequence[int] | np.
                           per_class_n={name: int(s) for name, s in zip(classes, support)})
 
 
-def read_templates_file(path: str | Path) -> list[str]:
-    """One prompt template a line, each containing '{}'; blank lines and '#' comments skipped."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LabelError(f"{path}: templates file does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelError(f"{path}: cannot read templates file ({exc})") from exc
-    out = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "{}" not in line:
-            raise LabelError(f"{path}:{lineno}: template {line!r} has no '{{}}' where the class name goes")
-        out.append(line)
-    if not out:
-        raise LabelError(f"{path}: no templates found")
-    return out
-
-
 def evaluate_zero_shot(model, dataset: ImageFolderDataset | str | Path,
                        classnames: Mapping[str, str] | Sequence[str] | str | Path | None = None,
                        templates: Sequence[str] | None = None, k: int = 5,
