@@ -12,7 +12,7 @@ from .count import count_objects
 from .encoder import ClipModel, load_model
 from .heatmap import Heatmap, write_heatmap
 from .heatmap import heatmap  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.heatmap(...))
-from .errors import (BundleError, DatasetError, DeviceError, DownloadError, LabelError, MissingDependencyError, OutputError,
+from .errors import (BundleError, DatasetError, DeviceError, DownloadError, IndexFileError, LabelError, MissingDependencyError, OutputError,
                      RasterInputError, RsclipError, TokenizerError)
 from .index import SceneIndex, build_index, load_or_build_index, read_index, write_index
 from .prompts import DEFAULT_TEMPLATES, Label, read_labels_file
@@ -31,5 +31,6 @@ __all__ = [
     "Scene", "TileSpec", "plan_tiles",
     "Label", "read_labels_file", "DEFAULT_TEMPLATES",
     "RsclipError", "BundleError", "TokenizerError", "RasterInputError", "LabelError", "OutputError", "DatasetError",
+    "IndexFileError",
     "DeviceError", "MissingDependencyError", "DownloadError",
 ]

@@ -25,6 +25,10 @@ class DatasetError(RsclipError, ValueError):
     """A dataset (image folder, caption file, count list, annotations) is missing or malformed."""
 
 
+class IndexFileError(RsclipError, ValueError):
+    """An embedding index file is not an rsclip-geo index, has an unknown format, or was built with another model."""
+
+
 class LabelError(RsclipError, ValueError):
     """Labels given for zero-shot classification are empty, duplicated or malformed."""
 

@@ -24,7 +24,7 @@ from affine import Affine
 
 from .bundle import bundle_fingerprint
 from .encoder import ClipModel, load_model
-from .errors import OutputError, RsclipError
+from .errors import IndexFileError, OutputError
 from .paths import cache_dir
 from .scene import Scene
 from .scene_embeddings import encode_scene
@@ -37,10 +37,6 @@ INDEX_FORMAT = 1
 INDEX_SUFFIX = ".rsclip-index.parquet"
 META_KEY = b"rsclip_geo"
 EMBEDDING_DTYPES = ("float16", "float32")
-
-
-class IndexError_(RsclipError, ValueError):
-    """An index file is not an rsclip-geo index, or was built with another model."""
 
 
 def scene_fingerprint(path: str | os.PathLike) -> dict:
@@ -177,12 +173,12 @@ def read_index_meta(path: str | os.PathLike) -> dict:
     try:
         meta = pq.read_schema(path).metadata or {}
     except Exception as exc:  # pyarrow raises several unrelated types for a non-parquet file
-        raise IndexError_(f"{path}: not a readable GeoParquet index ({exc})") from exc
+        raise IndexFileError(f"{path}: not a readable GeoParquet index ({exc})") from exc
     if META_KEY not in meta:
-        raise IndexError_(f"{path}: a Parquet file but not an rsclip-geo index (no '{META_KEY.decode()}' metadata)")
+        raise IndexFileError(f"{path}: a Parquet file but not an rsclip-geo index (no '{META_KEY.decode()}' metadata)")
     info = json.loads(meta[META_KEY])
     if info.get("format") != INDEX_FORMAT:
-        raise IndexError_(f"{path}: index format {info.get('format')} is not {INDEX_FORMAT}; rebuild it")
+        raise IndexFileError(f"{path}: index format {info.get('format')} is not {INDEX_FORMAT}; rebuild it")
     return info
 
 
@@ -242,7 +238,7 @@ def load_or_build_index(scene: str | os.PathLike, model: ClipModel | str | None 
     if path.exists() and not rebuild:
         try:
             reason = stale_reason(read_index_meta(path), scene, model, tiling)
-        except IndexError_ as exc:
+        except IndexFileError as exc:
             reason = str(exc)
         if reason is None:
             log.info("reusing index %s", path)

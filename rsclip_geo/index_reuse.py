@@ -24,8 +24,8 @@ import numpy as np
 
 from .bundle import bundle_fingerprint
 from .encoder import ClipModel
-from .errors import OutputError
-from .index import (IndexError_, SceneIndex, build_index, normalized_scene_options, read_index, read_index_meta,
+from .errors import IndexFileError, OutputError
+from .index import (SceneIndex, build_index, normalized_scene_options, read_index, read_index_meta,
                     scene_fingerprint, sidecar_path, write_index)
 from .scene import Scene
 from .scene_embeddings import encode_scene
@@ -111,7 +111,7 @@ def scale_embeddings(scene: Scene, specs: Sequence[TileSpec], model: ClipModel, 
     if use_index and path.exists():
         try:
             found, reason = _usable_scales(read_index_meta(path), scene.path, model, specs, scene_options, max_invalid)
-        except IndexError_ as exc:
+        except IndexFileError as exc:
             found, reason = {}, str(exc)
         if found:
             index = read_index(path)

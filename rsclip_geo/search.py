@@ -10,8 +10,8 @@ import numpy as np
 
 from .bundle import bundle_fingerprint
 from .encoder import ClipModel, load_model
-from .errors import RasterInputError
-from .index import IndexError_, SceneIndex, load_or_build_index, read_index, read_index_meta
+from .errors import IndexFileError, RasterInputError
+from .index import SceneIndex, load_or_build_index, read_index, read_index_meta
 from .tiling import TileSpec
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def _is_index(path: Path) -> bool:
 def _open_index(path: Path, model: ClipModel) -> SceneIndex:
     meta = read_index_meta(path)
     if meta["model"]["fingerprint"] != bundle_fingerprint(model.bundle):
-        raise IndexError_(
+        raise IndexFileError(
             f"{path}: built with model {meta['model']['name']!r}, not the loaded {model.bundle.name!r} "
             "(other weights); search it with that model or rebuild the index")
     return read_index(path)

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 import rsclip_geo
 from rsclip_geo.cli import main
 from rsclip_geo.errors import OutputError, RasterInputError
-from rsclip_geo.index import (IndexError_, build_index, load_or_build_index, read_index, read_index_meta,
+from rsclip_geo.errors import IndexFileError
+from rsclip_geo.index import (build_index, load_or_build_index, read_index, read_index_meta,
                               sidecar_path, write_index)
 from rsclip_geo.search import search, similarity_grid
 from rsclip_geo.tiling import TileSpec
@@ -115,11 +116,11 @@ def test_not_an_index(tmp_path, tiny_model):
 
     plain = tmp_path / "plain.parquet"
     gpd.GeoDataFrame({"a": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326).to_parquet(plain)
-    with pytest.raises(IndexError_, match="not an rsclip-geo index"):
+    with pytest.raises(IndexFileError, match="not an rsclip-geo index"):
         search(plain, "red", model=tiny_model)
     junk = tmp_path / "junk.parquet"
     junk.write_text("nope")
-    with pytest.raises(IndexError_, match="not a readable GeoParquet index"):
+    with pytest.raises(IndexFileError, match="not a readable GeoParquet index"):
         search(junk, "red", model=tiny_model)
 
 
@@ -167,7 +168,7 @@ def test_index_of_another_model_refused(tiny_model, scene, tiny_bundle, tmp_path
     meta = json.loads((other / "model.json").read_text())
     meta["name"] = "other"
     (other / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(IndexError_, match="built with model 'tiny-rgb'"):
+    with pytest.raises(IndexFileError, match="built with model 'tiny-rgb'"):
         search(path, "red", model=rsclip_geo.load_model(other, device="cpu"))
 
 
