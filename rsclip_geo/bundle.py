@@ -42,6 +42,9 @@ class TextSpec:
     tokenizer: str  # one of TOKENIZER_KINDS
     tokenizer_file: str  # relative to the bundle folder
     pad_id: int = 0
+    # True when the text graph accepts shorter sequences and gives the same embedding for ids cut after the
+    # last non-pad token (checked at export): the runtime then feeds only as many columns as a batch needs.
+    dynamic_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
         raise BundleError(f"{file}: field 'text.context_length' must be >= 2, got {ctx}")
     text = TextSpec(context_length=ctx, tokenizer=tok,
                     tokenizer_file=_require(text_d, "tokenizer_file", str, "text.", file),
-                    pad_id=int(text_d.get("pad_id", 0)))
+                    pad_id=int(text_d.get("pad_id", 0)), dynamic_length=bool(text_d.get("dynamic_length", False)))
 
     embed_dim = _require(data, "embed_dim", int, "", file)
     if embed_dim < 1:

@@ -105,6 +105,10 @@ class ClipModel:
         _check_io(self._image, bundle.image_encoder_path, "image", (3, size, size), "image.size", bundle.embed_dim)
         _check_io(self._text, bundle.text_encoder_path, "input_ids", (bundle.text.context_length,),
                   "text.context_length", bundle.embed_dim)
+        seq = self._text.get_inputs()[0].shape[1]
+        if bundle.text.dynamic_length and isinstance(seq, int):
+            raise BundleError(f"{bundle.text_encoder_path}: model.json says 'text.dynamic_length' but the graph's "
+                              f"input_ids have a fixed length {seq}")
         self.provider = self._image.get_providers()[0]
         self.tokenizer = load_tokenizer(bundle.text, bundle.tokenizer_path)
         self.preprocess = Preprocessor(bundle.image)
@@ -143,10 +147,18 @@ class ClipModel:
         if isinstance(texts, str):
             texts = [texts]
         ids = self.tokenizer(list(texts))
-        out = [self._text.run(None, {"input_ids": ids[i:i + self.batch_size]})[0]
+        out = [self._text.run(None, {"input_ids": self._trim(ids[i:i + self.batch_size])})[0]
                for i in range(0, len(ids), self.batch_size)]
         emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
         return _l2_normalize(emb) if normalize else emb
+
+    def _trim(self, ids: np.ndarray) -> np.ndarray:
+        """Drop the all-padding columns at the end when the graph allows it (same embedding, less work)."""
+        if not self.bundle.text.dynamic_length or ids.size == 0:
+            return ids
+        used = ids != self.bundle.text.pad_id
+        length = int((ids.shape[1] - np.argmax(used[:, ::-1], axis=1))[used.any(axis=1)].max(initial=1))
+        return np.ascontiguousarray(ids[:, :length])
 
     def class_embeddings(self, labels: Sequence[Label | str] | str, templates: Sequence[str] | None = None) -> np.ndarray:
         """Prompt-ensemble embedding per label: mean of its normalised prompt embeddings, renormalised."""

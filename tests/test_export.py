@@ -271,6 +271,26 @@ def test_bundle_runs_in_the_torch_free_runtime(bundles, families, family):
     assert clip.logit_scale == pytest.approx(float(model.logit_scale.detach().exp()))
 
 
+@pytest.mark.parametrize("family", list(CONFIGS))
+def test_text_graph_takes_trimmed_ids_when_export_proved_it(bundles, family):
+    """HF towers export with a working dynamic sequence axis (checked at export), so the runtime cuts trailing
+    padding; open_clip's own text transformer traces a fixed length, and the export says so."""
+    from rsclip_geo import load_model
+
+    bundle = bundles[family]
+    clip = load_model(bundle.root, device="cpu")
+    ids = _tokenizer(bundle)(NEW_TEXTS)
+    trimmed = clip._trim(ids)
+    if family == "timm_hf":
+        assert bundle.text.dynamic_length is True
+        assert bundle.parity["text_trimmed_cosine_min"] >= MIN_COS
+        assert trimmed.shape[1] < ids.shape[1] and np.array_equal(trimmed, ids[:, :trimmed.shape[1]])
+        assert (trimmed != bundle.text.pad_id).any(axis=0)[-1]  # nothing but padding was cut
+    else:
+        assert bundle.text.dynamic_length is False and bundle.parity["text_trimmed_cosine_min"] is None
+        assert trimmed is ids
+
+
 def test_hf_attention_mask_is_computed_inside_the_graph(bundles, families):
     """Padded ids through ONNX == the same text without any padding through torch."""
     bundle, model = bundles["timm_hf"], families["timm_hf"]["model"]

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -209,6 +210,8 @@ def export_checkpoint(
 
         figures, onnx_out = par.check_parity(model, tmp / IMAGE_ENCODER, tmp / TEXT_ENCODER, images, ids,
                                              text_spec.pad_id, min_cosine)
+        trimmed = figures.get("text_trimmed_cosine_min")
+        text_spec = replace(text_spec, dynamic_length=trimmed is not None and trimmed >= min_cosine)
         parity: dict[str, Any] = {**figures, "inputs": {**image_info, **text_info},
                                   "runtime": "onnxruntime CPUExecutionProvider"}
         embed_dim = int(onnx_out["image"].shape[1])

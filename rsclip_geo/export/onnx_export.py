@@ -69,7 +69,9 @@ def _export(module, example, path: Path, input_name: str, opset: int) -> None:
             torch.onnx.export(
                 module, (example,), str(path),
                 input_names=[input_name], output_names=["embedding"],
-                dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+                # text: the sequence axis is dynamic too, so the runtime may cut trailing padding
+                dynamic_axes={input_name: {0: "batch", 1: "seq"} if input_name == "input_ids" else {0: "batch"},
+                              "embedding": {0: "batch"}},
                 opset_version=opset, do_constant_folding=True, dynamo=False,
             )
     try:

@@ -122,6 +122,19 @@ def _batch_consistency(session, ids: np.ndarray, pad_id: int) -> float:
     return float(cosine_rows(batched[picks], alone).min())
 
 
+def trimmed_consistency(session, ids: np.ndarray, pad_id: int) -> float | None:
+    """Each text fed only up to its last non-pad token must embed as at full length; None if the graph refuses."""
+    used = ids != pad_id
+    lengths = ids.shape[1] - np.argmax(used[:, ::-1], axis=1)
+    full = ort_embed(session, "input_ids", ids)
+    try:
+        cut = np.concatenate([ort_embed(session, "input_ids", np.ascontiguousarray(ids[i:i + 1, :max(1, n)]))
+                              for i, n in enumerate(lengths)])
+    except Exception:  # a graph with a fixed sequence length (onnxruntime raises its own types)
+        return None
+    return float(cosine_rows(full, cut).min())
+
+
 def check_parity(model, image_path: Path, text_path: Path, images: np.ndarray, ids: np.ndarray, pad_id: int,
                  min_cosine: float = DEFAULT_MIN_COSINE) -> tuple[dict, dict]:
     """Compare torch and onnxruntime (CPU); BundleError below ``min_cosine``. Returns (figures, onnx outputs)."""
@@ -135,6 +148,7 @@ def check_parity(model, image_path: Path, text_path: Path, images: np.ndarray, i
         "image_cosine_min": float(cos_img.min()),
         "text_cosine_min": float(cos_txt.min()),
         "text_batch_consistency_min": _batch_consistency(txt_session, ids, pad_id),
+        "text_trimmed_cosine_min": trimmed_consistency(txt_session, ids, pad_id),
         "image_max_abs_diff": float(np.abs(t_img - o_img).max()),
         "text_max_abs_diff": float(np.abs(t_txt - o_txt).max()),
         "n_images": int(len(images)),
