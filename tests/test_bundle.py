@@ -93,3 +93,10 @@ def test_corrupt_onnx_named(bundle_copy):
 def test_unknown_model_name():
     with pytest.raises(BundleError, match="models list"):
         rsclip_geo.load_model("no-such-model-anywhere")
+
+
+def test_dynamic_length_needs_a_dynamic_graph(bundle_copy):
+    """The tiny bundle's text graph has a fixed sequence length: claiming otherwise is caught at load."""
+    _edit(bundle_copy, lambda d: d["text"].update(dynamic_length=True))
+    with pytest.raises(BundleError, match="text.dynamic_length"):
+        rsclip_geo.load_model(bundle_copy, device="cpu")
