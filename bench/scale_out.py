@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         scenes = [Path(shutil.copy(args.scene, tmp / f"copy{i:03d}{args.scene.suffix}")) for i in range(args.copies)]
         configs = ([] if args.no_in_process else ["in-process"]) + [w.strip() for w in args.workers.split(",")]
         rows = [run(c, scenes, tmp / f"out_{c}", model, args.batch_size) for c in configs]
-    from rsclip_geo.batch import _cores
+    from rsclip_geo.dask_client import _cores
     from rsclip_geo.bundle import read_bundle
 
     name = "synthetic conv (random weights)" if args.synthetic else read_bundle(model).name

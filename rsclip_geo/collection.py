@@ -78,14 +78,17 @@ class Collection:
         return self
 
 
-def read_collection(source: str | os.PathLike | Sequence[str | os.PathLike], asset: str | None = None,
+def read_collection(source: str | os.PathLike | Sequence[str | os.PathLike] | Collection, asset: str | None = None,
                     recursive: bool = False, strict: bool = True) -> Collection:
     """Scenes of ``source``: a folder of rasters, a list file (one path a line), a STAC ItemCollection /
-    FeatureCollection / Item JSON, a single raster, or a Python list of raster paths.
+    FeatureCollection / Item JSON, a single raster, or a Python list of raster paths; a Collection is
+    returned as it is (``asset`` and ``recursive`` do not apply to it).
 
     ``asset``: the STAC asset key to use (default: each item's first GeoTIFF asset).
     ``strict``: raise on missing files and unusable items instead of returning them as ``problems``.
     """
+    if isinstance(source, Collection):
+        return source.check() if strict else source
     if isinstance(source, (list, tuple)):
         coll = _from_paths([(str(p), None) for p in source], Path.cwd(), "list of scenes")
     else:

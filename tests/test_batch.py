@@ -183,7 +183,7 @@ def test_worker_with_other_model_files_fails_its_scenes(scenes, tiny_bundle, cli
 
 
 def test_onnxruntime_threads_fit_the_cores(client):
-    from rsclip_geo.batch import _cores
+    from rsclip_geo.dask_client import _cores
 
     threads = threads_by_worker(client)
     assert set(threads) == set(client.nthreads())

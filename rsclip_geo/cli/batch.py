@@ -61,7 +61,7 @@ def job_options(f):
 
 def _quiet_dask() -> None:
     """distributed sets its loggers to INFO when imported; without -v only its warnings belong on stderr."""
-    from ..batch import _import_distributed
+    from ..dask_client import _import_distributed
 
     _import_distributed()
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
