@@ -39,12 +39,25 @@ class Stretch:
     low: tuple[float, ...]
     high: tuple[float, ...]
 
+    @property
+    def identity(self) -> bool:
+        """0->0 and 255->255 on every band: uint8 data passes through unchanged."""
+        return all(lo == 0.0 for lo in self.low) and all(hi == 255.0 for hi in self.high)
+
     def apply(self, data: np.ndarray) -> np.ndarray:
         """bands x H x W (any dtype) -> bands x H x W uint8."""
+        if data.dtype == np.uint8 and self.identity:
+            return data  # the common 8-bit RGB case: no float round trip per tile
         low = np.asarray(self.low, dtype=np.float32).reshape(-1, 1, 1)
         span = np.maximum(np.asarray(self.high, dtype=np.float32).reshape(-1, 1, 1) - low, 1e-6)
-        out = (data.astype(np.float32) - low) * (255.0 / span)
-        return np.clip(np.nan_to_num(out + 0.5), 0, 255).astype(np.uint8)  # NaN nodata: masked anyway
+        out = data.astype(np.float32)
+        out -= low
+        out *= 255.0 / span
+        out += 0.5
+        if data.dtype.kind == "f":
+            np.nan_to_num(out, copy=False)  # NaN nodata: masked anyway
+        np.clip(out, 0, 255, out=out)
+        return out.astype(np.uint8)
 
 
 def default_bands(ds) -> tuple[int, ...]:
