@@ -69,9 +69,13 @@ def query_embedding(model: ClipModel, query: str, raw: bool = False) -> np.ndarr
 
 
 def score_tiles(embeddings: np.ndarray, query: np.ndarray, negatives: np.ndarray | None = None,
-                negative_weight: float = 0.5) -> np.ndarray:
-    """Cosine similarity to the query, minus ``negative_weight`` x the similarity to each negative."""
-    score = embeddings @ query
+                negative_weight: float = 0.5, similarity: np.ndarray | None = None) -> np.ndarray:
+    """Cosine similarity to the query, minus ``negative_weight`` x the similarity to each negative.
+
+    ``similarity`` (``embeddings @ query``, when the caller has it) saves the one pass over the embeddings
+    that dominates a query on a large index.
+    """
+    score = embeddings @ query if similarity is None else similarity
     if negatives is not None and len(negatives):
         score = score - negative_weight * (embeddings @ negatives.T).sum(axis=1)
     return score
@@ -105,8 +109,8 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
     negatives = [negative] if isinstance(negative, str) else list(negative or [])
     neg = np.stack([query_embedding(model, n, raw) for n in negatives]) if negatives else None
     indexes = collect_indexes(source, model, scales, max_invalid, rebuild, progress, **scene_options)
-    per_index = [score_tiles(ix.embeddings, q, neg, negative_weight) for ix in indexes]
     sims = [ix.embeddings @ q for ix in indexes]
+    per_index = [score_tiles(ix.embeddings, q, neg, negative_weight, sim) for ix, sim in zip(indexes, sims)]
     crs_set = {ix.frame.crs.to_wkt() if ix.frame.crs else None for ix in indexes}
     target_crs = indexes[0].frame.crs if len(crs_set) == 1 else "EPSG:4326"
     if len(crs_set) > 1:
