@@ -2,10 +2,14 @@
 
 Generates a 4096x4096 RGB GeoTIFF (textured, deterministic), then measures, in one run:
   bare   tiles/s of the image encoder alone on preprocessed batches (same batch size, threads)
-  e2e    tiles/s of rsclip_geo.tile_classify on the scene (read + resize + encode + score)
-and prints their ratio (goal: e2e >= 0.9 x bare). Not a unit test: numbers are printed, not asserted.
+  e2e    tiles/s of rsclip_geo.tile_classify on the scene (open + stretch sample + prompts + read +
+         resize + encode + score + the GeoDataFrame), the whole call
+and prints their ratio (goal: e2e >= 0.9 x bare). The two are measured alternately over --rounds rounds and
+the best of each is kept, so a load change on a shared machine hits both alike (per-round ratios are printed
+too). geopandas is imported before timing: a once-per-process cost, not a per-scene one.
+Not a unit test: numbers are printed, not asserted.
 
-    python bench/throughput.py [--model PATH] [--size 4096] [--batch-size 32] [--threads N] [--json]
+    python bench/throughput.py [--model PATH] [--size 4096] [--batch-size 32] [--threads N] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -62,23 +66,31 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating bare / e2e measurements (best kept)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
     model = rsclip_geo.load_model(args.model, device=args.device, threads=args.threads, batch_size=args.batch_size)
+    import geopandas  # noqa: F401  (once per process; see the docstring)
+
+    labels = ["water", "forest", "farmland", "buildings"]
+    bares, e2es = [], []
     with tempfile.TemporaryDirectory() as tmp:
         scene = make_scene(Path(tmp) / "scene.tif", args.size)
         plan_tiles = len(rsclip_geo.plan_tiles(args.size, args.size, Affine.identity(), None,
                                                rsclip_geo.TileSpec(), model.bundle.image.size))
-        bare = bare_ort(model, plan_tiles)
-        t = time.perf_counter()
-        gdf = rsclip_geo.tile_classify(scene, ["water", "forest", "farmland", "buildings"], model=model)
-        e2e_seconds = time.perf_counter() - t
-    e2e = len(gdf) / e2e_seconds
+        rsclip_geo.tile_classify(scene, labels, model=model)  # warm-up: page cache, ORT arenas
+        for _ in range(max(1, args.rounds)):
+            bares.append(bare_ort(model, plan_tiles))
+            t = time.perf_counter()
+            gdf = rsclip_geo.tile_classify(scene, labels, model=model)
+            e2es.append(len(gdf) / (time.perf_counter() - t))
+    bare, e2e = max(bares), max(e2es)
     result = {"model": model.bundle.name, "provider": model.provider, "batch_size": model.batch_size,
               "threads": args.threads, "scene_px": args.size, "tiles": len(gdf),
               "bare_ort_tiles_per_s": round(bare, 2), "e2e_tiles_per_s": round(e2e, 2),
-              "ratio_vs_bare_ort": round(e2e / bare, 3)}
+              "ratio_vs_bare_ort": round(e2e / bare, 3),
+              "ratio_per_round": [round(e / b, 3) for b, e in zip(bares, e2es)]}
     if args.json:
         print(json.dumps(result))
     else:
