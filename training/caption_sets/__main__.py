@@ -11,7 +11,7 @@ from .ceilings import chance_recall, recall_ceilings
 from .writer import prepare_out, write_info, write_karpathy
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SETS = ("rs-b2c",)
+SETS = ("rs-b2c", "aid-heldout")
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -28,6 +28,12 @@ def build_set(name: str, out: Path, data_dir: Path = DATA_DIR, seed: int = 0, ch
 
         files, info = rs_b2c.build(data_dir, out, chip_size or rs_b2c.CHIP_SIZE, seed,
                                    subset or rs_b2c.SOURCES)
+    elif name == "aid-heldout":
+        from . import aid_heldout
+
+        if chip_size is not None:
+            raise ValueError("--chip-size applies to rs-b2c only")
+        files, info = aid_heldout.build(data_dir, out, seed, subset)
     else:
         raise ValueError(f"unknown caption set {name!r}; known {list(SETS)}")
     info = {"name": name, "format": "Karpathy JSON (RSICD/RSITMD/UCM-captions)", **info, "files": {}}
@@ -57,7 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chip-size", type=int, default=None, help="rs-b2c chip size in pixels (default 256)")
     ap.add_argument("--only", default=None,
-                    help="comma-separated subset of rs-b2c sources (P0706,P1888,spacenet)")
+                    help="comma-separated subset: rs-b2c sources (P0706,P1888,spacenet) or AID class folders")
     args = ap.parse_args(argv)
     info = build_set(args.name, args.out, args.data, args.seed, args.chip_size, _names(args.only))
     for fname, entry in info["files"].items():
