@@ -22,6 +22,18 @@ TEXT_ENCODER = "text_encoder.onnx"
 
 TOKENIZER_KINDS = ("clip_bpe", "hf_tokenizer_json")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+# Numeric precision of an encoder file: fp32, dynamic int8 weights (CPU), or float16 with float32 inputs and
+# outputs (meant for CUDA). A file named *.int8.onnx / *.fp16.onnx carries its precision in its name too.
+PRECISIONS = ("fp32", "int8", "fp16")
+ENCODERS = ("image", "text")
+
+
+def precision_from_file_name(name: str) -> str:
+    """'fp16' for x.fp16.onnx, 'int8' for x.int8.onnx, else 'fp32'."""
+    for kind in ("int8", "fp16"):
+        if name.endswith(f".{kind}.onnx"):
+            return kind
+    return "fp32"
 
 
 @dataclass(frozen=True)
@@ -65,8 +77,18 @@ class ModelBundle:
     text_encoder: str = TEXT_ENCODER
     parity: dict[str, Any] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
+    # {"image": "fp32"|"int8"|"fp16", "text": ...} as model.json declares it (older bundles have none: then the
+    # file names say it, see ``precision_of``)
+    precision: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     root: Path | None = None
+
+    def precision_of(self, encoder: str) -> str:
+        """Precision of the 'image' or 'text' encoder: declared in model.json, else read from its file name."""
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        file = self.image_encoder if encoder == "image" else self.text_encoder
+        return self.precision.get(encoder) or precision_from_file_name(file)
 
     # ---- paths -------------------------------------------------------------
     def path(self, relative: str) -> Path:
@@ -93,6 +115,8 @@ class ModelBundle:
         d["image"]["mean"] = list(self.image.mean)
         d["image"]["std"] = list(self.image.std)
         d["templates"] = list(self.templates)
+        if not self.precision:
+            d.pop("precision")  # bundles written before the field keep their exact model.json (and fingerprint)
         # format_version first, for humans reading the file
         return {"format_version": d.pop("format_version"), **d}
 
@@ -126,6 +150,28 @@ def _triple(d: dict, key: str, file: Path) -> tuple[float, float, float]:
     if key == "std" and any(v <= 0 for v in value):
         raise BundleError(f"{file}: field 'image.std' must be positive, got {value!r}")
     return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def _precision(data: dict, files: dict[str, str], file: Path) -> dict[str, str]:
+    """The optional 'precision' object: known encoders and values, and no contradiction with the file names."""
+    if "precision" not in data:
+        return {}
+    value = data["precision"]
+    if not isinstance(value, dict):
+        raise BundleError(f"{file}: field 'precision' must be an object like {{\"image\": \"fp32\", "
+                          f"\"text\": \"int8\"}}, got {type(value).__name__}")
+    out = {}
+    for key, kind in value.items():
+        if key not in ENCODERS:
+            raise BundleError(f"{file}: field 'precision.{key}' is not an encoder; use {' or '.join(ENCODERS)}")
+        if kind not in PRECISIONS:
+            raise BundleError(f"{file}: field 'precision.{key}' must be one of {PRECISIONS}, got {kind!r}")
+        named = precision_from_file_name(files[key])
+        if named != "fp32" and named != kind:
+            raise BundleError(f"{file}: field 'precision.{key}' says {kind} but field '{key}_encoder' names "
+                              f"{files[key]!r} ({named})")
+        out[key] = kind
+    return out
 
 
 def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None) -> ModelBundle:
@@ -168,6 +214,10 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
     if not logit_scale > 0:
         raise BundleError(f"{file}: field 'logit_scale' must be positive, got {logit_scale}")
 
+    image_file = str(data.get("image_encoder", IMAGE_ENCODER))
+    text_file = str(data.get("text_encoder", TEXT_ENCODER))
+    precision = _precision(data, {"image": image_file, "text": text_file}, file)
+
     return ModelBundle(
         name=_require(data, "name", str, "", file),
         architecture=_require(data, "architecture", str, "", file),
@@ -179,10 +229,11 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
         source=dict(data.get("source", {})),
         license=str(data.get("license", "unknown")),
         activation=str(data.get("activation", "")),
-        image_encoder=str(data.get("image_encoder", IMAGE_ENCODER)),
-        text_encoder=str(data.get("text_encoder", TEXT_ENCODER)),
+        image_encoder=image_file,
+        text_encoder=text_file,
         parity=dict(data.get("parity", {})),
         card=dict(data.get("card", {})),
+        precision=precision,
         format_version=version,
         root=root,
     )

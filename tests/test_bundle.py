@@ -63,6 +63,10 @@ def test_not_json(bundle_copy):
     (lambda d: d["text"].update(tokenizer="sentencepiece"), "text.tokenizer"),
     (lambda d: d.update(templates=["no placeholder"]), "templates"),
     (lambda d: d.update(logit_scale=-1), "logit_scale"),
+    (lambda d: d.update(precision="fp16"), "precision"),
+    (lambda d: d.update(precision={"image": "bf16"}), "precision.image"),
+    (lambda d: d.update(precision={"audio": "fp32"}), "precision.audio"),
+    (lambda d: d.update(text_encoder="text_encoder.int8.onnx", precision={"text": "fp16"}), "precision.text"),
 ])
 def test_bad_fields_named(bundle_copy, edit, field):
     path = _edit(bundle_copy, edit)
@@ -100,3 +104,25 @@ def test_dynamic_length_needs_a_dynamic_graph(bundle_copy):
     _edit(bundle_copy, lambda d: d["text"].update(dynamic_length=True))
     with pytest.raises(BundleError, match="text.dynamic_length"):
         rsclip_geo.load_model(bundle_copy, device="cpu")
+
+
+def test_precision_declared_or_read_from_file_names(bundle_copy, tmp_path):
+    """Bundles written before the 'precision' field keep their model.json (and fingerprint) as they were."""
+    from rsclip_geo.bundle import bundle_fingerprint
+
+    bundle = read_bundle(bundle_copy)
+    assert bundle.precision == {} and "precision" not in bundle.to_dict()
+    assert (bundle.precision_of("image"), bundle.precision_of("text")) == ("fp32", "fp32")
+    before = bundle_fingerprint(bundle)
+    (bundle_copy / "text_encoder.onnx").rename(bundle_copy / "text_encoder.int8.onnx")
+    _edit(bundle_copy, lambda d: d.update(text_encoder="text_encoder.int8.onnx"))
+    assert read_bundle(bundle_copy).precision_of("text") == "int8"
+    _edit(bundle_copy, lambda d: d.update(precision={"image": "fp16", "text": "int8"}))
+    bundle = read_bundle(bundle_copy)
+    assert bundle.precision_of("image") == "fp16" and bundle.to_dict()["precision"] == {"image": "fp16",
+                                                                                          "text": "int8"}
+    assert bundle_fingerprint(bundle) != before
+    bundle.write(tmp_path)
+    assert json.loads((tmp_path / "model.json").read_text())["precision"]["text"] == "int8"
+    with pytest.raises(ValueError, match="encoder"):
+        bundle.precision_of("audio")
