@@ -72,3 +72,23 @@ def test_text_batches(tiny_bundle):
     b = rsclip_geo.load_model(tiny_bundle, device="cpu", batch_size=8).encode_text(texts)
     np.testing.assert_allclose(a, b)
     np.testing.assert_allclose(a[3], np.array([1, 1, 0]) / np.sqrt(2), atol=1e-6)
+
+
+# ---- IO binding (used on CUDA; bound to CPU memory here) -------------------------------
+def test_io_binding_is_off_on_cpu_by_default(tiny_model):
+    assert tiny_model.io_binding is False
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_io_binding_gives_the_same_embeddings_as_plain_run(tiny_bundle, batch_size):
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (12 + i, 20 - i, 3), dtype=np.uint8) for i in range(7)]
+    plain = rsclip_geo.load_model(tiny_bundle, device="cpu", batch_size=batch_size, io_binding=False)
+    bound = rsclip_geo.load_model(tiny_bundle, device="cpu", batch_size=batch_size, io_binding=True)
+    assert bound.io_binding and "io_binding=True" in repr(bound)
+    np.testing.assert_array_equal(bound.encode_images(images, normalize=False),
+                                  plain.encode_images(images, normalize=False))
+    batch = plain.preprocess(images)
+    np.testing.assert_array_equal(bound.encode_batch(batch), plain.encode_batch(batch))
+    np.testing.assert_array_equal(bound.encode_images(batch), plain.encode_images(batch))
+    assert bound.encode_images([]).shape == (0, 3)
