@@ -6,7 +6,9 @@
 
 On CUDA the image encoder runs through an IO binding (the numpy batch bound as
 input, the embedding bound on the device and copied back once); on CPU it is a
-plain ``session.run``.
+plain ``session.run``. fp16 encoders (``models export --fp16``) are meant for
+CUDA: on CPU they are loaded only if onnxruntime's CPU provider really runs
+them (checked with one probe batch), else a DeviceError says what to use.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+# Graph optimisers left out for float16 encoders: onnxruntime's NchwcTransformer (an fp32-only CPU layout pass of
+# ORT_ENABLE_ALL) crashed the process (segfault) on an fp16 ViT graph at session creation (onnxruntime 1.32).
+FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -56,16 +61,27 @@ def _providers_for(device: str) -> list[str]:
     return [_CPU]
 
 
-def _open_session(path: Path, providers: list[str], threads: int | None, device: str):
+def _fp16_on_cpu_error(path: Path, exc: Exception) -> DeviceError:
+    return DeviceError(
+        f"{path}: this float16 encoder does not run on onnxruntime's CPUExecutionProvider ({exc}). fp16 bundles "
+        "are for CUDA: load it with device 'cuda' (onnxruntime-gpu), or use an fp32/int8 export of the same "
+        "checkpoint on CPU (rsclip-geo models export without --fp16)"
+    )
+
+
+def _open_session(path: Path, providers: list[str], threads: int | None, device: str, precision: str = "fp32"):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    extra = {"disabled_optimizers": list(FP16_DISABLED_OPTIMIZERS)} if precision == "fp16" else {}
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers, **extra)
     except Exception as exc:  # onnxruntime raises its own (non-public) exception types
+        if precision == "fp16" and providers[0] == _CPU:
+            raise _fp16_on_cpu_error(path, exc) from exc
         raise BundleError(f"{path}: cannot load ONNX model ({exc})") from exc
     active = session.get_providers()
     if device == "cuda" and active[0] != _CUDA:
@@ -84,11 +100,19 @@ def _cuda_device_id(session) -> int:
         return 0
 
 
-def _check_io(session, path: Path, input_name: str, trailing: tuple[int, ...], field: str, embed_dim: int):
-    """The ONNX graph must take ``input_name`` with the trailing dims model.json promises."""
+def _check_io(session, path: Path, input_name: str, trailing: tuple[int, ...], field: str, embed_dim: int,
+              input_type: str):
+    """The ONNX graph must take ``input_name`` (of ``input_type``) with the trailing dims model.json promises,
+    and give a float32 embedding (fp16 encoders too: they convert inside the graph)."""
     inputs = {i.name: i for i in session.get_inputs()}
     if input_name not in inputs:
         raise BundleError(f"{path}: expected an input named {input_name!r}, found {sorted(inputs)}")
+    types = {"input " + repr(input_name): (inputs[input_name].type, input_type),
+             "output": (session.get_outputs()[0].type, "tensor(float)")}
+    for what, (got_type, want) in types.items():
+        if got_type != want:
+            raise BundleError(f"{path}: {what} is {got_type}, the bundle contract says {want} (fp16 encoders keep "
+                              "float32 inputs and outputs)")
     shape = inputs[input_name].shape
     got = tuple(d if isinstance(d, int) else None for d in shape[1:])
     if len(got) != len(trailing) or any(g is not None and g != t for g, t in zip(got, trailing)):
@@ -114,12 +138,14 @@ class ClipModel:
         self.bundle = bundle
         self.batch_size = int(batch_size)
         providers = _providers_for(device)
-        self._image = _open_session(bundle.image_encoder_path, providers, threads, device)
-        self._text = _open_session(bundle.text_encoder_path, providers, threads, device)
+        precision = {enc: bundle.precision_of(enc) for enc in ("image", "text")}
+        self._image = _open_session(bundle.image_encoder_path, providers, threads, device, precision["image"])
+        self._text = _open_session(bundle.text_encoder_path, providers, threads, device, precision["text"])
         size = bundle.image.size
-        _check_io(self._image, bundle.image_encoder_path, "image", (3, size, size), "image.size", bundle.embed_dim)
+        _check_io(self._image, bundle.image_encoder_path, "image", (3, size, size), "image.size", bundle.embed_dim,
+                  "tensor(float)")
         _check_io(self._text, bundle.text_encoder_path, "input_ids", (bundle.text.context_length,),
-                  "text.context_length", bundle.embed_dim)
+                  "text.context_length", bundle.embed_dim, "tensor(int64)")
         seq = self._text.get_inputs()[0].shape[1]
         if bundle.text.dynamic_length and isinstance(seq, int):
             raise BundleError(f"{bundle.text_encoder_path}: model.json says 'text.dynamic_length' but the graph's "
@@ -130,8 +156,28 @@ class ClipModel:
         self.io_binding = self.provider == _CUDA if io_binding is None else bool(io_binding)
         self._image_output = self._image.get_outputs()[0].name
         self._bind_device = ("cuda", _cuda_device_id(self._image)) if self.provider == _CUDA else ("cpu", 0)
+        self._check_fp16_on_cpu(precision)
         log.info("model %s on %s%s", bundle.name, self.provider, " (image encoder via IO binding)"
                  if self.io_binding else "")
+
+    def _check_fp16_on_cpu(self, precision: dict[str, str]) -> None:
+        """An fp16 encoder that landed on the CPU provider must really run there: one probe batch each."""
+        probes = {"image": (self._image, self.bundle.image_encoder_path,
+                            lambda: self.encode_batch(np.zeros((1, 3, self.bundle.image.size,
+                                                                self.bundle.image.size), np.float32))),
+                  "text": (self._text, self.bundle.text_encoder_path, lambda: self.encode_text(["a"]))}
+        for enc, (session, path, probe) in probes.items():
+            if precision[enc] != "fp16" or session.get_providers()[0] != _CPU:
+                continue
+            try:
+                out = probe()
+            except Exception as exc:  # onnxruntime's own exception types
+                raise _fp16_on_cpu_error(path, exc) from exc
+            if not np.isfinite(out).all():
+                raise _fp16_on_cpu_error(path, ValueError("the probe batch gave non-finite embeddings"))
+            log.warning("%s: float16 encoder on CPUExecutionProvider: it runs (onnxruntime computes in float32 "
+                        "where it has no float16 CPU kernel) but expect no speed-up; fp16 bundles are meant for "
+                        "CUDA", path.name)
 
     def __repr__(self) -> str:
         return (f"ClipModel({self.bundle.name!r}, provider={self.provider!r}, batch_size={self.batch_size}"

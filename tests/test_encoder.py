@@ -92,3 +92,120 @@ def test_io_binding_gives_the_same_embeddings_as_plain_run(tiny_bundle, batch_si
     np.testing.assert_array_equal(bound.encode_batch(batch), plain.encode_batch(batch))
     np.testing.assert_array_equal(bound.encode_images(batch), plain.encode_images(batch))
     assert bound.encode_images([]).shape == (0, 3)
+
+
+# ---- float16 bundles on CPU --------------------------------------------------------------
+def _edit_model_json(folder, **fields):
+    import json
+
+    path = folder / "model.json"
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture()
+def fp16_bundle(tiny_bundle, tmp_path):
+    """The tiny bundle with both encoders converted by the exporter's float16 conversion (export extra)."""
+    import shutil
+
+    pytest.importorskip("onnxconverter_common")
+    from rsclip_geo.export.onnx_export import convert_fp16
+
+    dst = tmp_path / "fp16"
+    shutil.copytree(tiny_bundle, dst)
+    for enc in ("image", "text"):
+        convert_fp16(dst / f"{enc}_encoder.onnx", dst / f"{enc}_encoder.fp16.onnx")
+        (dst / f"{enc}_encoder.onnx").unlink()
+    _edit_model_json(dst, image_encoder="image_encoder.fp16.onnx", text_encoder="text_encoder.fp16.onnx",
+                     precision={"image": "fp16", "text": "fp16"})
+    return dst
+
+
+def test_fp16_bundle_on_cpu_runs_close_to_fp32_or_is_refused(fp16_bundle, tiny_bundle, caplog):
+    """onnxruntime's CPU provider runs these float16 graphs (it computes in float32 where it has no float16
+    kernel): then the embeddings must match fp32. Were it unable to, loading must say to use CUDA."""
+    import onnx
+
+    graph = onnx.load(str(fp16_bundle / "image_encoder.fp16.onnx")).graph
+    assert {i.data_type for i in graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
+    try:
+        with caplog.at_level("WARNING", logger="rsclip_geo.encoder"):
+            fp16 = rsclip_geo.load_model(fp16_bundle, device="cpu")
+    except DeviceError as exc:
+        assert "CUDA" in str(exc) and "fp16.onnx" in str(exc)
+        return
+    assert fp16.bundle.precision_of("image") == "fp16" and "expect no speed-up" in caplog.text
+    fp32 = rsclip_geo.load_model(tiny_bundle, device="cpu")
+    images = [_solid(c) for c in (RED, GREEN, BLUE)] + [np.random.default_rng(0).integers(0, 256, (30, 30, 3),
+                                                                                          dtype=np.uint8)]
+    a, b = fp16.encode_images(images), fp32.encode_images(images)
+    assert (a * b).sum(1).min() > 0.999
+    texts = ["red", "green blue", "a red and green field", ""]
+    a, b = fp16.encode_text(texts, normalize=False), fp32.encode_text(texts, normalize=False)
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def _unrunnable_fp16_image_encoder(path, how):
+    """A float16 image graph the CPU provider cannot run: an op it has no kernel for (fails at load), or a
+    reshape that fails on the first batch (fails at run)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    if how == "load":
+        nodes = [helper.make_node("Cast", ["image"], ["half"], to=TensorProto.FLOAT16),
+                 helper.make_node("GpuOnlyPool", ["half"], ["pooled"], domain="test.cuda_only"),
+                 helper.make_node("Cast", ["pooled"], ["embedding"], to=TensorProto.FLOAT)]
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("test.cuda_only", 1)]
+        inits = []
+    else:
+        nodes = [helper.make_node("Cast", ["image"], ["half"], to=TensorProto.FLOAT16),
+                 helper.make_node("Reshape", ["half", "shape"], ["rows"]),
+                 helper.make_node("ReduceMean", ["rows"], ["pooled"], axes=[1], keepdims=0),
+                 helper.make_node("Cast", ["pooled"], ["embedding"], to=TensorProto.FLOAT)]
+        opsets = [helper.make_opsetid("", 17)]
+        inits = [onnx.numpy_helper.from_array(np.array([-1, 7, 3], np.int64), "shape")]  # 3*16*16 % 21 != 0
+    graph = helper.make_graph(
+        nodes, "fp16_cpu_refused",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+
+
+@pytest.mark.parametrize("how", ["load", "run"])
+def test_fp16_encoder_the_cpu_provider_cannot_run_is_refused_clearly(tiny_bundle, tmp_path, how):
+    import shutil
+
+    from rsclip_geo.errors import BundleError
+
+    dst = tmp_path / "fp16"
+    shutil.copytree(tiny_bundle, dst)
+    _unrunnable_fp16_image_encoder(dst / "image_encoder.fp16.onnx", how)
+    _edit_model_json(dst, image_encoder="image_encoder.fp16.onnx", precision={"image": "fp16", "text": "fp32"})
+    with pytest.raises(DeviceError) as err:
+        rsclip_geo.load_model(dst, device="cpu")
+    message = str(err.value)
+    assert "image_encoder.fp16.onnx" in message and "CPUExecutionProvider" in message and "'cuda'" in message
+    if how == "load":  # the same graph declared fp32 is simply a broken bundle
+        shutil.copy(dst / "image_encoder.fp16.onnx", dst / "image_encoder.onnx")
+        _edit_model_json(dst, image_encoder="image_encoder.onnx", precision={"image": "fp32", "text": "fp32"})
+        with pytest.raises(BundleError, match="cannot load ONNX model"):
+            rsclip_geo.load_model(dst, device="cpu")
+
+
+def test_float16_graph_inputs_break_the_bundle_contract(tiny_bundle, tmp_path):
+    """An fp16 conversion without keep_io_types takes float16 images: named at load, not at the first batch."""
+    import shutil
+
+    float16 = pytest.importorskip("onnxconverter_common.float16")
+    import onnx
+
+    from rsclip_geo.errors import BundleError
+
+    dst = tmp_path / "fp16io"
+    shutil.copytree(tiny_bundle, dst)
+    model = float16.convert_float_to_float16(onnx.load(str(dst / "image_encoder.onnx")), keep_io_types=False)
+    onnx.save(model, str(dst / "image_encoder.onnx"))
+    with pytest.raises(BundleError, match=r"input 'image' is tensor\(float16\)"):
+        rsclip_geo.load_model(dst, device="cpu")

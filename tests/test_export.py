@@ -394,6 +394,7 @@ def test_int8_transformer_quantises_both_encoders_and_overwrites(families, tmp_p
         assert 0.9 < q[key] <= 1.0 + 1e-9, (key, q[key])
     assert q["image_cosine_min"] <= q["image_cosine_mean"]
     assert (bundle.image_encoder, bundle.text_encoder) == ("image_encoder.int8.onnx", "text_encoder.int8.onnx")
+    assert bundle.precision == {"image": "int8", "text": "int8"}
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["model.json", "image_encoder.int8.onnx", "text_encoder.int8.onnx",
                             "bpe_simple_vocab_16e6.txt.gz"])
@@ -412,6 +413,52 @@ def test_int8_keeps_convolutional_image_encoder_fp32(families, tmp_path):
     assert 0.9 < q["text_cosine_min"] <= q["text_cosine_mean"] <= 1.0 + 1e-9
     assert bundle.image_encoder == "image_encoder.onnx" and bundle.text_encoder == "text_encoder.int8.onnx"
     assert not (bundle.root / "text_encoder.onnx").exists()
+    assert bundle.precision == {"image": "fp32", "text": "int8"}
+
+
+# ---- fp16 (for CUDA; compared here on onnxruntime CPU) ------------------------------------
+@pytest.mark.parametrize("family", ["timm_hf", "vit"])
+def test_fp16_export_records_cpu_parity_and_runs(bundles, families, family, tmp_path, caplog):
+    """timm_hf: 'same' padding and the HF attention mask cast to float inside the graph (kept fp32 by the
+    conversion); vit: open_clip's own transformers. CUDA, the target, is not available in tests."""
+    pytest.importorskip("onnxconverter_common")
+    import onnx
+
+    from rsclip_geo import load_model
+
+    f = families[family]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        bundle = export_checkpoint(str(f["config"]), f["checkpoints"][EXPORT_LAYOUT[family]],
+                                   tmp_path / f"{family}-fp16", activation=ACTIVATION[family], fp16=True)
+    assert (bundle.image_encoder, bundle.text_encoder) == ("image_encoder.fp16.onnx", "text_encoder.fp16.onnx")
+    assert bundle.precision == {"image": "fp16", "text": "fp16"} and bundle.card["fp16"] is True
+    assert sorted(p.name for p in bundle.root.iterdir()) == sorted(
+        ["model.json", "image_encoder.fp16.onnx", "text_encoder.fp16.onnx", bundle.text.tokenizer_file])
+    for path in (bundle.image_encoder_path, bundle.text_encoder_path):
+        graph = onnx.load(str(path)).graph
+        assert onnx.TensorProto.FLOAT16 in {i.data_type for i in graph.initializer}
+        assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    q = bundle.parity["fp16"]
+    assert q["cpu_runs"] is True and "CUDA" in q["note"]
+    for key in ("image_cosine_min", "text_cosine_min"):
+        assert 0.999 <= q[key] <= 1.0 + 1e-9, (key, q[key])
+    assert read_bundle(bundle.root) == bundle
+
+    fp16 = load_model(bundle.root, device="cpu")
+    fp32 = load_model(bundles[family].root, device="cpu")
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (40, 36, 3), dtype=np.uint8) for _ in range(3)]
+    assert _cos(fp16.encode_images(images), fp32.encode_images(images)).min() > 0.999
+    assert _cos(fp16.encode_text(NEW_TEXTS), fp32.encode_text(NEW_TEXTS)).min() > 0.999
+
+
+def test_fp16_and_int8_exclude_each_other(families, tmp_path):
+    f = families["resnet"]
+    with pytest.raises(BundleError, match="exclude each other"):
+        export_checkpoint(str(f["config"]), f["checkpoints"]["plain"], tmp_path / "both", activation="gelu",
+                          int8=True, fp16=True)
+    assert not (tmp_path / "both").exists()
 
 
 # ---- CLI ------------------------------------------------------------------------
@@ -432,6 +479,7 @@ def test_cli_export_info_and_errors(families, bundles, tmp_path):
     res = runner.invoke(main, ["models", "info", str(bundles["timm_hf"].root)])
     assert res.exit_code == 0, res.output
     for text in ("tiny-timm_hf", "tiny-timm-hf", "embed dim: 16", "hf_tokenizer_json", "image_cosine_min=",
+                 "precision: image fp32, text fp32",
                  "text_encoder.onnx", "logit scale", "tower-defined", "licence: test-only"):
         assert text in res.output, text
 
@@ -442,6 +490,10 @@ def test_cli_export_info_and_errors(families, bundles, tmp_path):
     res = runner.invoke(main, ["models", "export", "--arch", str(f["config"]), "--checkpoint",
                                str(f["checkpoints"]["plain"]), "-o", str(out), "--activation", "gelu"])
     assert res.exit_code == 1 and "already exists" in res.stderr
+    res = runner.invoke(main, ["models", "export", "--arch", str(f["config"]), "--checkpoint",
+                               str(f["checkpoints"]["plain"]), "-o", str(tmp_path / "y"), "--activation", "gelu",
+                               "--int8", "--fp16"])
+    assert res.exit_code == 2 and "exclude each other" in res.output
 
 
 

@@ -67,6 +67,7 @@ def _print_bundle(b: ModelBundle) -> None:
         ("image", f"{im.size}x{im.size}, {im.interpolation}, mean {list(im.mean)}, std {list(im.std)}"),
         ("tokenizer", f"{tx.tokenizer} ({tx.tokenizer_file}), context {tx.context_length}, pad id {tx.pad_id}"),
         ("logit scale", f"{b.logit_scale:.4f}"),
+        ("precision", f"image {b.precision_of('image')}, text {b.precision_of('text')}"),
         ("templates", f"{len(b.templates)} (e.g. {b.templates[0]!r})"),
     ]
     for key, value in lines:
@@ -78,10 +79,11 @@ def _print_bundle(b: ModelBundle) -> None:
         click.echo(f"{'parity':>13}: {figures}")
         if isinstance(p.get("inputs"), dict):
             click.echo(f"{'':>13}  inputs: {p['inputs'].get('images', '?')}; {p['inputs'].get('texts', '?')}")
-        if isinstance(p.get("int8"), dict):
-            q = p["int8"]
-            click.echo(f"{'int8':>13}: " + ", ".join(f"{k}={_fmt_num(v)}" for k, v in q.items()
-                                                      if k.endswith(("_min", "_mean", "_quantized"))))
+        for kind in ("int8", "fp16"):
+            if isinstance(p.get(kind), dict):
+                q = p[kind]
+                click.echo(f"{kind:>13}: " + ", ".join(f"{k}={_fmt_num(v)}" for k, v in q.items()
+                                                         if k.endswith(("_min", "_mean", "_quantized", "_runs"))))
     click.echo(f"{'files':>13}:")
     for rel in dict.fromkeys(["model.json", b.image_encoder, b.text_encoder, b.text.tokenizer_file]):
         click.echo(f"{'':>15}{rel}  {_size(b.path(rel))}")
@@ -140,6 +142,9 @@ def pull_command(name: str, int8: bool, overwrite: bool) -> None:
 @click.option("--int8", is_flag=True,
               help="Dynamic int8 MatMul/Gemm weights for the text encoder and transformer image encoders "
                    "(convolutional image encoders stay fp32); int8-vs-fp32 cosine goes into model.json.")
+@click.option("--fp16", is_flag=True,
+              help="float16 encoders for CUDA (float32 inputs/outputs; onnxconverter-common), instead of fp32; "
+                   "fp16-vs-fp32 cosine (measured with onnxruntime CPU) goes into model.json. Excludes --int8.")
 @click.option("--activation", type=click.Choice(["quick_gelu", "gelu"]), default=None,
               help="Required for open_clip's own towers unless ARCH ends in -quickgelu: quick_gelu for "
                    "OpenAI-derived weights (OpenAI, RemoteCLIP, GeoRSCLIP), gelu for LAION/DataComp-style.")
@@ -148,14 +153,20 @@ def pull_command(name: str, int8: bool, overwrite: bool) -> None:
 @click.option("--parity-image", "parity_images", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Image(s) for the torch/ONNX parity check (default: packaged parity images).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def export_command(arch: str, checkpoint: Path, out_dir: Path, int8: bool, activation: str | None,
+def export_command(arch: str, checkpoint: Path, out_dir: Path, int8: bool, fp16: bool, activation: str | None,
                    name: str | None, license_: str, parity_images: tuple[str, ...], overwrite: bool) -> None:
     """Export an open_clip checkpoint to a self-describing ONNX bundle (needs the export extra)."""
     from ..export import export_checkpoint
 
-    bundle = export_checkpoint(arch, checkpoint, out_dir, activation=activation, name=name, int8=int8,
+    if int8 and fp16:
+        raise click.UsageError("--int8 and --fp16 exclude each other (int8 is for CPU, fp16 for CUDA)")
+    bundle = export_checkpoint(arch, checkpoint, out_dir, activation=activation, name=name, int8=int8, fp16=fp16,
                                overwrite=overwrite, license=license_, parity_images=list(parity_images) or None)
     p = bundle.parity
+    q = p.get("fp16", {})
     click.echo(f"wrote {out_dir}: {bundle.architecture}, embed dim {bundle.embed_dim}, "
                f"parity image cos min {p['image_cosine_min']:.6f}, text cos min {p['text_cosine_min']:.6f}"
-               + (f", int8 text cos min {p['int8']['text_cosine_min']:.4f}" if "int8" in p else ""))
+               + (f", int8 text cos min {p['int8']['text_cosine_min']:.4f}" if "int8" in p else "")
+               + (f", fp16 (onnxruntime CPU) image cos min {q['image_cosine_min']:.6f}, text cos min "
+                  f"{q['text_cosine_min']:.6f}" if "image_cosine_min" in q else "")
+               + (", fp16 not compared (onnxruntime CPU cannot run it)" if q.get("cpu_runs") is False else ""))

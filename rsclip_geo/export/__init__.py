@@ -2,7 +2,8 @@
 
 ``export_checkpoint`` builds the architecture, loads the checkpoint strictly,
 writes both encoders to ONNX plus the tokenizer files, checks torch/onnxruntime
-parity on real inputs, optionally adds int8 encoders, and writes ``model.json``
+parity on real inputs, optionally replaces them by int8 (CPU) or float16 (CUDA)
+encoders, and writes ``model.json
 last into a temporary folder that is then renamed into place: a half-written
 bundle is never a valid one. Nothing here imports torch at module import time.
 """
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 
 IMAGE_ENCODER_INT8 = "image_encoder.int8.onnx"
 TEXT_ENCODER_INT8 = "text_encoder.int8.onnx"
+IMAGE_ENCODER_FP16 = "image_encoder.fp16.onnx"
+TEXT_ENCODER_FP16 = "text_encoder.fp16.onnx"
+# fp16 vs fp32 ONNX on the parity inputs, where onnxruntime's CPU provider runs the fp16 graphs: below this the
+# conversion is broken (overflow, NaN), not merely rounded
+FP16_MIN_COSINE = 0.999
 EXAMPLE_SHORT_TEXT = "a river"  # traced next to a longer text, so the example has padding
 
 
@@ -46,7 +52,8 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for dist in ("rsclip-geo", "torch", "open_clip_torch", "onnx", "onnxruntime", "timm", "transformers"):
+    for dist in ("rsclip-geo", "torch", "open_clip_torch", "onnx", "onnxruntime", "timm", "transformers",
+                 "onnxconverter-common"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -124,6 +131,43 @@ def _add_int8(folder: Path, quant_image: bool, images: np.ndarray, ids: np.ndarr
     return (IMAGE_ENCODER_INT8 if quant_image else IMAGE_ENCODER), TEXT_ENCODER_INT8, figures
 
 
+def _add_fp16(folder: Path, images: np.ndarray, ids: np.ndarray, fp32_out: dict) -> dict:
+    """float16 copies of both encoders in ``folder`` (fp32 files dropped); returns fp16-vs-fp32 figures, measured
+    on onnxruntime's CPU provider when it runs the graphs (CUDA is the target and is not measured here)."""
+    from importlib import metadata
+
+    from ..encoder import FP16_DISABLED_OPTIMIZERS
+    from . import parity as par
+    from .onnx_export import convert_fp16
+
+    convert_fp16(folder / IMAGE_ENCODER, folder / IMAGE_ENCODER_FP16)
+    convert_fp16(folder / TEXT_ENCODER, folder / TEXT_ENCODER_FP16)
+    figures: dict[str, Any] = {
+        "converter": f"onnxconverter-common {metadata.version('onnxconverter-common')} float16, keep_io_types "
+                     "(float32 input and output), the graph's Cast-to-float32 nodes kept float32",
+        "min_cosine_required": FP16_MIN_COSINE,
+    }
+    try:
+        figures.update(par.int8_figures(folder / IMAGE_ENCODER_FP16, folder / TEXT_ENCODER_FP16, images, ids,
+                                        fp32_out, disabled_optimizers=FP16_DISABLED_OPTIMIZERS))
+    except Exception as exc:  # onnxruntime's own types: the CPU provider cannot run the fp16 graphs
+        figures.update(cpu_runs=False, note=f"not compared: onnxruntime CPU cannot run the fp16 graphs ({exc}); "
+                                            "not measured on CUDA either")
+    else:
+        figures.update(cpu_runs=True, compared_to="fp32 ONNX on the parity inputs",
+                       note="measured on onnxruntime CPUExecutionProvider (it computes in float32 where it has no "
+                            "float16 CPU kernel; optimisers " + ", ".join(FP16_DISABLED_OPTIMIZERS) + " off as in "
+                            "the runtime); the target, CUDA, was not measured at export")
+        low = [f"{k} = {figures[k]:.6f}" for k in ("image_cosine_min", "text_cosine_min")
+               if not figures[k] >= FP16_MIN_COSINE]  # NaN fails too
+        if low:
+            raise BundleError("float16 encoders do not reproduce the fp32 ONNX (onnxruntime CPU): " + ", ".join(low)
+                              + f" (required >= {FP16_MIN_COSINE}); the bundle was not written")
+    (folder / IMAGE_ENCODER).unlink()
+    (folder / TEXT_ENCODER).unlink()
+    return figures
+
+
 def export_checkpoint(
     arch: str,
     checkpoint: str | os.PathLike,
@@ -132,6 +176,7 @@ def export_checkpoint(
     activation: str | None = None,
     name: str | None = None,
     int8: bool = False,
+    fp16: bool = False,
     overwrite: bool = False,
     source: dict[str, Any] | None = None,
     license: str = "unknown",
@@ -147,7 +192,8 @@ def export_checkpoint(
     ``arch``: an open_clip model name (``ViT-B-32``, ``RN50-quickgelu``...) or an open_clip model-config
     JSON file (registered under its file stem). ``activation``: ``quick_gelu``/``gelu``, required where
     open_clip's own towers make the choice matter. ``int8``: dynamic int8 MatMul/Gemm weights for the text
-    encoder and, for transformer image towers only, the image encoder (fp32 files are not kept).
+    encoder and, for transformer image towers only, the image encoder (fp32 files are not kept). ``fp16``: float16
+    encoders with float32 inputs/outputs instead, for CUDA (fp32 files are not kept; excludes ``int8``).
     ``preprocess``: mean/std/interpolation to record instead of the architecture's (a checkpoint file
     carries none; by default they come from a config file, else open_clip's pretrained tags, else defaults).
     ``parity_images``: image files for the parity check (default: packaged parity PNGs, else synthetic).
@@ -163,6 +209,12 @@ def export_checkpoint(
     from .onnx_export import DEFAULT_OPSET, export_encoders
     from .tokenizer_files import write_tokenizer_files
 
+    if int8 and fp16:
+        raise BundleError("int8 and fp16 exclude each other: int8 weights are for CPU, fp16 for CUDA")
+    if fp16:
+        from .onnx_export import require_fp16_converter
+
+        require_fp16_converter()
     min_cosine = par.DEFAULT_MIN_COSINE if min_cosine is None else float(min_cosine)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < 17:
@@ -204,9 +256,9 @@ def export_checkpoint(
         export_encoders(model, images[:2], example_ids, tmp, IMAGE_ENCODER, TEXT_ENCODER, opset)
         # graphs over 2 GB cannot hold their weights inline; ONNX then keeps them in side files
         external = sorted(set(os.listdir(tmp)) - {IMAGE_ENCODER, TEXT_ENCODER, text_spec.tokenizer_file})
-        if external and int8:
+        if external and (int8 or fp16):
             raise BundleError(f"{arch}: encoders over 2 GB (external data {external[:3]}...) cannot be "
-                              "quantised by this exporter; export without --int8")
+                              f"converted by this exporter; export without --{'int8' if int8 else 'fp16'}")
 
         figures, onnx_out = par.check_parity(model, tmp / IMAGE_ENCODER, tmp / TEXT_ENCODER, images, ids,
                                              text_spec.pad_id, min_cosine)
@@ -219,8 +271,14 @@ def export_checkpoint(
             raise BundleError(f"image embedding dim {embed_dim} != text embedding dim {onnx_out['text'].shape[1]}")
 
         image_file, text_file = IMAGE_ENCODER, TEXT_ENCODER
+        precision = {"image": "fp32", "text": "fp32"}
         if int8:
             image_file, text_file, parity["int8"] = _add_int8(tmp, built.image_is_transformer, images, ids, onnx_out)
+            precision = {"image": "int8" if built.image_is_transformer else "fp32", "text": "int8"}
+        if fp16:
+            parity["fp16"] = _add_fp16(tmp, images, ids, onnx_out)
+            image_file, text_file = IMAGE_ENCODER_FP16, TEXT_ENCODER_FP16
+            precision = {"image": "fp16", "text": "fp16"}
 
         bundle = ModelBundle(
             name=name or checkpoint.stem,
@@ -236,9 +294,11 @@ def export_checkpoint(
             image_encoder=image_file,
             text_encoder=text_file,
             parity=parity,
+            precision=precision,
             card=_portable({**(card or {}), "image_tower": built.image_tower, "text_tower": built.text_tower,
                             "preprocess_source": built.preprocess_source,
-                            "int8": bool(int8), "onnx_opset": opset, "exported_with": _versions(),
+                            "int8": bool(int8), **({"fp16": True} if fp16 else {}),
+                            "onnx_opset": opset, "exported_with": _versions(),
                             **({"external_data_files": external} if external else {}),
                             "open_clip_config": built.config}),
         )

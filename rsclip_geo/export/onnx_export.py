@@ -1,4 +1,4 @@
-"""torch -> ONNX for the two CLIP encoders, and optional int8 weights.
+"""torch -> ONNX for the two CLIP encoders, and optional int8 or float16 versions.
 
 The graphs follow the bundle contract: ``image`` [batch, 3, S, S] float32 or
 ``input_ids`` [batch, context] int64 in, ``embedding`` [batch, D] float32 out, not
@@ -16,8 +16,8 @@ import logging
 import warnings
 from pathlib import Path
 
-from ..errors import BundleError
-from ._deps import drop_root_messages, require_torch
+from ..errors import BundleError, MissingDependencyError
+from ._deps import INSTALL_HINT, drop_root_messages, require_torch
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +111,37 @@ def quantize_int8(src: Path, dst: Path, op_types: tuple[str, ...] = INT8_OP_TYPE
                              weight_type=QuantType.QInt8)
     finally:
         logging.disable(previous)
+
+
+def require_fp16_converter():
+    """onnxconverter-common's float16 module (in the export extra), or one clear error."""
+    try:
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise MissingDependencyError(f"--fp16 needs onnxconverter-common (the export extra): {INSTALL_HINT}") from exc
+    return float16
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """float16 weights and compute, float32 graph input and output (``keep_io_types``), for CUDA.
+
+    The graph's own Cast-to-float32 nodes (shape arithmetic of 'same' padding, the attention mask) stay float32
+    with a cast to float16 after them: converted in place they would contradict their declared output type.
+    Constants beyond float16's range are clipped by the converter (to +-1e4, e.g. the attention mask's -inf)."""
+    import onnx
+
+    float16 = require_fp16_converter()
+    model = onnx.load(str(src))
+    for i, node in enumerate(model.graph.node):
+        if not node.name:  # the block list goes by node name
+            node.name = f"{node.op_type}_unnamed_{i}"
+    keep_fp32 = [n.name for n in model.graph.node if n.op_type == "Cast"
+                 and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one warning per weight below float16's smallest normal number
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=keep_fp32)
+    onnx.save(converted, str(dst))
+    try:
+        onnx.checker.check_model(str(dst))
+    except Exception as exc:
+        raise BundleError(f"{dst}: float16 graph fails onnx.checker ({exc})") from exc

@@ -85,10 +85,11 @@ def parity_texts(templates: Sequence[str]) -> tuple[list[str], dict]:
 
 
 # ---- running -----------------------------------------------------------------
-def ort_session(path: Path):
+def ort_session(path: Path, disabled_optimizers: Sequence[str] = ()):
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    extra = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"], **extra)
 
 
 def ort_embed(session, input_name: str, batch: np.ndarray) -> np.ndarray:
@@ -166,14 +167,14 @@ def check_parity(model, image_path: Path, text_path: Path, images: np.ndarray, i
 
 
 def int8_figures(image_path: Path | None, text_path: Path, images: np.ndarray, ids: np.ndarray,
-                 fp32: dict) -> dict:
-    """int8 vs fp32 ONNX cosine (min and mean) for each quantised encoder."""
+                 fp32: dict, disabled_optimizers: Sequence[str] = ()) -> dict:
+    """int8 (or fp16) vs fp32 ONNX cosine (min and mean) for each converted encoder."""
     out: dict = {}
     pairs = [("text", text_path, "input_ids", ids)]
     if image_path is not None:
         pairs.insert(0, ("image", image_path, "image", images))
     for key, path, name, batch in pairs:
-        cos = cosine_rows(fp32[key], ort_embed(ort_session(path), name, batch))
+        cos = cosine_rows(fp32[key], ort_embed(ort_session(path, disabled_optimizers), name, batch))
         out[f"{key}_cosine_min"] = float(cos.min())
         out[f"{key}_cosine_mean"] = float(cos.mean())
     return out
