@@ -7,6 +7,7 @@ MatMul/Gemm only (the ops ``--int8`` quantises) and Conv + MatMul/Gemm. Printed 
 
   text encoder    latency per query (one label through the bundle's prompt ensemble, median ms), texts/s at
                   batch 32 (templates x AID class names), file size, cosine int8 vs fp32 on the parity texts
+                  (embedded, like the images below, in batches of 64 as training/eval_bundle does)
   image encoder   tiles/s at batch 32 (real AID images, preprocessed), file size, cosine vs fp32 on the
                   packaged parity crops + every evaluated AID image
   bundles         size on disk; AID zero-shot top-1, held-out seen 24-way and unseen 6-way (training/eval_bundle:
@@ -56,18 +57,24 @@ from rsclip_geo.prompts import humanize_class_name  # noqa: E402
 QUERIES = ("baseball field", "storage tanks", "a harbour with boats", "dense residential area", "bare land",
            "a river crossing farmland")
 CONV_OP_TYPES = ("Conv",) + INT8_OP_TYPES
-BATCH = 32
+BATCH = 32  # the speed figures
+EVAL_BATCH = 64  # embeddings for cosine and accuracy, as training/eval_bundle (dynamic int8 activation ranges are
+#                  per batch, so the int8 figures depend on it by an image or two)
 MB = 1e6
 
 
-def median_s(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
+def median_s(fns: dict, runs: int) -> dict[str, float]:
+    """Median seconds of each callable; the variants take turns in every round, so a load change on a shared
+    machine hits them alike. One warm-up call each first."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def folder_bytes(folder: Path) -> int:
@@ -121,7 +128,8 @@ def main(argv=None) -> int:
     ap.add_argument("--aid", type=Path, default=REPO.parent / "shared" / "data" / "aid")
     ap.add_argument("--per-class", type=int, default=50, metavar="N",
                     help="AID images per class for accuracy and image cosine (seeded draw; 0 = all)")
-    ap.add_argument("--runs", type=int, default=15, help="timed runs per figure (median; one warm-up first)")
+    ap.add_argument("--runs", type=int, default=15,
+                    help="timed rounds per figure, variants taking turns (median; one warm-up first)")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     ap.add_argument("--no-conv", dest="conv", action="store_false",
                     help="skip the int8 Conv + MatMul/Gemm image encoder (the slow one)")
@@ -159,46 +167,47 @@ def main(argv=None) -> int:
 
         aid = load_aid(args.aid, args.per_class, b32.image.size, b32.image.interpolation)
         parity_raw, _ = par.parity_images()
-        all_images = np.concatenate([prep(parity_raw), prep(aid["val"]["images"]), prep(aid["unseen"]["images"])])
-        n_par, n_val = len(parity_raw), len(aid["val"]["images"])
-        pool = all_images[n_par:]
-        speed_batch = np.ascontiguousarray(pool[:: max(1, len(pool) // BATCH)][:BATCH])
+        pool = aid["val"]["images"]
+        speed_batch = np.ascontiguousarray(prep(pool[:: max(1, len(pool) // BATCH)][:BATCH]))
 
         # ---- text -----------------------------------------------------------------------------------------
         texts, _ = par.parity_texts(b32.templates)
         batch_texts = [t.format(c) for t in b32.templates for c in par.RS_CLASS_NAMES]
-        text = {}
-        for name, m in (("fp32", m32), ("int8", m8)):
-            text[name] = {
-                "query_ms": median_s(lambda: [m.class_embeddings([q]) for q in QUERIES], args.runs)
-                / len(QUERIES) * 1e3,
-                "texts_per_s": len(batch_texts) / median_s(lambda: m.encode_text(batch_texts), args.runs),
-                "mb": m.bundle.text_encoder_path.stat().st_size / MB,
-                "emb": m.encode_text(texts),
-            }
+        text_models = {"fp32": m32, "int8": m8}
+        query_s = median_s({k: (lambda m=m: [m.class_embeddings([q]) for q in QUERIES])
+                            for k, m in text_models.items()}, args.runs)
+        batch_s = median_s({k: (lambda m=m: m.encode_text(batch_texts)) for k, m in text_models.items()}, args.runs)
+        text = {k: {"query_ms": query_s[k] / len(QUERIES) * 1e3, "texts_per_s": len(batch_texts) / batch_s[k],
+                    "mb": m.bundle.text_encoder_path.stat().st_size / MB} for k, m in text_models.items()}
+        for k, m in text_models.items():
+            m.batch_size = EVAL_BATCH
+            text[k]["emb"] = m.encode_text(texts)
         tcos = par.cosine_rows(text["fp32"]["emb"], text["int8"]["emb"])
 
         # ---- images -------------------------------------------------------------------------------------------
+        image_s = median_s({k: (lambda m=m: m.encode_batch(speed_batch)) for k, m in models.items()}, args.runs)
         image = {}
-        for name, m in models.items():
-            emb = m.encode_images(all_images)
-            image[name] = {"tiles_per_s": BATCH / median_s(lambda: m.encode_batch(speed_batch), args.runs),
-                           "mb": m.bundle.image_encoder_path.stat().st_size / MB, "emb": emb}
+        for k, m in models.items():  # parity crops, seen, unseen: each in chunks of EVAL_BATCH like eval_bundle
+            m.batch_size = EVAL_BATCH
+            parts = [parity_raw, aid["val"]["images"], aid["unseen"]["images"]]
+            emb = [np.concatenate([m.encode_images(prep(p[i:i + EVAL_BATCH])) for i in range(0, len(p), EVAL_BATCH)])
+                   for p in parts]
+            image[k] = {"tiles_per_s": BATCH / image_s[k], "mb": m.bundle.image_encoder_path.stat().st_size / MB,
+                        "emb": np.concatenate(emb), "val": emb[1], "unseen": emb[2]}
         ref = image["fp32"]["emb"]
 
         # ---- zero-shot: image variant x text variant as a bundle would pair them ------------------------------
         def top1(img_emb, m_text, part) -> float:
             d = aid[part]
             cls = m_text.class_embeddings([humanize_class_name(c) for c in d["classes"]])
-            lo = n_par + (0 if part == "val" else n_val)
-            return zero_shot_from_embeddings(img_emb[lo:lo + len(d["labels"])], d["labels"], cls, d["classes"]).top1
+            return zero_shot_from_embeddings(img_emb, d["labels"], cls, d["classes"]).top1
 
         configs = {"fp32 bundle": ("fp32", m32), "int8 bundle": ("fp32" if b8.precision_of("image") != "int8"
                                                                   else "int8 MatMul/Gemm", m8)}
         configs["int8 text + int8 MatMul/Gemm image"] = ("int8 MatMul/Gemm", m8)
         if args.conv:
             configs["int8 text + int8 Conv+MatMul/Gemm image"] = ("int8 Conv+MatMul/Gemm", m8)
-        acc = {name: {part: top1(image[img]["emb"], mt, part) for part in ("val", "unseen")}
+        acc = {name: {part: top1(image[img][part], mt, part) for part in ("val", "unseen")}
                for name, (img, mt) in configs.items()}
         sizes = {"fp32 bundle": folder_bytes(b32.root) / MB, "int8 bundle": folder_bytes(b8.root) / MB}
         for name, b in images.items():
@@ -215,7 +224,7 @@ def main(argv=None) -> int:
     n_img = len(ref)
     print(f"int8 vs fp32: {args.fp32} vs {args.int8} (checkpoint {b32.source.get('checkpoint', '?')}); "
           f"onnxruntime {ort.__version__} CPUExecutionProvider, {args.threads} threads, {os.cpu_count()} CPU cores "
-          f"({platform.processor() or platform.machine()}); medians of {args.runs} runs; AID {per} "
+          f"({platform.processor() or platform.machine()}); medians of {args.runs} interleaved runs; AID {per} "
           f"(seen {len(aid['val']['labels'])}, unseen {len(aid['unseen']['labels'])} images)")
     rows = [("what", "fp32", "int8", "int8/fp32")]
 
