@@ -37,12 +37,12 @@ class StreamStats:
     skipped_tiles: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _fill_invalid(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _fill_invalid(chw: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Invalid pixels take the tile's mean valid colour, so nodata does not read as black terrain."""
     if valid.all():
-        return rgb
-    out = rgb.copy()
-    out[~valid] = rgb[valid].mean(axis=0).round().astype(np.uint8)
+        return chw
+    out = chw.copy()
+    out[:, ~valid] = chw[:, valid].mean(axis=1).round().astype(np.uint8)[:, None]
     return out
 
 
@@ -50,16 +50,16 @@ MAX_TILES_PER_READ = 64  # tiles of one row read as one strip: one GDAL call ins
 
 
 def _tile_pixels(scene: Scene, plan: TilePlan) -> Iterator[tuple[Tile, np.ndarray, np.ndarray]]:
-    """(tile, RGB, valid) in row-major order, reading each run of a row's tiles as one strip window."""
+    """(tile, 3xHxW RGB, valid) in row-major order, reading each run of a row's tiles as one strip window."""
     for row in range(plan.n_rows):
         for first in range(0, plan.n_cols, MAX_TILES_PER_READ):
             tiles = [plan.tile(row, col) for col in range(first, min(first + MAX_TILES_PER_READ, plan.n_cols))]
             c0 = tiles[0].col_off
             strip = Window(c0, tiles[0].row_off, tiles[-1].col_off + tiles[-1].width - c0, tiles[0].height)
-            rgb, valid = scene.read_rgb(strip)
+            chw, valid = scene.read_chw(strip)
             for t in tiles:
                 xs = slice(t.col_off - c0, t.col_off - c0 + t.width)
-                yield t, rgb[:, xs], valid[:, xs]
+                yield t, chw[:, :, xs], valid[:, xs]
 
 
 def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size: int, max_invalid: float,
@@ -69,14 +69,14 @@ def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size:
     fracs: list[float] = []
     pixels = np.empty((batch_size, 3, size, size), dtype=np.float32)
     seen = 0
-    for tile, rgb, valid in _tile_pixels(scene, plan):
+    for tile, chw, valid in _tile_pixels(scene, plan):
         seen += 1
         frac = float(valid.mean())
         if frac <= 0 or (1.0 - frac) > max_invalid:
             stats.skipped += 1
             stats.skipped_tiles.append((tile.row, tile.col))
             continue
-        preprocess.normalize(preprocess.resize(_fill_invalid(rgb, valid)), out=pixels[len(tiles)])
+        preprocess.from_chw(_fill_invalid(chw, valid), out=pixels[len(tiles)])
         tiles.append(tile)
         fracs.append(frac)
         if len(tiles) == batch_size:

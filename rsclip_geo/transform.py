@@ -48,6 +48,17 @@ class Preprocessor:
         out += self._shift
         return out
 
+    def from_chw(self, chw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """3 x H x W uint8 (a band-first tile) -> 3 x size x size float32; no interleaving copy unless resized."""
+        s = self.spec.size
+        if chw.shape[1:] != (s, s):
+            return self.normalize(self.resize(np.ascontiguousarray(chw.transpose(1, 2, 0))), out=out)
+        if out is None:
+            out = np.empty(chw.shape, dtype=np.float32)
+        np.multiply(chw, self._scale, out=out, casting="unsafe")
+        out += self._shift
+        return out
+
     def __call__(self, images) -> np.ndarray:
         images = list(images)
         s = self.spec.size
