@@ -217,11 +217,21 @@ class ClipModel:
 
     # ---- text ---------------------------------------------------------------
     def encode_text(self, texts: Sequence[str] | str, normalize: bool = True) -> np.ndarray:
+        """Texts -> [N, D]. Each text's embedding depends on that text alone (see ``text_runs_alone``)."""
         if isinstance(texts, str):
             texts = [texts]
-        ids = self.tokenizer(list(texts))
-        out = [self._text.run(None, {"input_ids": self._trim(ids[i:i + self.batch_size])})[0]
-               for i in range(0, len(ids), self.batch_size)]
+        step = 1 if self.text_runs_alone else self.batch_size
+        return self._encode_ids(self.tokenizer(list(texts)), step, normalize)
+
+    @property
+    def text_runs_alone(self) -> bool:
+        """True for a dynamically quantised (int8) text encoder: it scales activations per batch, so texts
+        batched together shift each other's embeddings (cosine ~0.99 to the same text run alone) and a label
+        or query would embed differently depending on what else was encoded with it."""
+        return self.bundle.precision_of("text") == "int8"
+
+    def _encode_ids(self, ids: np.ndarray, step: int, normalize: bool = True) -> np.ndarray:
+        out = [self._text.run(None, {"input_ids": self._trim(ids[i:i + step])})[0] for i in range(0, len(ids), step)]
         emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
         return _l2_normalize(emb) if normalize else emb
 
@@ -237,15 +247,14 @@ class ClipModel:
         """Prompt-ensemble embedding per label: mean of its normalised prompt embeddings, renormalised."""
         labels = parse_labels(labels)
         templates = tuple(templates) if templates else self.bundle.templates
-        texts, owner = [], []
-        for i, label in enumerate(labels):
-            for text in label.texts(templates):
-                texts.append(text)
-                owner.append(i)
-        emb = self.encode_text(texts)
-        owner_arr = np.asarray(owner)
-        means = np.stack([emb[owner_arr == i].mean(axis=0) for i in range(len(labels))])
-        return _l2_normalize(means)
+        prompts = [list(label.texts(templates)) for label in labels]
+        if self.text_runs_alone:  # one run per label: its embedding depends on its own prompts only
+            means = [self._encode_ids(self.tokenizer(p), len(p)).mean(axis=0) for p in prompts]
+        else:
+            emb = self.encode_text([text for p in prompts for text in p])
+            bounds = np.cumsum([0] + [len(p) for p in prompts])
+            means = [emb[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
+        return _l2_normalize(np.stack(means))
 
     def probabilities(self, image_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
         """Softmax over classes of logit_scale * cosine similarity."""

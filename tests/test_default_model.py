@@ -48,3 +48,21 @@ def test_unseen_class_sample_matches_model_card(shared_data):
     accuracy = float((probs.argmax(axis=1) == truth).mean())
     assert abs(accuracy - expected) <= 0.05, (accuracy, expected)
     assert accuracy > 1 / 6 + 0.2  # far above chance in any case
+
+
+def test_int8_text_embeddings_do_not_depend_on_batch_mates():
+    """The shipped int8 text encoder scales activations per batch; the runtime runs each text (and each label's
+    prompt set) alone, so a query or label embeds the same whatever else is encoded with it."""
+    model = rsclip_geo.load_model(batch_size=32)
+    assert model.text_runs_alone
+    texts = ["water", "a harbour with many boats", "dense residential area", "bare land", "baseball field"]
+    alone = np.stack([model.encode_text([t])[0] for t in texts])
+    np.testing.assert_array_equal(model.encode_text(texts), alone)
+    # what a plain batched run gives: different, which is why the runtime does not do it
+    batched = model._text.run(None, {"input_ids": model._trim(model.tokenizer(texts))})[0]
+    batched /= np.linalg.norm(batched, axis=1, keepdims=True)
+    assert not np.allclose(batched, alone, atol=1e-4)
+    few = model.class_embeddings(["water", "forest"])
+    many = model.class_embeddings(["farmland", "water", "bare land", "forest", "storage tanks"])
+    np.testing.assert_array_equal(few[0], many[1])
+    np.testing.assert_array_equal(few[1], many[3])
