@@ -5,9 +5,10 @@ in the text encoder; a convolutional image encoder stays fp32 there) and, to mea
 kept fp32, two int8 image encoders made here from the fp32 one with the exporter's own ``quantize_int8``:
 MatMul/Gemm only (the ops ``--int8`` quantises) and Conv + MatMul/Gemm. Printed (not asserted):
 
-  text encoder    latency per query (one label through the bundle's prompt ensemble, median ms), texts/s at
-                  batch 32 (templates x AID class names), file size, cosine int8 vs fp32 on the parity texts
-                  (embedded, like the images below, in batches of 64 as training/eval_bundle does)
+  text encoder    latency per query (one label through the bundle's prompt ensemble, median ms), texts/s of
+                  ClipModel.encode_text (templates x AID class names; batches of 32 for fp32, one text per
+                  run for int8, see ClipModel.text_runs_alone), file size, cosine int8 vs fp32 on the parity
+                  texts
   image encoder   tiles/s at batch 32 (real AID images, preprocessed), file size, cosine vs fp32 on the
                   packaged parity crops + every evaluated AID image
   bundles         size on disk; AID zero-shot top-1, held-out seen 24-way and unseen 6-way (training/eval_bundle:
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
 
     t32, t8 = text["fp32"], text["int8"]
     row(f"text encoder: ms per query ({len(b32.templates)}-prompt ensemble)", t32["query_ms"], t8["query_ms"])
-    row("text encoder: texts/s at batch 32", t32["texts_per_s"], t8["texts_per_s"], 0)
+    row("text encoder: texts/s via encode_text (fp32 batch 32, int8 one per run)", t32["texts_per_s"], t8["texts_per_s"], 0)
     row("text encoder: file MB", t32["mb"], t8["mb"])
     row(f"text embedding cosine to fp32, min / mean ({len(texts)} parity texts)", "1",
         f"{tcos.min():.4f} / {tcos.mean():.4f}", ratio=False)
