@@ -10,9 +10,14 @@ from PIL import Image
 from training.data.b2c import b2c_captions, chip_captions, chip_windows, count_boxes, split_center
 from training.data.boxes import Box, read_coco_boxes, read_dota, read_geojson_boxes
 from training.data.errors import DatasetError
+from tests.utils.dota_labels import raw_objects as _raw_objects
 from training.data.names import readable_name
 
 DOTA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dota"
+
+
+def raw_objects(name):
+    return _raw_objects(DOTA, name)
 
 # Independent oracle for caption text: number words and DOTA plural forms written out by hand.
 WORDS = {1: None, 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
@@ -35,15 +40,6 @@ def phrase(n, label):
     return f"{'many' if n > 10 else WORDS[n]} {plural}"
 
 
-def raw_objects(name):
-    """(class, centre x, centre y) straight from the text lines, without the library."""
-    out = []
-    for line in (DOTA / "labelTxt" / f"{name}.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 9:
-            xs, ys = [float(v) for v in parts[0:8:2]], [float(v) for v in parts[1:8:2]]
-            out.append((parts[8], (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import rasterio
 from PIL import Image
 
 from rsclip_geo.evaluation.datasets import load_rgb, read_captions
+from tests.utils.dota_labels import raw_objects
 from training.caption_sets.__main__ import build_set, main
 from training.data.b2c import b2c_captions, boxes_in_window, chip_windows
 from training.data.boxes import read_dota, read_geojson_boxes
@@ -29,20 +30,11 @@ def p1888(tmp_path_factory):
     return out
 
 
-def raw_centres(name):
-    """(class, centre x, centre y) from the label lines, without the library."""
-    out = []
-    for line in (DOTA / "labelTxt" / f"{name}.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 9:
-            xs, ys = [float(v) for v in parts[0:8:2]], [float(v) for v in parts[1:8:2]]
-            out.append((parts[8], (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2))
-    return out
 
 
 def test_dota_chips_read_back_with_b2c_captions_and_objects(p1888):
     data = json.loads((p1888 / "captions.json").read_text())
-    objects = raw_centres("P1888")
+    objects = raw_objects(DOTA, "P1888")
     with Image.open(DOTA / "images" / "P1888.png") as im:
         source = np.asarray(im.convert("RGB"))
     labels = read_dota(DOTA / "labelTxt" / "P1888.txt")
