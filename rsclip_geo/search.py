@@ -24,12 +24,16 @@ def _is_index(path: Path) -> bool:
     return path.suffix.lower() in INDEX_SUFFIXES
 
 
-def _open_index(path: Path, model: ClipModel) -> SceneIndex:
-    meta = read_index_meta(path)
+def _check_model(meta: dict, where, model: ClipModel) -> None:
+    """Embeddings of other weights live in another space: scoring them against this model's text is noise."""
     if meta["model"]["fingerprint"] != bundle_fingerprint(model.bundle):
         raise IndexFileError(
-            f"{path}: built with model {meta['model']['name']!r}, not the loaded {model.bundle.name!r} "
+            f"{where}: built with model {meta['model']['name']!r}, not the loaded {model.bundle.name!r} "
             "(other weights); search it with that model or rebuild the index")
+
+
+def _open_index(path: Path, model: ClipModel) -> SceneIndex:
+    _check_model(read_index_meta(path), path, model)
     return read_index(path)
 
 
@@ -37,6 +41,7 @@ def collect_indexes(source, model: ClipModel, scales: Sequence[TileSpec] | None 
                     rebuild: bool = False, progress=None, **scene_options) -> list[SceneIndex]:
     """Indexes for a scene, an index file, a folder (of indexes, else of scenes), or a list of those."""
     if isinstance(source, SceneIndex):
+        _check_model(source.meta, f"index of {source.scene}", model)
         return [source]
     if isinstance(source, (list, tuple)):
         out: list[SceneIndex] = []

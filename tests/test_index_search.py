@@ -168,8 +168,11 @@ def test_index_of_another_model_refused(tiny_model, scene, tiny_bundle, tmp_path
     meta = json.loads((other / "model.json").read_text())
     meta["name"] = "other"
     (other / "model.json").write_text(json.dumps(meta))
+    other_model = rsclip_geo.load_model(other, device="cpu")
     with pytest.raises(IndexFileError, match="built with model 'tiny-rgb'"):
-        search(path, "red", model=rsclip_geo.load_model(other, device="cpu"))
+        search(path, "red", model=other_model)
+    with pytest.raises(IndexFileError, match="built with model 'tiny-rgb'"):  # a loaded index too
+        search(read_index(path), "red", model=other_model)
 
 
 def test_similarity_grid(tiny_model, scene):
