@@ -5,29 +5,53 @@ size in the layer's map units, the model (folder; empty: the plugin settings),
 device and batch size. The work is the same worker run as the plugin's tasks
 (runs.py in worker.py); Processing's feedback gets the core's progress and
 cancels it. Outputs come back as files, copied into sinks / destinations here.
+
+Held here once so that each algorithm file says only what is its own: its names
+(class attributes), its help (its docstring), its parameters and outputs
+(add_own_parameters, add_outputs) and what it does with the worker's result.
 """
 
 from __future__ import annotations
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterBand,
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterBand,
                        QgsProcessingParameterDefinition, QgsProcessingParameterDistance,
-                       QgsProcessingParameterEnum, QgsProcessingParameterFile, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer)
+                       QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
 from ..icon import icon
 from ..settings import DEVICES, Settings
 from ..sources import LayerSourceError, raster_file
 from ..runs import RunParams
 from ..tasks import profile_deps_folder, run_in_worker
+from .outputs import file_to_sink, style_on_load
 
 
 class RsclipAlgorithm(QgsProcessingAlgorithm):
+    """Subclasses set the class attributes below (like the toolbar's tasks and dialogs), write their help as
+    their docstring and add their own parameters and outputs; scene, model and worker run are the same for all."""
+
     INPUT, BANDS, TILE_SIZE = "INPUT", "BANDS", "TILE_SIZE"
     MODEL, DEVICE, BATCH_SIZE = "MODEL", "DEVICE", "BATCH_SIZE"
     OUTPUT = "OUTPUT"
 
+    algorithm_name = ""  # the id within the provider: rsclipgeo:<algorithm_name>
+    display_name = ""
+    action = ""  # the worker action, as in tasks.py
+    params_class: type[RunParams] = RunParams
+    tiled = True  # False: no tile-size parameter (the heatmap tiles by its own window sizes)
+
     def createInstance(self):
         return type(self)()
+
+    def name(self) -> str:
+        return self.algorithm_name
+
+    def displayName(self) -> str:
+        return self.display_name
+
+    def shortHelpString(self) -> str:
+        """The algorithm's own docstring as one paragraph (``__doc__`` is not inherited: none, no help)."""
+        return " ".join((type(self).__doc__ or "").split())
 
     def group(self) -> str:
         return "rsclip-geo"
@@ -39,6 +63,19 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         return icon()
 
     # ---- parameters ----
+    def initAlgorithm(self, config=None):
+        """The dialog's order: scene, the algorithm's own parameters, model (mostly advanced), outputs."""
+        self.add_scene_parameters(tile=self.tiled)
+        self.add_own_parameters()
+        self.add_model_parameters()
+        self.add_outputs()
+
+    def add_own_parameters(self) -> None:
+        raise NotImplementedError
+
+    def add_outputs(self) -> None:
+        raise NotImplementedError
+
     def add_scene_parameters(self, tile: bool = True) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene (a file-based raster)"))
         self.addParameter(QgsProcessingParameterBand(
@@ -60,6 +97,10 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         for p in (model, device, batch):
             self.addParameter(p)
 
+    def add_tiles_sink(self, description: str) -> None:
+        """OUTPUT as tile polygons: what classify, search and count write."""
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, description, QgsProcessing.TypeVectorPolygon))
+
     # ---- reading them ----
     def scene_layer(self, parameters, context):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
@@ -68,7 +109,8 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         except LayerSourceError as exc:
             raise QgsProcessingException(str(exc)) from exc
 
-    def run_params(self, cls: type[RunParams], parameters, context, **extra) -> RunParams:
+    def run_params(self, parameters, context, **extra) -> RunParams:
+        """``params_class`` from the common parameters, plus the algorithm's own fields in ``extra``."""
         layer, path = self.scene_layer(parameters, context)
         bands = tuple(self.parameterAsInts(parameters, self.BANDS, context) or ()) or None
         if bands and len(bands) not in (1, 3):
@@ -77,10 +119,10 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         if self.parameterDefinition(self.TILE_SIZE) is not None:
             tile_px = self.map_units_to_px(layer, self.parameterAsDouble(parameters, self.TILE_SIZE, context))
         folder = self.parameterAsFile(parameters, self.MODEL, context)
-        return cls(scene=path, scene_name=layer.name(), crs_wkt=layer.crs().toWkt(), bands=bands,
-                   tile_size_px=tile_px, model=folder or Settings.load().model(),
-                   device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                   batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context), **extra)
+        return self.params_class(scene=path, scene_name=layer.name(), crs_wkt=layer.crs().toWkt(), bands=bands,
+                                 tile_size_px=tile_px, model=folder or Settings.load().model(),
+                                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context), **extra)
 
     @staticmethod
     def map_units_to_px(layer, size: float) -> int:
@@ -90,6 +132,11 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         return max(1, round(size / abs(layer.rasterUnitsPerPixelX())))
 
     # ---- running ----
+    def run_action(self, parameters, context, feedback, **extra) -> tuple[RunParams, dict]:
+        """This algorithm's action in the worker, as the toolbar runs it: its params and its result."""
+        params = self.run_params(parameters, context, **extra)
+        return params, self.run_worker(self.action, params, feedback)
+
     def run_worker(self, action: str, params: RunParams, feedback) -> dict:
         """The worker's result (outputs, info, message); its errors become QgsProcessingException."""
         from qgis.core import QgsProcessingUtils
@@ -107,3 +154,10 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         result = answer["result"]
         feedback.pushInfo(result["message"])
         return result
+
+    def tiles_to_sink(self, parameters, context, feedback, path: str, style, *style_args) -> str:
+        """The worker's tile polygons into OUTPUT, in the scene's CRS, styled when Processing loads them."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        dest = file_to_sink(self, parameters, self.OUTPUT, context, path, layer.crs(), feedback)
+        style_on_load(context, dest, style, *style_args)
+        return dest

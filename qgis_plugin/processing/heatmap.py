@@ -11,26 +11,22 @@ from .outputs import raster_to_destination, style_on_load
 
 
 class HeatmapAlgorithm(RsclipAlgorithm):
+    """Where in the scene a text query matches: multi-scale sliding windows (half-window overlap), each window's
+    similarity spread over the cells it covers, averaged, min-max normalised to [0, 1] and smoothed (the SeLo
+    method of GeoRSCLIP). Window sizes are in the layer's map units, comma-separated; empty chooses sizes from the
+    scene and the model."""
+
     QUERY, WINDOWS = "QUERY", "WINDOWS"
+    algorithm_name, display_name = "localizationheatmap", "Localization heatmap"
+    action, params_class = "heatmap", HeatmapParams
+    tiled = False
 
-    def name(self) -> str:
-        return "localizationheatmap"
-
-    def displayName(self) -> str:
-        return "Localization heatmap"
-
-    def shortHelpString(self) -> str:
-        return ("Where in the scene a text query matches: multi-scale sliding windows (half-window overlap), "
-                "each window's similarity spread over the cells it covers, averaged, min-max normalised to "
-                "[0, 1] and smoothed (the SeLo method of GeoRSCLIP). Window sizes are in the layer's map units, "
-                "comma-separated; empty chooses sizes from the scene and the model.")
-
-    def initAlgorithm(self, config=None):
-        self.add_scene_parameters(tile=False)
+    def add_own_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterString(self.QUERY, "Query"))
         self.addParameter(QgsProcessingParameterString(
             self.WINDOWS, "Window sizes in map units, comma-separated (empty: automatic)", optional=True))
-        self.add_model_parameters()
+
+    def add_outputs(self) -> None:
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Heatmap"))
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -40,10 +36,9 @@ class HeatmapAlgorithm(RsclipAlgorithm):
             sizes = [float(v) for v in text.split(",") if v.strip()]
         except ValueError:
             raise QgsProcessingException(f"window sizes must be numbers like 200,400; got {text!r}") from None
-        params = self.run_params(HeatmapParams, parameters, context,
-                                 query=self.parameterAsString(parameters, self.QUERY, context),
-                                 scales_px=tuple(self.map_units_to_px(layer, s) for s in sizes))
-        result = self.run_worker("heatmap", params, feedback)
+        _, result = self.run_action(parameters, context, feedback,
+                                    query=self.parameterAsString(parameters, self.QUERY, context),
+                                    scales_px=tuple(self.map_units_to_px(layer, s) for s in sizes))
         path = raster_to_destination(result["outputs"]["heatmap"],
                                      self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
         style_on_load(context, path, style_scores, 0.0, 1.0, 0.4)  # lo, hi, cut
