@@ -273,22 +273,115 @@ def test_bundle_runs_in_the_torch_free_runtime(bundles, families, family):
 
 @pytest.mark.parametrize("family", list(CONFIGS))
 def test_text_graph_takes_trimmed_ids_when_export_proved_it(bundles, family):
-    """HF towers export with a working dynamic sequence axis (checked at export), so the runtime cuts trailing
-    padding; open_clip's own text transformer traces a fixed length, and the export says so."""
+    """HF towers and open_clip's own causal text transformer (argmax pooling) export with a working dynamic
+    sequence axis (checked at export), so the runtime cuts trailing padding."""
     from rsclip_geo import load_model
 
     bundle = bundles[family]
     clip = load_model(bundle.root, device="cpu")
     ids = _tokenizer(bundle)(NEW_TEXTS)
     trimmed = clip._trim(ids)
-    if family == "timm_hf":
-        assert bundle.text.dynamic_length is True
-        assert bundle.parity["text_trimmed_cosine_min"] >= MIN_COS
-        assert trimmed.shape[1] < ids.shape[1] and np.array_equal(trimmed, ids[:, :trimmed.shape[1]])
-        assert (trimmed != bundle.text.pad_id).any(axis=0)[-1]  # nothing but padding was cut
-    else:
-        assert bundle.text.dynamic_length is False and bundle.parity["text_trimmed_cosine_min"] is None
-        assert trimmed is ids
+    assert bundle.text.dynamic_length is True
+    assert bundle.parity["text_trimmed_cosine_min"] >= MIN_COS
+    assert trimmed.shape[1] < ids.shape[1] and np.array_equal(trimmed, ids[:, :trimmed.shape[1]])
+    assert (trimmed != bundle.text.pad_id).any(axis=0)[-1]  # nothing but padding was cut
+
+
+# ---- open_clip's own text transformer: dynamic sequence length -----------------
+EXACT_COS = 0.99999
+
+
+def _seq_dim(path: Path):
+    import onnx
+
+    (ids,) = [i for i in onnx.load(str(path), load_external_data=False).graph.input if i.name == "input_ids"]
+    dim = ids.type.tensor_type.shape.dim[1]
+    return dim.dim_param if dim.HasField("dim_param") else dim.dim_value
+
+
+@pytest.mark.parametrize("family", ["vit", "resnet"])
+def test_open_clip_text_transformer_runs_at_any_length(bundles, families, family):
+    """Full-context, batch-trimmed and per-row-trimmed ids through onnxruntime == torch encode_text at full length;
+    the graph's sequence axis is symbolic, and the runtime (which now trims) agrees with torch."""
+    from rsclip_geo import load_model
+
+    bundle, model = bundles[family], families[family]["model"]
+    assert isinstance(_seq_dim(bundle.text_encoder_path), str)  # "seq", not a number
+    ids = _tokenizer(bundle)(NEW_TEXTS)
+    context = ids.shape[1]
+    with torch.no_grad():
+        ref = model.encode_text(torch.from_numpy(ids)).numpy()
+    sess = _session(bundle.text_encoder_path)
+    lengths = (ids != bundle.text.pad_id).sum(axis=1)
+    longest = int(lengths.max())
+    assert longest < context
+    for n in (context, context - 1, longest + 3, longest):
+        got = sess.run(None, {"input_ids": np.ascontiguousarray(ids[:, :n])})[0]
+        assert _cos(got, ref).min() >= EXACT_COS, n
+    for row, n in enumerate(lengths):
+        got = sess.run(None, {"input_ids": np.ascontiguousarray(ids[row:row + 1, :max(1, int(n))])})[0]
+        assert _cos(got, ref[row:row + 1])[0] >= EXACT_COS, NEW_TEXTS[row]
+    clip = load_model(bundle.root, device="cpu")
+    assert clip._trim(ids).shape[1] == longest
+    assert _cos(clip.encode_text(NEW_TEXTS), ref).min() >= EXACT_COS
+    single = clip.encode_text(["bridge"], normalize=False)  # 3 columns fed, not the context
+    assert _cos(single, ref[NEW_TEXTS.index("bridge"):][:1])[0] >= EXACT_COS
+    assert isinstance(model.transformer.resblocks[0].attn, torch.nn.MultiheadAttention)  # restored after export
+
+
+def test_custom_text_clip_text_transformer_is_dynamic_too(families, tmp_path):
+    """CustomTextCLIP holds open_clip's TextTransformer as model.text: the same wrapper applies."""
+    from rsclip_geo.export.onnx_export import dynamic_text_encoder, export_encoders
+
+    cfg = {**json.loads(families["vit"]["config"].read_text()), "custom_text": True}
+    config = tmp_path / "tiny-vit-custom-text.json"
+    config.write_text(json.dumps(cfg))
+    open_clip.add_model_config(config)
+    torch.manual_seed(5)
+    model = open_clip.create_model(config.stem, force_quick_gelu=True).eval()
+    assert type(model).__name__ == "CustomTextCLIP" and dynamic_text_encoder(model, 0) is not None
+    rng = np.random.default_rng(0)
+    ids = np.zeros((3, TEXT_CFG["context_length"]), np.int64)
+    for row, n in enumerate((4, 9, 2)):
+        ids[row, :n] = np.concatenate([[49406], rng.integers(1, 49000, n - 2), [49407]])
+    image = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    export_encoders(model, image, ids[:2], tmp_path, "image.onnx", "text.onnx", pad_id=0)
+    assert isinstance(_seq_dim(tmp_path / "text.onnx"), str)
+    with torch.no_grad():
+        ref = model.encode_text(torch.from_numpy(ids)).numpy()
+    sess = _session(tmp_path / "text.onnx")
+    for n in (TEXT_CFG["context_length"], 9):
+        assert _cos(sess.run(None, {"input_ids": ids[:, :n]})[0], ref).min() >= EXACT_COS
+
+
+@pytest.mark.parametrize("variant,text_cfg", [("last-pool", {"pool_type": "last"}),
+                                              ("bidirectional", {"no_causal_mask": True})])
+def test_text_transformer_where_trimming_is_not_exact_keeps_fixed_length(families, tmp_path, variant, text_cfg):
+    """Pooling at the last position (a pad after trimming) or a bi-directional mask (pads are attended to):
+    cutting padding would change the embedding, so the fixed-length export and no dynamic_length."""
+    from rsclip_geo.export.onnx_export import dynamic_text_encoder
+
+    cfg = json.loads(families["vit"]["config"].read_text())
+    cfg["text_cfg"].update(text_cfg)
+    config = tmp_path / f"tiny-vit-{variant}.json"
+    config.write_text(json.dumps(cfg))
+    open_clip.add_model_config(config)
+    torch.manual_seed(6)
+    model = open_clip.create_model(config.stem, force_quick_gelu=True).eval()
+    assert dynamic_text_encoder(model, 0) is None
+    bundle = export_checkpoint(str(config), _save(model, tmp_path / f"{variant}.pt", "plain"), tmp_path / "b",
+                               activation="quick_gelu", name=variant)
+    assert bundle.text.dynamic_length is False and bundle.parity["text_trimmed_cosine_min"] is None
+    assert bundle.parity["text_cosine_min"] >= MIN_COS  # the full-length graph is still right
+
+
+def test_argmax_pooling_needs_padding_below_every_token(families):
+    """argmax pooling finds EOT as the largest id: exact after trimming only if padding (id 0) is never larger."""
+    from rsclip_geo.export.onnx_export import dynamic_text_encoder
+
+    model = families["vit"]["model"]
+    assert dynamic_text_encoder(model, 0) is not None
+    assert dynamic_text_encoder(model, 49407) is None and dynamic_text_encoder(model, None) is None
 
 
 def test_hf_attention_mask_is_computed_inside_the_graph(bundles, families):

@@ -253,7 +253,8 @@ def export_checkpoint(
             raise BundleError(f"{tmp / text_spec.tokenizer_file}: bundle tokenizer ids differ from open_clip's "
                               "on the parity texts")
         example_ids = tokenizer([texts[0], EXAMPLE_SHORT_TEXT])  # padded rows: the mask path is traced
-        export_encoders(model, images[:2], example_ids, tmp, IMAGE_ENCODER, TEXT_ENCODER, opset)
+        export_encoders(model, images[:2], example_ids, tmp, IMAGE_ENCODER, TEXT_ENCODER, opset,
+                        pad_id=text_spec.pad_id)  # open_clip's own causal text tower: dynamic length where exact
         # graphs over 2 GB cannot hold their weights inline; ONNX then keeps them in side files
         external = sorted(set(os.listdir(tmp)) - {IMAGE_ENCODER, TEXT_ENCODER, text_spec.tokenizer_file})
         if external and (int8 or fp16):
