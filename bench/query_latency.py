@@ -33,7 +33,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import rsclip_geo  # noqa: E402
-from rsclip_geo.bundle import bundle_fingerprint  # noqa: E402
 from rsclip_geo.index import INDEX_FORMAT, SceneIndex, read_index, write_index  # noqa: E402
 from rsclip_geo.search import _top, query_embedding, score_tiles, search  # noqa: E402
 
@@ -59,7 +58,7 @@ def synthetic_index(model, n_tiles: int, tile: int = 224, seed: int = 0) -> Scen
             "tile_width": tile, "tile_height": tile, "stride_x": tile, "stride_y": tile, "n_rows": side,
             "n_cols": side, "edge": "pad"}
     meta = {"format": INDEX_FORMAT, "scene": {"path": "synthetic.tif"},
-            "model": {"name": model.bundle.name, "fingerprint": bundle_fingerprint(model.bundle),
+            "model": {"name": model.bundle.name, "fingerprint": model.fingerprint,
                       "embed_dim": model.embed_dim},
             "tiling": {"scales": [], "scene_options": {}, "max_invalid": 0.5}, "plans": [plan]}
     return SceneIndex(frame, emb, meta)

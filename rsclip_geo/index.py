@@ -22,7 +22,6 @@ from typing import Callable, Sequence
 import numpy as np
 from affine import Affine
 
-from .bundle import bundle_fingerprint
 from .encoder import ClipModel, load_model
 from .errors import IndexFileError, OutputError
 from .paths import cache_dir
@@ -132,7 +131,7 @@ def build_index(scene: str | os.PathLike, model: ClipModel | str | None = None,
             embs.append(enc.embeddings)
         frame = gpd.GeoDataFrame(pd_concat(frames), crs=plans[0].crs)
         meta = {"format": INDEX_FORMAT, "scene": scene_fingerprint(scene),
-                "model": {"name": model.bundle.name, "fingerprint": bundle_fingerprint(model.bundle),
+                "model": {"name": model.bundle.name, "fingerprint": model.fingerprint,
                           "embed_dim": model.embed_dim},
                 "tiling": tiling_key(scales, scene_options, max_invalid),
                 "plans": [_plan_to_dict(p) for p in plans]}
@@ -219,7 +218,7 @@ def stale_reason(meta: dict, scene: str | os.PathLike, model: ClipModel, tiling:
     """Why an index cannot be reused (None when it matches scene, model and tiling)."""
     if meta.get("scene") != scene_fingerprint(scene):
         return "the scene file changed"
-    if meta["model"]["fingerprint"] != bundle_fingerprint(model.bundle):
+    if meta["model"]["fingerprint"] != model.fingerprint:
         return f"it was built with model {meta['model']['name']!r} (other weights)"
     if json.loads(json.dumps(meta.get("tiling"))) != json.loads(json.dumps(tiling)):
         return "the tiling parameters differ"

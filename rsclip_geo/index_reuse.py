@@ -22,7 +22,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .bundle import bundle_fingerprint
 from .encoder import ClipModel
 from .errors import IndexFileError, OutputError
 from .index import (SceneIndex, build_index, normalized_scene_options, read_index, read_index_meta,
@@ -61,7 +60,7 @@ def _usable_scales(meta: dict, scene_path: Path, model: ClipModel, specs: Sequen
     """{our scale -> index scale} for the scales the index can provide, and why it is unusable as a whole."""
     if meta.get("scene") != scene_fingerprint(scene_path):
         return {}, "the scene file changed"
-    if meta["model"]["fingerprint"] != bundle_fingerprint(model.bundle):
+    if meta["model"]["fingerprint"] != model.fingerprint:
         return {}, f"it was built with model {meta['model']['name']!r} (other weights)"
     tiling = meta.get("tiling") or {}
     if normalized_scene_options(tiling.get("scene_options") or {}) != normalized_scene_options(scene_options):

@@ -8,7 +8,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .bundle import bundle_fingerprint
 from .encoder import ClipModel, load_model
 from .errors import IndexFileError, RasterInputError
 from .index import SceneIndex, load_or_build_index, read_index, read_index_meta
@@ -26,7 +25,7 @@ def _is_index(path: Path) -> bool:
 
 def _check_model(meta: dict, where, model: ClipModel) -> None:
     """Embeddings of other weights live in another space: scoring them against this model's text is noise."""
-    if meta["model"]["fingerprint"] != bundle_fingerprint(model.bundle):
+    if meta["model"]["fingerprint"] != model.fingerprint:
         raise IndexFileError(
             f"{where}: built with model {meta['model']['name']!r}, not the loaded {model.bundle.name!r} "
             "(other weights); search it with that model or rebuild the index")

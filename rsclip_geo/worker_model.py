@@ -11,7 +11,6 @@ import socket
 import threading
 from dataclasses import dataclass, replace
 
-from .bundle import bundle_fingerprint
 from .dask_client import worker_share_of_cores
 from .encoder import ClipModel, load_model
 from .errors import BundleError, RsclipError
@@ -82,7 +81,7 @@ def model_load_count() -> int:
 
 
 def _check_fingerprint(model: ClipModel, spec: ModelSpec) -> None:
-    if spec.fingerprint and bundle_fingerprint(model.bundle) != spec.fingerprint:
+    if spec.fingerprint and model.fingerprint != spec.fingerprint:
         raise BundleError(f"{spec.path}: on {socket.gethostname()} this bundle differs from the one the job was "
                           "planned with (other weights); every worker must read the same model bundle")
 

@@ -207,3 +207,17 @@ def test_cli_index_then_search_with_heatmap(tiny_bundle, scene, tmp_path):
     assert np.unravel_index(np.argmax(grid), grid.shape) in [(0, 1), (1, 2)]
     r = run("search", tmp_path / "i.parquet", "green", "--model", tiny_bundle, "-o", tmp_path / "h.gpkg")
     assert r.exit_code == 1 and "already exists" in r.output
+
+
+def test_model_fingerprint_is_hashed_once_per_model(tiny_bundle, scene, monkeypatch):
+    """Index checks run on every search; hashing the ONNX files each time cost 60 ms per query (default model)."""
+    import rsclip_geo.encoder as encoder_module
+    from rsclip_geo.bundle import bundle_fingerprint
+
+    model = rsclip_geo.load_model(tiny_bundle, device="cpu")
+    calls = []
+    monkeypatch.setattr(encoder_module, "bundle_fingerprint", lambda b: calls.append(b) or bundle_fingerprint(b))
+    index = build_index(scene, model, T32)
+    for query in ("red", "green", "blue"):
+        search(index, query, top=2, model=model)
+    assert len(calls) == 1 and model.fingerprint == bundle_fingerprint(model.bundle)
