@@ -76,6 +76,10 @@ def _open_session(path: Path, providers: list[str], threads: int | None, device:
     if threads:
         options.intra_op_num_threads = int(threads)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle onnxruntime workers sleep instead of spinning: after a run they would otherwise busy-wait on the cores
+    # our own work needs next (the tile reader thread, numpy's ranking of a large index). Measured on 2 cores:
+    # search on a 1,000,000-tile index 130-140 -> 86 ms, encoder throughput unchanged.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     extra = {"disabled_optimizers": list(FP16_DISABLED_OPTIMIZERS)} if precision == "fp16" else {}
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers, **extra)
