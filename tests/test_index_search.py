@@ -221,3 +221,28 @@ def test_model_fingerprint_is_hashed_once_per_model(tiny_bundle, scene, monkeypa
     for query in ("red", "green", "blue"):
         search(index, query, top=2, model=model)
     assert len(calls) == 1 and model.fingerprint == bundle_fingerprint(model.bundle)
+
+
+def test_large_index_round_trips_across_row_groups(tiny_model, scene, tmp_path):
+    """Indexes larger than one Parquet row group (written so they decode in parallel) read back row for row."""
+    import pyarrow.parquet as pq
+    import shapely
+
+    from rsclip_geo.index import ROW_GROUP_ROWS, SceneIndex
+
+    small = build_index(scene, tiny_model, T32)
+    n = ROW_GROUP_ROWS + 1234
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((n, tiny_model.embed_dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cols = np.arange(n)
+    frame = small.frame.iloc[np.zeros(n, int)].reset_index(drop=True)
+    frame["col"] = cols.astype(np.int32)
+    frame = frame.set_geometry(shapely.box(cols, 0, cols + 1, 1), crs=small.frame.crs)
+    path = write_index(SceneIndex(frame, emb, small.meta), tmp_path / "big.parquet")
+    assert pq.ParquetFile(path).metadata.num_row_groups == 2
+    back = read_index(path)
+    assert list(back.frame["col"]) == list(cols)
+    assert back.embeddings.flags.writeable and back.embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(back.embeddings, axis=1), 1.0, atol=1e-6)
+    assert (back.embeddings * emb).sum(axis=1).min() > 0.999
