@@ -41,18 +41,16 @@ class Preprocessor:
 
     def normalize(self, resized: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """size x size x 3 uint8 -> 3 x size x size float32 (written into ``out`` if given)."""
-        chw = resized.transpose(2, 0, 1)
-        if out is None:
-            out = np.empty(chw.shape, dtype=np.float32)
-        np.multiply(chw, self._scale, out=out, casting="unsafe")
-        out += self._shift
-        return out
+        return self._scale_chw(resized.transpose(2, 0, 1), out)
 
     def from_chw(self, chw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """3 x H x W uint8 (a band-first tile) -> 3 x size x size float32; no interleaving copy unless resized."""
         s = self.spec.size
         if chw.shape[1:] != (s, s):
             return self.normalize(self.resize(np.ascontiguousarray(chw.transpose(1, 2, 0))), out=out)
+        return self._scale_chw(chw, out)
+
+    def _scale_chw(self, chw: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         if out is None:
             out = np.empty(chw.shape, dtype=np.float32)
         np.multiply(chw, self._scale, out=out, casting="unsafe")
