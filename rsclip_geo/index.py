@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import stat
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +24,7 @@ import numpy as np
 from affine import Affine
 
 from .encoder import ClipModel, load_model
-from .errors import IndexFileError, OutputError
+from .errors import IndexFileError, OutputError, RasterInputError
 from .paths import cache_dir
 from .scene import Scene
 from .scene_embeddings import encode_scene
@@ -37,6 +38,10 @@ INDEX_SUFFIX = ".rsclip-index.parquet"
 META_KEY = b"rsclip_geo"
 EMBEDDING_DTYPES = ("float16", "float32")
 ROW_GROUP_ROWS = 65536  # Parquet row groups decode in parallel: a 1,000,000-tile embedding column 7.1 -> 2.7 s
+
+
+class IndexNotSavedWarning(UserWarning):
+    """An index (an optional cache of embeddings) could not be written; the run's results are unaffected."""
 
 
 def scene_fingerprint(path: str | os.PathLike) -> dict:
@@ -104,14 +109,37 @@ class SceneIndex:
         return len(self.frame)
 
 
+SCENE_CHANGE_ATTEMPTS = 2  # a scene rewritten while it is indexed is indexed once more, then refused
+
+
 def build_index(scene: str | os.PathLike, model: ClipModel | str | None = None,
                 scales: Sequence[TileSpec] | None = None, max_invalid: float = 0.5,
                 progress: Callable[[int, int], None] | None = None, **scene_options) -> SceneIndex:
-    """Encode every valid tile of ``scene`` at each scale (default: one scale, the model's input size)."""
-    import geopandas as gpd
+    """Encode every valid tile of ``scene`` at each scale (default: one scale, the model's input size).
 
+    The scene's key is taken before its pixels are read and compared after: a scene rewritten while it is
+    being indexed would otherwise leave embeddings of the old pixels under the new file's key (reused later
+    as fresh). It is indexed once more; if it changes again a RasterInputError says so.
+    """
     model = model if isinstance(model, ClipModel) else load_model(model)
     scales = list(scales or [TileSpec()])
+    for attempt in range(SCENE_CHANGE_ATTEMPTS):
+        before = scene_fingerprint(scene)
+        index = _build_index(scene, model, scales, max_invalid, progress, before, scene_options)
+        after = scene_fingerprint(scene)
+        if after == before:
+            return index
+        log.warning("%s: the scene file changed while it was being indexed; %s", scene,
+                    "indexing it again" if attempt + 1 < SCENE_CHANGE_ATTEMPTS else "giving up")
+    raise RasterInputError(
+        f"{scene}: the file changed while it was being indexed ({SCENE_CHANGE_ATTEMPTS} tries); no index was "
+        "made from it. Index it once nothing is writing to it")
+
+
+def _build_index(scene, model: ClipModel, scales: list[TileSpec], max_invalid: float, progress,
+                 fingerprint: dict, scene_options: dict) -> SceneIndex:
+    import geopandas as gpd
+
     with Scene(scene, **scene_options) as sc:
         plans = [plan_tiles(sc.width, sc.height, sc.transform, sc.crs, s, model.bundle.image.size, str(sc.path))
                  for s in scales]
@@ -131,7 +159,7 @@ def build_index(scene: str | os.PathLike, model: ClipModel | str | None = None,
                 "valid_frac": enc.valid_fraction}, geometry=[plan.footprint(t) for t in enc.tiles], crs=plan.crs))
             embs.append(enc.embeddings)
         frame = gpd.GeoDataFrame(pd_concat(frames), crs=plans[0].crs)
-        meta = {"format": INDEX_FORMAT, "scene": scene_fingerprint(scene),
+        meta = {"format": INDEX_FORMAT, "scene": fingerprint,
                 "model": {"name": model.bundle.name, "fingerprint": model.fingerprint,
                           "embed_dim": model.embed_dim},
                 "tiling": tiling_key(scales, scene_options, max_invalid),
@@ -183,12 +211,21 @@ def read_index_meta(path: str | os.PathLike) -> dict:
 
 
 def read_index(path: str | os.PathLike) -> SceneIndex:
+    """The index at ``path``; IndexFileError when it is not one or its data cannot be decoded."""
+    meta = read_index_meta(path)
+    try:
+        return _read_index_data(path, meta)
+    except Exception as exc:  # a valid footer over damaged data pages: pyarrow/geopandas raise many types
+        raise IndexFileError(f"{path}: index data cannot be read, the file is damaged ({type(exc).__name__}: "
+                             f"{exc})") from exc
+
+
+def _read_index_data(path, meta: dict) -> SceneIndex:
     import geopandas as gpd
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    meta = read_index_meta(path)
     columns = [c for c in pq.read_schema(path).names if c != "embedding"]
     frame = gpd.read_parquet(path, columns=columns)
     col = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
@@ -196,6 +233,8 @@ def read_index(path: str | os.PathLike) -> SceneIndex:
     # Arrow's cast and einsum: numpy's float16 -> float32 and linalg.norm took 3.3 s + 3.7 s of a
     # 1,000,000-tile index's 15 s load; these take 1.3 s + 0.2 s.
     raw = pc.cast(col.flatten(), pa.float32()).to_numpy(zero_copy_only=False).reshape(-1, d)  # read-only view
+    if len(raw) != len(frame):
+        raise ValueError(f"{len(raw)} embeddings for {len(frame)} tiles")
     emb = raw / np.maximum(np.sqrt(np.einsum("ij,ij->i", raw, raw)), 1e-12)[:, None]
     return SceneIndex(frame, emb, meta)
 
@@ -240,17 +279,33 @@ def load_or_build_index(scene: str | os.PathLike, model: ClipModel | str | None 
     path = Path(index_path) if index_path else sidecar_path(scene)
     tiling = tiling_key(scales, scene_options, max_invalid)
     if path.exists() and not rebuild:
+        damaged = False
         try:
             reason = stale_reason(read_index_meta(path), scene, model, tiling)
-        except IndexFileError as exc:
-            reason = str(exc)
-        if reason is None:
-            log.info("reusing index %s", path)
-            return read_index(path)
+            if reason is None:
+                index = read_index(path)
+                log.info("reusing index %s", path)
+                return index
+        except IndexFileError as exc:  # truncated, or damaged data pages under a valid footer
+            reason, damaged = str(exc), True
         if index_path is not None:
             raise OutputError(f"{path}: exists but cannot be reused ({reason}); remove it or choose another path")
-        log.info("rebuilding index %s: %s", path, reason)
+        (log.warning if damaged else log.info)("rebuilding index %s: %s", path, reason)
     index = build_index(scene, model, scales, max_invalid, progress, **scene_options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_index(index, path, overwrite=True)
+    save_index_cache(index, path)
     return index
+
+
+def save_index_cache(index: SceneIndex, path: Path) -> bool:
+    """Save ``index`` where it is reused from; it is a cache, so a full disk or a denied write is a warning."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_index(index, path, overwrite=True)
+    except OSError as exc:  # OutputError included; ENOSPC, EDQUOT, EROFS...
+        log.warning("could not save index %s (%s); results are computed but the embeddings are not kept", path,
+                    exc)
+        warnings.warn(f"{path}: the index could not be saved ({exc}); the next run encodes the scene again",
+                      IndexNotSavedWarning, stacklevel=3)
+        return False
+    log.info("saved index %s for reuse", path)
+    return True

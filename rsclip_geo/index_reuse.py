@@ -23,9 +23,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .encoder import ClipModel
-from .errors import IndexFileError, OutputError
+from .errors import IndexFileError
 from .index import (SceneIndex, build_index, normalized_scene_options, read_index, read_index_meta,
-                    scene_fingerprint, sidecar_path, write_index)
+                    save_index_cache, scene_fingerprint, sidecar_path)
 from .scene import Scene
 from .scene_embeddings import encode_scene
 from .tiling import Tile, TilePlan, TileSpec, plan_tiles
@@ -113,10 +113,15 @@ def scale_embeddings(scene: Scene, specs: Sequence[TileSpec], model: ClipModel, 
         except IndexFileError as exc:
             found, reason = {}, str(exc)
         if found:
-            index = read_index(path)
+            try:
+                index = read_index(path)
+            except IndexFileError as exc:  # damaged data pages under a valid footer: replaced like a truncated file
+                log.warning("index %s not reused: %s", path, exc)
+                found, reason = {}, str(exc)
             for ours, theirs in found.items():
                 out[ours] = _from_index(index, theirs, specs[ours])
-            log.info("reused %d of %d scale(s) from index %s", len(found), len(specs), path)
+            if found:
+                log.info("reused %d of %d scale(s) from index %s", len(found), len(specs), path)
         # an index that is right for this scene and model is kept, whatever its tiling
         may_write = may_write and reason is not None and not found
         if reason:
@@ -124,12 +129,7 @@ def scale_embeddings(scene: Scene, specs: Sequence[TileSpec], model: ClipModel, 
     missing = [i for i, e in enumerate(out) if e is None]
     if missing and may_write and len(missing) == len(specs):
         index = build_index(scene.path, model, specs, max_invalid, progress, **scene_options)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_index(index, path, overwrite=True)
-            log.info("saved index %s for reuse", path)
-        except (OutputError, OSError) as exc:
-            log.warning("could not save index %s (%s); embeddings are used but not kept", path, exc)
+        save_index_cache(index, path)
         return [replace(_from_index(index, i, s), reused=False) for i, s in enumerate(specs)]
     plans_total = 0
     if missing:

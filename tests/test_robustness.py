@@ -1,0 +1,125 @@
+"""Hostile inputs and failures (issue 15): scenes changing under the indexer, damaged and unsaveable indexes,
+full disks, killed writers, hostile label files, API misuse, degenerate tilings."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from rsclip_geo.errors import IndexFileError, OutputError, RasterInputError
+from rsclip_geo.index import (build_index, load_or_build_index, read_index, read_index_meta, scene_fingerprint,
+                              sidecar_path, write_index)
+from rsclip_geo.tiling import TileSpec
+from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
+
+LAYOUT = [[RED, GREEN, BLUE], [BLUE, RED, GREEN]]
+OTHER = [[GREEN, GREEN, GREEN], [RED, RED, RED]]
+T32 = [TileSpec(size_px=32)]
+
+
+@pytest.fixture()
+def scene(tmp_path):
+    return write_geotiff(tmp_path / "scene.tif", colour_blocks(LAYOUT, 32))
+
+
+def _replace_scene(path, layout):
+    """Rewrite ``path`` as another file (new inode, as `cp new.tif scene.tif` via a temp file does)."""
+    tmp = path.with_name("incoming.tif")
+    write_geotiff(tmp, colour_blocks(layout, 32))
+    os.replace(tmp, path)
+
+
+# ---- 6: a scene changed while it is being indexed --------------------------------------------------------------
+def test_scene_changed_during_indexing_is_indexed_again(tiny_model, scene, caplog):
+    calls = {"n": 0}
+
+    def change_once(done, total):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            _replace_scene(scene, OTHER)
+
+    with caplog.at_level(logging.WARNING):
+        index = load_or_build_index(scene, tiny_model, T32, progress=change_once)
+    assert "changed while it was being indexed" in caplog.text
+    fresh = build_index(scene, tiny_model, T32)  # the new pixels, read while nothing changes them
+    np.testing.assert_allclose(index.embeddings, fresh.embeddings, atol=1e-6)
+    saved = read_index_meta(sidecar_path(scene))
+    assert saved["scene"] == scene_fingerprint(scene)
+    np.testing.assert_allclose(read_index(sidecar_path(scene)).embeddings, fresh.embeddings, atol=2e-3)
+
+
+def test_scene_that_keeps_changing_is_refused_and_no_index_is_written(tiny_model, scene):
+    flip = {"n": 0}
+
+    def change_always(done, total):
+        flip["n"] += 1
+        _replace_scene(scene, OTHER if flip["n"] % 2 else LAYOUT)
+
+    with pytest.raises(RasterInputError, match="changed while it was being indexed"):
+        load_or_build_index(scene, tiny_model, T32, progress=change_always)
+    assert not sidecar_path(scene).exists()
+
+
+# ---- 12: a sidecar with damaged data pages (valid footer) -----------------------------------------------------
+def _damage_data_pages(path):
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    raw = bytearray(path.read_bytes())
+    rng = np.random.default_rng(0)
+    for rg in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            col = md.row_group(rg).column(c)
+            start = col.dictionary_page_offset or col.data_page_offset
+            end = start + col.total_compressed_size
+            raw[start + 8:end] = rng.integers(0, 256, end - start - 8, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(raw))
+    read_index_meta(path)  # the footer is still valid
+
+
+def test_sidecar_with_damaged_data_pages_is_rebuilt(tiny_model, scene, caplog):
+    load_or_build_index(scene, tiny_model, T32)
+    side = sidecar_path(scene)
+    _damage_data_pages(side)
+    with pytest.raises(IndexFileError, match="damaged"):
+        read_index(side)
+    with caplog.at_level(logging.WARNING):
+        index = load_or_build_index(scene, tiny_model, T32)
+    assert "damaged" in caplog.text and len(index) == 6
+    assert len(read_index(side)) == 6  # rewritten, readable again
+
+
+def test_heatmap_reuse_with_damaged_sidecar_rebuilds(tiny_model, scene, caplog):
+    from rsclip_geo.index_reuse import scale_embeddings
+    from rsclip_geo.scene import Scene
+
+    load_or_build_index(scene, tiny_model, T32)
+    _damage_data_pages(sidecar_path(scene))
+    with Scene(scene) as sc, caplog.at_level(logging.WARNING):
+        (emb,) = scale_embeddings(sc, T32, tiny_model)
+    assert not emb.reused and len(emb.tiles) == 6 and "damaged" in caplog.text
+    assert len(read_index(sidecar_path(scene))) == 6
+
+
+# ---- 11: the index cannot be saved (disk full); a real output cannot be written ------------------------------
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_search_works_when_the_sidecar_cannot_be_saved(tiny_model, scene, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from rsclip_geo.index import IndexNotSavedWarning
+    from rsclip_geo.search import search
+
+    monkeypatch.setattr(pq, "write_table", _enospc)
+    with pytest.warns(IndexNotSavedWarning, match="No space left"):
+        hits = search(scene, "red", model=tiny_model, scales=T32, top=3)
+    assert len(hits) == 3
+    assert not sidecar_path(scene).exists()
+    assert not [p for p in scene.parent.iterdir() if p.name.startswith(".")]  # no temp file left
