@@ -6,6 +6,7 @@ unless the caller says so.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -62,12 +63,30 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         if path.exists() and not overwrite:  # appeared while we worked
             raise OutputError(f"{path}: appeared while writing; not overwritten (pass --overwrite)")
         os.replace(tmp, path)
-    except PermissionError as exc:
-        raise OutputError(f"{path}: cannot write ({exc})") from exc
+    except OutputError:
+        raise
+    except Exception as exc:
+        if not _is_write_failure(exc):
+            raise
+        raise OutputError(f"{path}: cannot write ({_write_failure_reason(exc)}); nothing was written") from exc
     finally:
         for leftover in (tmp, *tmp.parent.glob(tmp.name + "*")):
             if leftover.exists():
                 leftover.unlink()
+
+
+WRITE_ERROR_MODULES = ("pyogrio", "rasterio", "pyarrow", "fiona")
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """An I/O failure while writing (disk full, quota, permission, a driver's own I/O error), not a bug."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in WRITE_ERROR_MODULES
+
+
+def _write_failure_reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    no_space = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text
+    return f"the disk is full: {text}" if no_space else text
 
 
 def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, layer: str | None = None) -> Path:

@@ -123,3 +123,70 @@ def test_search_works_when_the_sidecar_cannot_be_saved(tiny_model, scene, monkey
     assert len(hits) == 3
     assert not sidecar_path(scene).exists()
     assert not [p for p in scene.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def _frame():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    return gpd.GeoDataFrame({"label": ["water", "forest"], "score": [0.9, 0.8]},
+                            geometry=[box(0, 0, 10, 10), box(10, 0, 20, 10)], crs="EPSG:32633")
+
+
+def _half_write_then_fail(kind):
+    def fail(*args, **kwargs):
+        target = next(a for a in args if isinstance(a, (str, os.PathLike)))
+        with open(target, "wb") as f:  # some bytes reached the disk before it filled up
+            f.write(b"partial" * 100)
+        if kind == "oserror":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        from pyogrio.errors import DataSourceError
+        raise DataSourceError(f"Failed to write features to {target}: No space left on device")
+    return fail
+
+
+@pytest.mark.parametrize("ext,kind", [(".gpkg", "oserror"), (".gpkg", "driver"), (".geojson", "driver"),
+                                      (".parquet", "oserror")])
+def test_disk_full_while_writing_a_vector_is_a_clear_output_error(tmp_path, monkeypatch, ext, kind):
+    import pyarrow.parquet as pq
+    import pyogrio.geopandas
+
+    from rsclip_geo.writers import write_vector
+
+    if ext == ".parquet":
+        monkeypatch.setattr(pq, "write_table", _half_write_then_fail(kind))
+    else:
+        monkeypatch.setattr(pyogrio.geopandas, "write", _half_write_then_fail(kind))
+    out = tmp_path / f"labels{ext}"
+    with pytest.raises(OutputError, match="disk is full") as info:
+        write_vector(_frame(), out)
+    assert str(out) in str(info.value) and "nothing was written" in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file
+
+
+def test_disk_full_while_writing_a_raster_is_a_clear_output_error(tmp_path, monkeypatch):
+    import rasterio.shutil
+    from affine import Affine
+
+    from rsclip_geo.writers import write_float_raster
+
+    monkeypatch.setattr(rasterio.shutil, "copy", _half_write_then_fail("oserror"))
+    out = tmp_path / "heat.tif"
+    with pytest.raises(OutputError, match="disk is full"):
+        write_float_raster(out, np.zeros((4, 4), np.float32), Affine(10, 0, 5e5, 0, -10, 5e6), "EPSG:32633")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_disk_full_gives_one_error_line_and_no_traceback(tiny_bundle, scene, tmp_path, monkeypatch):
+    import pyogrio.geopandas
+    from click.testing import CliRunner
+
+    from rsclip_geo.cli import main
+
+    monkeypatch.setattr(pyogrio.geopandas, "write", _half_write_then_fail("driver"))
+    out = tmp_path / "labels.gpkg"
+    result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels", "red,green,blue", "-o", str(out),
+                                       "--model", str(tiny_bundle), "--tile-size", "32", "-q"])
+    assert result.exit_code == 1, result.output
+    assert "Error:" in result.output and "disk is full" in result.output and "Traceback" not in result.output
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
