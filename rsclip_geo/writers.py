@@ -103,6 +103,14 @@ def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, layer: s
     return path
 
 
+def check_class_count(n_classes: int, path: str | os.PathLike, nodata: int = 255) -> None:
+    """A uint8 class raster holds classes 0..254 (255 is nodata): check before any work, not after it."""
+    if n_classes >= nodata:
+        raise OutputError(f"{path}: {n_classes} classes (labels, plus 'unknown' with a minimum score) do not fit "
+                          f"a uint8 class raster (at most {nodata - 1}, {nodata} is nodata); use fewer labels or "
+                          "leave out the class raster")
+
+
 def write_class_raster(path: str | os.PathLike, classes: np.ndarray, transform, crs, class_names: Sequence[str],
                        nodata: int = 255, overwrite: bool = False) -> Path:
     """uint8 class raster with a colour table, class names as tags and GDAL category names (.aux.xml)."""
@@ -110,8 +118,7 @@ def write_class_raster(path: str | os.PathLike, classes: np.ndarray, transform, 
 
     import rasterio
 
-    if len(class_names) >= nodata:
-        raise OutputError(f"{path}: {len(class_names)} classes do not fit a uint8 raster with nodata {nodata}")
+    check_class_count(len(class_names), path, nodata)
     path = check_output(path, overwrite, suffixes=(".tif", ".tiff"))
     aux = path.with_name(path.name + ".aux.xml")
     if aux.exists() and not overwrite:

@@ -190,3 +190,37 @@ def test_cli_disk_full_gives_one_error_line_and_no_traceback(tiny_bundle, scene,
     assert result.exit_code == 1, result.output
     assert "Error:" in result.output and "disk is full" in result.output and "Traceback" not in result.output
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ---- 13: more classes than a uint8 class raster holds, with --raster: refused before any work ----------------
+@pytest.mark.parametrize("n_labels,min_score", [(255, "0"), (254, "0.5")])
+def test_too_many_labels_for_the_class_raster_are_refused_before_any_work(tiny_bundle, scene, tmp_path, n_labels,
+                                                                        min_score, monkeypatch):
+    from click.testing import CliRunner
+
+    import rsclip_geo.cli.tile_classify as cli_tc
+    from rsclip_geo.cli import main
+
+    ran = []
+    monkeypatch.setattr(cli_tc, "tile_classify", lambda *a, **k: ran.append(1))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class {i}" for i in range(n_labels)), encoding="utf-8")
+    out, raster = tmp_path / "labels.gpkg", tmp_path / "classes.tif"
+    result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels-file", str(labels), "-o", str(out),
+                                       "--raster", str(raster), "--min-score", min_score,
+                                       "--model", str(tiny_bundle), "-q"])
+    assert result.exit_code == 1 and "255 classes" in result.output and "classes.tif" in result.output
+    assert ran == [] and not out.exists() and not raster.exists()
+
+
+def test_254_labels_fit_the_class_raster(tmp_path):
+    from affine import Affine
+
+    from rsclip_geo.writers import write_class_raster
+
+    names = [f"c{i}" for i in range(254)]
+    out = write_class_raster(tmp_path / "c.tif", np.arange(254, dtype=np.uint8).reshape(2, 127),
+                             Affine(10, 0, 5e5, 0, -10, 5e6), "EPSG:32633", names)
+    import rasterio
+    with rasterio.open(out) as ds:
+        assert ds.read(1).max() == 253 and ds.nodata == 255

@@ -6,7 +6,7 @@ import click
 
 from ..classify import UNKNOWN, class_grid, tile_classify
 from ..prompts import parse_labels, read_labels_file
-from ..writers import VECTOR_DRIVERS, check_output, write_class_raster, write_vector
+from ..writers import VECTOR_DRIVERS, check_class_count, check_output, write_class_raster, write_vector
 from .options import ProgressBar, model_options, tiling_options
 
 
@@ -40,6 +40,7 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))  # fail before the work, not after
     if raster:
         check_output(raster, overwrite, suffixes=(".tif", ".tiff"))
+        check_class_count(len(parsed) + (1 if min_score > 0 else 0), raster)
     if preview:
         check_output(preview, overwrite, suffixes=(".png",))
     bar = ProgressBar("tile-classify", quiet)
