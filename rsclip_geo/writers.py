@@ -7,8 +7,14 @@ unless the caller says so.
 from __future__ import annotations
 
 import errno
+import glob
+import hashlib
+import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,6 +23,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .errors import OutputError
+
+log = logging.getLogger(__name__)
 
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".parquet": "Parquet", ".geoparquet": "Parquet", ".geojson": "GeoJSON",
                   ".json": "GeoJSON"}
@@ -51,8 +59,9 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, suffixes: Seq
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = check_output(path, overwrite)
+    clean_stale_temp(path)
     try:  # os.access can say yes and be wrong (Windows, ACLs, network shares)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix, dir=path.parent)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write in {path.parent} ({exc})") from exc
     os.close(fd)
@@ -70,9 +79,61 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
             raise
         raise OutputError(f"{path}: cannot write ({_write_failure_reason(exc)}); nothing was written") from exc
     finally:
-        for leftover in (tmp, *tmp.parent.glob(tmp.name + "*")):
+        for leftover in (tmp, *tmp.parent.glob(glob.escape(tmp.name) + "*")):
             if leftover.exists():
                 leftover.unlink()
+
+
+# Temporary outputs are named ``.NAME.rsclip-tmp-HOST-PID-RANDOM.EXT`` (hidden, beside NAME; HOST is a hash of
+# the host name): a writer killed with SIGKILL/SIGTERM cannot remove its own, so the next write of NAME removes
+# the ones whose writer is gone (same host, process no longer running) or that are older than STALE_TEMP_S.
+TEMP_MARK = ".rsclip-tmp-"
+STALE_TEMP_S = 6 * 3600  # a writer on another host (shared file system) is presumed dead after this
+_TEMP_RE = re.compile(re.escape(TEMP_MARK) + r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-")
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}{TEMP_MARK}{_host_tag()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, another user's
+        return True
+    return True
+
+
+def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
+    """Remove our temporary files for ``path`` left by writers that were killed; returns what was removed."""
+    path = Path(path)
+    removed = []
+    host, now = _host_tag(), time.time()
+    for tmp in path.parent.glob(glob.escape(f".{path.name}{TEMP_MARK}") + "*"):
+        m = _TEMP_RE.match(tmp.name, len(path.name) + 1)
+        if m is None:
+            continue
+        try:
+            age = now - tmp.lstat().st_mtime
+        except OSError:
+            continue
+        dead = m["host"] == host and int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
+        if dead or age > STALE_TEMP_S:
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                continue
+    if removed:
+        log.warning("removed %d temporary file(s) of an interrupted earlier write of %s: %s", len(removed), path,
+                    ", ".join(p.name for p in removed))
+    return removed
 
 
 WRITE_ERROR_MODULES = ("pyogrio", "rasterio", "pyarrow", "fiona")

@@ -224,3 +224,52 @@ def test_254_labels_fit_the_class_raster(tmp_path):
     import rasterio
     with rasterio.open(out) as ds:
         assert ds.read(1).max() == 253 and ds.nodata == 255
+
+
+# ---- 16: a writer killed in the write phase leaves a temporary file: the next write removes it -----------------
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from rsclip_geo.writers import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    Path(tmp).write_bytes(b"half a GeoPackage")
+    print(tmp.name, flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+
+    from rsclip_geo.writers import write_vector
+
+    out = tmp_path / "labels.gpkg"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True)
+    name = proc.stdout.readline().strip()
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=30)
+    left = tmp_path / name
+    assert left.is_file() and ".rsclip-tmp-" in name and name.startswith(".labels.gpkg.")  # ours, recognisably
+    foreign = tmp_path / ".labels.gpkg.swp"  # someone else's hidden file: never touched
+    foreign.write_bytes(b"x")
+    alive = tmp_path / left.name.replace(f"-{proc.pid}-", f"-{os.getpid()}-")  # a writer still running (us)
+    alive.write_bytes(b"x")
+    write_vector(_frame(), out)
+    assert out.is_file() and not left.exists()
+    assert foreign.exists() and alive.exists()
+
+
+def test_old_temp_file_of_another_host_is_removed(tmp_path):
+    from rsclip_geo.writers import STALE_TEMP_S, clean_stale_temp
+
+    out = tmp_path / "hits.parquet"
+    old = tmp_path / ".hits.parquet.rsclip-tmp-0badf00d-12345-abcd1234.parquet"
+    new = tmp_path / ".hits.parquet.rsclip-tmp-0badf00d-12346-abcd1234.parquet"
+    for p in (old, new):
+        p.write_bytes(b"x")
+    os.utime(old, (0, old.stat().st_mtime - STALE_TEMP_S - 60))
+    assert clean_stale_temp(out) == [old]
+    assert new.exists()
