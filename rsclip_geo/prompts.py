@@ -61,13 +61,32 @@ def parse_labels(labels: str | Iterable[str | Label]) -> list[Label]:
     return _checked(out, "labels")
 
 
+MAX_TEXT_FILE_BYTES = 1 << 20  # a labels/templates file is typed by a person: 1 MiB is far more than enough
+MAX_LABELS = 10_000
+
+
 def _read_text(path: Path, what: str) -> str:
+    """UTF-8 text (a BOM is dropped), at most MAX_TEXT_FILE_BYTES read (so /dev/zero or a raster given by
+    mistake is refused, not read into memory), no NUL bytes (a binary file)."""
     try:
-        return path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise LabelError(f"{path}: is a folder, expected a {what} file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TEXT_FILE_BYTES + 1)
     except FileNotFoundError:
         raise LabelError(f"{path}: {what} file does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise LabelError(f"{path}: cannot read {what} file ({exc})") from exc
+    if len(raw) > MAX_TEXT_FILE_BYTES:
+        raise LabelError(f"{path}: larger than {MAX_TEXT_FILE_BYTES // 2**20} MiB; not a {what} file "
+                         "(one entry a line)")
+    if b"\0" in raw:
+        raise LabelError(f"{path}: contains NUL bytes (the first at byte {raw.index(bytes(1))}); a {what} file "
+                         "is UTF-8 text, one entry a line (is it a binary or UTF-16 file?)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"{path}: not UTF-8 text ({exc})") from exc
 
 
 def read_templates_file(path: str | Path) -> list[str]:
@@ -103,6 +122,9 @@ def read_labels_file(path: str | Path) -> list[Label]:
         if sep and not prompts:
             raise LabelError(f"{path}:{lineno}: label {name!r} has ':' but no prompts after it")
         out.append(Label(name, prompts or None))
+        if len(out) > MAX_LABELS:
+            raise LabelError(f"{path}: more than {MAX_LABELS:,} labels; zero-shot labels are a short list of "
+                             "classes")
     return _checked(out, str(path))
 
 

@@ -273,3 +273,44 @@ def test_old_temp_file_of_another_host_is_removed(tmp_path):
     os.utime(old, (0, old.stat().st_mtime - STALE_TEMP_S - 60))
     assert clean_stale_temp(out) == [old]
     assert new.exists()
+
+
+# ---- 17: hostile labels files -----------------------------------------------------------------------------------
+def test_labels_file_with_utf8_bom(tmp_path):
+    from rsclip_geo.prompts import read_labels_file, read_templates_file
+
+    p = tmp_path / "labels.txt"
+    p.write_bytes("\ufeffwater\nforest: dense trees | a forest\n".encode("utf-8"))
+    labels = read_labels_file(p)
+    assert [lab.name for lab in labels] == ["water", "forest"]
+    t = tmp_path / "templates.txt"
+    t.write_bytes("\ufeffa photo of {}.\n".encode("utf-8"))
+    assert read_templates_file(t) == ["a photo of {}."]
+
+
+def test_labels_file_with_nul_bytes_is_refused(tmp_path):
+    from rsclip_geo.errors import LabelError
+    from rsclip_geo.prompts import read_labels_file
+
+    p = tmp_path / "labels.txt"
+    p.write_bytes("water\nfor\0est\n".encode("utf-16"))  # UTF-16, as some editors save: NUL in every character
+    with pytest.raises(LabelError, match="NUL bytes") as info:
+        read_labels_file(p)
+    assert str(p) in str(info.value)
+
+
+def test_huge_labels_file_and_dev_zero_are_refused_without_reading_them_whole(tmp_path):
+    from rsclip_geo.errors import LabelError
+    from rsclip_geo.prompts import MAX_LABELS, read_labels_file
+
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(LabelError, match="larger than 1 MiB"):
+            read_labels_file("/dev/zero")  # before: read until memory ran out
+    many = tmp_path / "many.txt"
+    many.write_text("\n".join(f"c{i}" for i in range(MAX_LABELS + 1)), encoding="utf-8")
+    with pytest.raises(LabelError, match="more than 10,000 labels"):
+        read_labels_file(many)
+    big = tmp_path / "big.txt"
+    big.write_text("a" * (1 << 20) + "\n", encoding="utf-8")
+    with pytest.raises(LabelError, match="larger than 1 MiB"):
+        read_labels_file(big)
