@@ -2,9 +2,9 @@
 
 Layouts: a plain state dict; an open_clip training checkpoint ``{'epoch', 'name',
 'state_dict', 'optimizer', ...}``; either with DDP ``module.`` prefixes; a
-``.safetensors`` file; OpenAI's TorchScript archives (``torch.jit.load`` then
-``state_dict()``, as open_clip does). Pickles are read with ``weights_only=True``:
-a checkpoint is data, never code to run.
+``.safetensors`` file; OpenAI's TorchScript archives (their tensors read by
+``jit_archive`` without running the archive's code, never ``torch.jit.load``). Pickles
+are read with ``weights_only=True``: a checkpoint is data, never code to run.
 
 Loading is strict because a half-loaded model exports without complaint and
 then embeds nonsense.
@@ -13,12 +13,12 @@ then embeds nonsense.
 from __future__ import annotations
 
 import logging
-import warnings
 import zipfile
 from pathlib import Path
 
 from ..errors import BundleError
 from ._deps import require_torch
+from .jit_archive import read_torchscript_state
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,7 @@ def _read_raw(path: Path):
         except Exception as exc:  # safetensors raises its own error types
             raise BundleError(f"{path}: not a readable safetensors file ({exc})") from exc
     if _is_torchscript_archive(path):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, the archives are not
-                module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise BundleError(f"{path}: looks like a TorchScript archive but torch.jit.load failed ({exc})") from exc
-        state = dict(module.state_dict())
+        state = read_torchscript_state(path)  # never torch.jit.load: it runs the archive's code
         for key in _JIT_EXTRA_KEYS:
             state.pop(key, None)
         return state
