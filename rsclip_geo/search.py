@@ -10,7 +10,7 @@ import numpy as np
 
 from .encoder import ClipModel, load_model
 from .errors import IndexFileError, RasterInputError
-from .index import SceneIndex, load_or_build_index, read_index, read_index_meta
+from .index import META_KEY, SceneIndex, load_or_build_index, read_index, read_index_meta
 from .tiling import TileSpec
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,17 @@ INDEX_SUFFIXES = (".parquet", ".geoparquet")
 
 def _is_index(path: Path) -> bool:
     return path.suffix.lower() in INDEX_SUFFIXES
+
+
+def _has_index_key(path: Path) -> bool:
+    """Whether a Parquet file in a searched folder is an index (has our metadata key); unreadable files count
+    as indexes, so that a damaged index is reported, not silently left out."""
+    import pyarrow.parquet as pq
+
+    try:
+        return META_KEY in (pq.read_schema(path).metadata or {})
+    except Exception:  # not Parquet at all / damaged footer: _open_index names the problem
+        return True
 
 
 def _check_model(meta: dict, where, model: ClipModel) -> None:
@@ -50,12 +61,19 @@ def collect_indexes(source, model: ClipModel, scales: Sequence[TileSpec] | None 
     path = Path(source)
     if path.is_dir():
         # dot-files are temporary outputs still being written (writers.atomic_path)
-        indexes = sorted(p for p in path.rglob("*") if p.is_file() and _is_index(p) and not p.name.startswith("."))
+        parquets = sorted(p for p in path.rglob("*") if p.is_file() and _is_index(p) and not p.name.startswith("."))
+        indexes = [p for p in parquets if _has_index_key(p)]
+        if len(indexes) < len(parquets):  # e.g. hits or classifications saved in the same folder
+            log.info("%s: skipping %d Parquet file(s) that are not rsclip-geo indexes: %s", path,
+                     len(parquets) - len(indexes), ", ".join(p.name for p in parquets if p not in indexes))
         if indexes:
             return [_open_index(p, model) for p in indexes]
         scenes = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
         if not scenes:
-            raise RasterInputError(f"{path}: folder holds neither rsclip-geo indexes nor rasters")
+            raise RasterInputError(
+                f"{path}: folder holds neither rsclip-geo indexes nor rasters"
+                + (f" ({len(parquets)} Parquet file(s), none an index: {', '.join(p.name for p in parquets[:5])})"
+                   if parquets else ""))
         return collect_indexes(scenes, model, scales, max_invalid, rebuild, progress, **scene_options)
     if not path.exists():
         raise RasterInputError(f"{path}: file does not exist")

@@ -314,3 +314,24 @@ def test_huge_labels_file_and_dev_zero_are_refused_without_reading_them_whole(tm
     big.write_text("a" * (1 << 20) + "\n", encoding="utf-8")
     with pytest.raises(LabelError, match="larger than 1 MiB"):
         read_labels_file(big)
+
+
+# ---- 18: a searched folder may hold other Parquet files (hits saved beside the indexes) --------------------------
+def test_folder_search_skips_parquet_files_that_are_not_indexes(tiny_model, scene, tmp_path):
+    from rsclip_geo.search import search
+
+    folder = tmp_path / "indexes"
+    folder.mkdir()
+    write_index(build_index(scene, tiny_model, T32), folder / "scene.rsclip-index.parquet")
+    first = search(folder, "red", model=tiny_model, top=2)
+    first.to_parquet(folder / "hits.parquet")  # the previous answer, saved where the indexes are
+    hits = search(folder, "red", model=tiny_model, top=2)
+    assert list(hits["row"]) == list(first["row"]) and list(hits["col"]) == list(first["col"])
+
+
+def test_folder_of_parquet_files_none_an_index_is_a_clear_error(tiny_model, tmp_path):
+    from rsclip_geo.search import search
+
+    _frame().to_parquet(tmp_path / "hits.parquet")
+    with pytest.raises(RasterInputError, match="none an index: hits.parquet"):
+        search(tmp_path, "red", model=tiny_model)
