@@ -1,7 +1,13 @@
-"""open_clip-style checkpoints ({'epoch','name','state_dict','optimizer'}) written atomically, and reloads."""
+"""open_clip-style checkpoints ({'epoch','name','state_dict','optimizer'}) written atomically, and reloads.
+
+Reloads use ``torch.load(weights_only=True)``: a checkpoint is data, never code to run. What ours
+hold (tensors, the optimizer's state dict, ints, floats, strings, bools, None, tuples, lists and
+dicts of those) is all allowed by torch's weights-only unpickler; nothing needs allow-listing.
+"""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -21,8 +27,22 @@ def save_checkpoint(path: Path, epoch: int, name: str, model, optimizer=None, ex
     return path
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is not one of ours: unreadable, or holding objects beyond plain data."""
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # what the weights-only unpickler raises for foreign objects
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"{path}: refused: it holds objects beyond tensors and plain data, which a weights-only load "
+            f"does not run ({first[0] if first else type(exc).__name__}). Only load checkpoints written by "
+            "training/ (save_checkpoint)") from exc
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint (no 'state_dict' entry)")
+    return state
 
 
 def load_run_model(run: Path, checkpoint: Path | None = None):
