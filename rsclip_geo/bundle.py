@@ -1,8 +1,9 @@
 """The model bundle: a folder that describes itself.
 
 A bundle is ``model.json`` + ``image_encoder.onnx`` + ``text_encoder.onnx`` +
-tokenizer file(s). ``model.json`` is read, validated and written here and
-nowhere else, so a model never meets the wrong preprocessing.
+tokenizer file(s), optionally + ``dense_encoder.onnx`` (model.json's ``dense``).
+``model.json`` is read, validated and written here and nowhere else, so a model
+never meets the wrong preprocessing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 # outputs (meant for CUDA). A file named *.int8.onnx / *.fp16.onnx carries its precision in its name too.
 PRECISIONS = ("fp32", "int8", "fp16")
 ENCODERS = ("image", "text")
+DENSE_ENCODER = "dense_encoder.onnx"
+# How a dense head was made: "conv-projection" (timm conv towers: the projection head applied to every cell of the
+# last feature map, before the average pooling; the mean of the cells is the image embedding) or "vit-maskclip"
+# (open_clip ViTs: patch tokens through the final LayerNorm + projection, the last block's attention value-only).
+DENSE_METHODS = ("conv-projection", "vit-maskclip")
 
 
 def precision_from_file_name(name: str) -> str:
@@ -60,6 +66,26 @@ class TextSpec:
 
 
 @dataclass(frozen=True)
+class DenseSpec:
+    """The optional dense head: per-cell embeddings in the text space, from one pass over a large window.
+
+    Graph contract: ``image`` [batch, 3, H, W] float32 (H, W dynamic, multiples of ``stride``; normalised like the
+    image encoder's input) -> ``embedding`` [batch, H / stride, W / stride, embed_dim] float32, not normalised.
+    """
+
+    method: str  # one of DENSE_METHODS
+    stride: int  # input pixels per output cell (32 for EfficientNet, the patch size for a ViT)
+    window: int  # default window side in input pixels (a multiple of stride, >= image.size)
+    file: str = DENSE_ENCODER
+    parity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cells(self) -> int:
+        """Cells per side of one default window."""
+        return self.window // self.stride
+
+
+@dataclass(frozen=True)
 class ModelBundle:
     """Everything ``model.json`` says about a model; ``root`` is the bundle folder."""
 
@@ -81,6 +107,7 @@ class ModelBundle:
     # file names say it, see ``precision_of``)
     precision: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    dense: DenseSpec | None = None
     root: Path | None = None
 
     def precision_of(self, encoder: str) -> str:
@@ -108,6 +135,10 @@ class ModelBundle:
     def tokenizer_path(self) -> Path:
         return self.path(self.text.tokenizer_file)
 
+    @property
+    def dense_encoder_path(self) -> Path | None:
+        return self.path(self.dense.file) if self.dense is not None else None
+
     # ---- (de)serialisation ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -117,6 +148,8 @@ class ModelBundle:
         d["templates"] = list(self.templates)
         if not self.precision:
             d.pop("precision")  # bundles written before the field keep their exact model.json (and fingerprint)
+        if self.dense is None:
+            d.pop("dense")  # likewise for bundles without a dense head
         # format_version first, for humans reading the file
         return {"format_version": d.pop("format_version"), **d}
 
@@ -172,6 +205,33 @@ def _precision(data: dict, files: dict[str, str], file: Path) -> dict[str, str]:
                               f"{files[key]!r} ({named})")
         out[key] = kind
     return out
+
+
+def _dense(data: dict, image_size: int, file: Path) -> DenseSpec | None:
+    """The optional 'dense' object (see DenseSpec)."""
+    if "dense" not in data or data["dense"] is None:
+        return None
+    d = data["dense"]
+    if not isinstance(d, dict):
+        raise BundleError(f"{file}: field 'dense' must be an object (method, stride, window, file), "
+                          f"got {type(d).__name__}")
+    method = _require(d, "method", str, "dense.", file)
+    if method not in DENSE_METHODS:
+        raise BundleError(f"{file}: field 'dense.method' must be one of {DENSE_METHODS}, got {method!r}")
+    stride = _require(d, "stride", int, "dense.", file)
+    if stride < 1:
+        raise BundleError(f"{file}: field 'dense.stride' must be >= 1 pixel, got {stride}")
+    window = _require(d, "window", int, "dense.", file)
+    if window < image_size or window % stride:
+        raise BundleError(f"{file}: field 'dense.window' must be a multiple of 'dense.stride' ({stride}) and >= "
+                          f"'image.size' ({image_size}), got {window}")
+    name = d.get("file", DENSE_ENCODER)
+    if not isinstance(name, str) or not name.endswith(".onnx"):
+        raise BundleError(f"{file}: field 'dense.file' must name an .onnx file, got {name!r}")
+    parity = d.get("parity", {})
+    if not isinstance(parity, dict):
+        raise BundleError(f"{file}: field 'dense.parity' must be an object, got {type(parity).__name__}")
+    return DenseSpec(method=method, stride=stride, window=window, file=name, parity=dict(parity))
 
 
 def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None) -> ModelBundle:
@@ -235,6 +295,7 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
         card=dict(data.get("card", {})),
         precision=precision,
         format_version=version,
+        dense=_dense(data, size, file),
         root=root,
     )
 
@@ -253,7 +314,8 @@ def read_bundle(folder: str | os.PathLike) -> ModelBundle:
         raise BundleError(f"{file}: not valid JSON ({exc})") from exc
     bundle = parse_model_json(data, file, root=root)
     for field_name, rel in (("image_encoder", bundle.image_encoder), ("text_encoder", bundle.text_encoder),
-                            ("text.tokenizer_file", bundle.text.tokenizer_file)):
+                            ("text.tokenizer_file", bundle.text.tokenizer_file),
+                            *((("dense.file", bundle.dense.file),) if bundle.dense else ())):
         if not (root / rel).is_file():
             raise BundleError(f"{root / rel}: missing (named by field '{field_name}' in {file})")
     return bundle

@@ -23,7 +23,7 @@ import numpy as np
 from .bundle import ModelBundle, bundle_fingerprint, read_bundle
 from .errors import BundleError, DeviceError
 from .paths import resolve_model_path
-from .prompts import Label, parse_labels
+from .prompts import Label, check_templates, parse_labels
 from .tokenizers import load_tokenizer
 from .transform import Preprocessor
 
@@ -162,6 +162,8 @@ class ClipModel:
         self._image_output = self._image.get_outputs()[0].name
         self._bind_device = ("cuda", _cuda_device_id(self._image)) if self.provider == _CUDA else ("cpu", 0)
         self._check_fp16_on_cpu(precision)
+        self._dense = None
+        self._session_args = (providers, threads, device)
         log.info("model %s on %s%s", bundle.name, self.provider, " (image encoder via IO binding)"
                  if self.io_binding else "")
 
@@ -228,6 +230,46 @@ class ClipModel:
         emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
         return _l2_normalize(emb) if normalize else emb
 
+    # ---- dense head -----------------------------------------------------------
+    @property
+    def has_dense(self) -> bool:
+        """The bundle has a dense head (model.json 'dense', ``models export --dense``)."""
+        return self.bundle.dense is not None
+
+    def _dense_session(self):
+        if self._dense is None:
+            spec, path = self.bundle.dense, self.bundle.dense_encoder_path
+            if spec is None:
+                raise BundleError(f"model {self.bundle.name!r} has no dense head (no 'dense' in model.json); export "
+                                  "one with `rsclip-geo models export ... --dense`")
+            session = _open_session(path, *self._session_args)
+            inputs, outputs = session.get_inputs(), session.get_outputs()
+            if [i.name for i in inputs] != ["image"] or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+                raise BundleError(f"{path}: the dense encoder must take one input 'image' [batch, 3, H, W], found "
+                                  f"{[(i.name, i.shape) for i in inputs]}")
+            if isinstance(inputs[0].shape[2], int) or isinstance(inputs[0].shape[3], int):
+                raise BundleError(f"{path}: the dense encoder's height and width must be dynamic, found "
+                                  f"{inputs[0].shape}")
+            shape = outputs[0].shape
+            if len(shape) != 4 or (isinstance(shape[-1], int) and shape[-1] != self.bundle.embed_dim):
+                raise BundleError(f"{path}: output {outputs[0].shape} is not [batch, rows, cols, embed_dim = "
+                                  f"{self.bundle.embed_dim}]")
+            self._dense = session
+        return self._dense
+
+    def encode_dense(self, batch: np.ndarray) -> np.ndarray:
+        """A preprocessed float32 [N, 3, H, W] batch (H, W multiples of ``bundle.dense.stride``) -> per-cell
+        embeddings [N, H / stride, W / stride, D], not normalised."""
+        stride = self.bundle.dense.stride if self.bundle.dense else 1
+        if batch.ndim != 4 or batch.shape[2] % stride or batch.shape[3] % stride:
+            raise ValueError(f"dense input must be [N, 3, H, W] with H and W multiples of {stride}, got {batch.shape}")
+        out = self._dense_session().run(None, {"image": np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        want = (len(batch), batch.shape[2] // stride, batch.shape[3] // stride, self.embed_dim)
+        if out.shape != want:
+            raise BundleError(f"{self.bundle.dense_encoder_path}: gave {out.shape} for input {batch.shape}; "
+                              f"model.json ('dense.stride' {stride}, 'embed_dim') implies {want}")
+        return out
+
     # ---- text ---------------------------------------------------------------
     def encode_text(self, texts: Sequence[str] | str, normalize: bool = True) -> np.ndarray:
         """Texts -> [N, D]. Each text's embedding depends on that text alone (see ``text_runs_alone``)."""
@@ -259,7 +301,7 @@ class ClipModel:
     def class_embeddings(self, labels: Sequence[Label | str] | str, templates: Sequence[str] | None = None) -> np.ndarray:
         """Prompt-ensemble embedding per label: mean of its normalised prompt embeddings, renormalised."""
         labels = parse_labels(labels)
-        templates = tuple(templates) if templates else self.bundle.templates
+        templates = check_templates(templates) if templates is not None else self.bundle.templates
         prompts = [list(label.texts(templates)) for label in labels]
         if self.text_runs_alone:  # one run per label: its embedding depends on its own prompts only
             means = [self._encode_ids(self.tokenizer(p), len(p)).mean(axis=0) for p in prompts]

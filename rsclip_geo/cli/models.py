@@ -152,16 +152,24 @@ def pull_command(name: str, int8: bool, overwrite: bool) -> None:
 @click.option("--license", "license_", default="unknown", show_default=True, help="Licence recorded in model.json.")
 @click.option("--parity-image", "parity_images", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Image(s) for the torch/ONNX parity check (default: packaged parity images).")
+@click.option("--dense", is_flag=True,
+              help="Also write a dense head (dense_encoder.onnx: per-cell embeddings from one pass over a large "
+                   "window, for `segment`): conv towers apply the projection to every cell of the last feature "
+                   "map, open_clip ViTs use MaskCLIP-style patch tokens. Always fp32.")
+@click.option("--dense-window", "dense_window_cells", type=click.IntRange(min=1), default=None, metavar="CELLS",
+              help="Default dense window in cells per side [16: 512 px at stride 32].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 def export_command(arch: str, checkpoint: Path, out_dir: Path, int8: bool, fp16: bool, activation: str | None,
-                   name: str | None, license_: str, parity_images: tuple[str, ...], overwrite: bool) -> None:
+                   name: str | None, license_: str, parity_images: tuple[str, ...], dense: bool,
+                   dense_window_cells: int | None, overwrite: bool) -> None:
     """Export an open_clip checkpoint to a self-describing ONNX bundle (needs the export extra)."""
     from ..export import export_checkpoint
 
     if int8 and fp16:
         raise click.UsageError("--int8 and --fp16 exclude each other (int8 is for CPU, fp16 for CUDA)")
     bundle = export_checkpoint(arch, checkpoint, out_dir, activation=activation, name=name, int8=int8, fp16=fp16,
-                               overwrite=overwrite, license=license_, parity_images=list(parity_images) or None)
+                               overwrite=overwrite, license=license_, parity_images=list(parity_images) or None,
+                               dense=dense, dense_window_cells=dense_window_cells)
     p = bundle.parity
     q = p.get("fp16", {})
     click.echo(f"wrote {out_dir}: {bundle.architecture}, embed dim {bundle.embed_dim}, "
@@ -169,4 +177,6 @@ def export_command(arch: str, checkpoint: Path, out_dir: Path, int8: bool, fp16:
                + (f", int8 text cos min {p['int8']['text_cosine_min']:.4f}" if "int8" in p else "")
                + (f", fp16 (onnxruntime CPU) image cos min {q['image_cosine_min']:.6f}, text cos min "
                   f"{q['text_cosine_min']:.6f}" if "image_cosine_min" in q else "")
-               + (", fp16 not compared (onnxruntime CPU cannot run it)" if q.get("cpu_runs") is False else ""))
+               + (", fp16 not compared (onnxruntime CPU cannot run it)" if q.get("cpu_runs") is False else "")
+               + (f", dense {bundle.dense.method} stride {bundle.dense.stride} window {bundle.dense.window} "
+                  f"cos min {bundle.dense.parity['cosine_min']:.6f}" if bundle.dense else ""))

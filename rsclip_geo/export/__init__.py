@@ -186,6 +186,8 @@ def export_checkpoint(
     preprocess: dict[str, Any] | None = None,
     min_cosine: float | None = None,
     opset: int | None = None,
+    dense: bool = False,
+    dense_window_cells: int | None = None,
 ) -> ModelBundle:
     """Export an open_clip checkpoint to a bundle folder ``out_dir``; return the written bundle.
 
@@ -197,6 +199,8 @@ def export_checkpoint(
     ``preprocess``: mean/std/interpolation to record instead of the architecture's (a checkpoint file
     carries none; by default they come from a config file, else open_clip's pretrained tags, else defaults).
     ``parity_images``: image files for the parity check (default: packaged parity PNGs, else synthetic).
+    ``dense``: also write the dense head (``dense_encoder.onnx``, see ``export.dense``; always fp32), whose
+    default window is ``dense_window_cells`` cells per side (default 16: 512 px at stride 32).
     Raises BundleError (bad checkpoint/arch/parity), OutputError (exists), MissingDependencyError.
     """
     from ._deps import require_torch
@@ -271,6 +275,12 @@ def export_checkpoint(
         if onnx_out["text"].shape[1] != embed_dim:
             raise BundleError(f"image embedding dim {embed_dim} != text embedding dim {onnx_out['text'].shape[1]}")
 
+        dense_spec = None
+        if dense:  # before int8/fp16 replace the fp32 image encoder it is compared with
+            from .dense import export_dense
+
+            dense_spec = export_dense(model, tmp, images, tmp / IMAGE_ENCODER, dense_window_cells, opset, min_cosine)
+
         image_file, text_file = IMAGE_ENCODER, TEXT_ENCODER
         precision = {"image": "fp32", "text": "fp32"}
         if int8:
@@ -296,6 +306,7 @@ def export_checkpoint(
             text_encoder=text_file,
             parity=parity,
             precision=precision,
+            dense=dense_spec,
             card=_portable({**(card or {}), "image_tower": built.image_tower, "text_tower": built.text_tower,
                             "preprocess_source": built.preprocess_source,
                             "int8": bool(int8), **({"fp16": True} if fp16 else {}),

@@ -1,0 +1,225 @@
+"""The dense head: per-cell embeddings in the text space from one pass over a window larger than the model's input.
+
+Two recipes, recorded as ``dense.method`` in model.json:
+
+- ``conv-projection`` (open_clip ``TimmModel`` towers with average pooling and a linear projection, e.g. the
+  default EfficientNet-Lite0): the trunk's last feature map [B, C, H/32, W/32], and the projection head applied to
+  every cell instead of to the pooled vector. Pooling is a mean and the projection is linear, so the mean of the
+  cells *is* the image embedding (checked at export, ``pooled_vs_image_cosine_min``).
+- ``vit-maskclip`` (open_clip ``VisionTransformer`` with a class token): MaskCLIP-style (Zhou et al., ECCV 2022):
+  patch tokens through the final LayerNorm and projection, with the last block's attention replaced by its value
+  path (``x + out_proj(v(ln_1(x)))``, then the block's MLP as usual), so each token keeps its own content instead
+  of a mix of global context. The positional table is resized (bicubic) to the window's patch grid.
+
+Graph: ``image`` [batch, 3, H, W] (H, W dynamic, multiples of the stride) -> ``embedding`` [batch, H/s, W/s, D],
+not normalised. The dense encoder is always exported in float32 (``--int8``/``--fp16`` leave it as is).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import DENSE_ENCODER, DenseSpec
+from ..errors import BundleError
+from ._deps import require_torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DENSE_WINDOW_CELLS = 16  # default window: 16 x 16 cells (512 px at stride 32)
+
+
+def _conv_parts(visual):
+    """(trunk, projection Linear or None, stride) of a TimmModel whose image embedding is linear(mean(cells))."""
+    torch = require_torch()
+    trunk, head = getattr(visual, "trunk", None), getattr(visual, "head", None)
+    if trunk is None or head is None or not hasattr(trunk, "forward_features"):
+        return None
+    pool = getattr(trunk, "global_pool", None)
+    pool_type = getattr(pool, "pool_type", None)
+    if pool_type != "avg" or getattr(trunk, "num_classes", 0):
+        raise BundleError("--dense: the timm image tower must use average pooling and a separate projection head "
+                          f"(open_clip timm_pool 'avg', timm_proj 'linear'); got pool {pool_type!r}")
+    proj = None
+    for name, module in head.named_children():
+        if isinstance(module, torch.nn.Linear) and proj is None:
+            proj = module
+        elif not isinstance(module, (torch.nn.Dropout, torch.nn.Identity)):
+            raise BundleError(f"--dense: the projection head has a {type(module).__name__} ({name}); the "
+                              "conv-projection dense head needs a linear projection (timm_proj 'linear' or none)")
+    reduction = None
+    info = getattr(trunk, "feature_info", None)
+    if info is not None:
+        try:
+            reduction = int(info[-1]["reduction"])
+        except (TypeError, KeyError, IndexError):
+            reduction = None
+    return trunk, proj, reduction
+
+
+def _dense_module(model):
+    """(torch module image -> [B, h, w, D], method, stride) for ``model``'s image tower, or a BundleError."""
+    torch = require_torch()
+    visual = model.visual
+    if hasattr(visual, "trunk"):
+        trunk, proj, stride = _conv_parts(visual)
+        if stride is None:
+            raise BundleError("--dense: cannot tell the timm trunk's output stride (feature_info)")
+
+        class ConvProjection(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.trunk, self.proj = trunk, proj
+
+            def forward(self, image):
+                x = self.trunk.forward_features(image).permute(0, 2, 3, 1)  # [B, h, w, C]
+                return self.proj(x) if self.proj is not None else x
+
+        return ConvProjection(), "conv-projection", stride
+    needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
+    if all(hasattr(visual, a) for a in needed):
+        return _maskclip_module(visual), "vit-maskclip", int(visual.patch_size[0])
+    raise BundleError(f"--dense: no dense recipe for image tower {type(visual).__name__}; supported: open_clip timm "
+                      "conv towers (avg pool + linear projection) and open_clip VisionTransformers")
+
+
+def _maskclip_module(visual):
+    torch = require_torch()
+    from .onnx_export import _plain_self_attention
+
+    if visual.attn_pool is not None or visual.final_ln_after_pool or visual.proj is None:
+        raise BundleError("--dense: vit-maskclip needs a ViT with class-token pooling, the final LayerNorm before "
+                          "pooling and a projection (no attentional pooler)")
+    if visual.patch_size[0] != visual.patch_size[1]:
+        raise BundleError(f"--dense: non-square patches {visual.patch_size} are not supported")
+    last = visual.transformer.resblocks[-1]
+    if not _plain_self_attention(last):
+        raise BundleError("--dense: the ViT's last block is not a plain self-attention block; no value-only path")
+    gh, gw = visual.grid_size
+
+    class MaskClip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual = visual
+
+        def forward(self, image):
+            v = self.visual
+            x = v.conv1(image)  # [B, width, h, w]
+            h, w = x.shape[-2], x.shape[-1]
+            x = x.flatten(2).transpose(1, 2)
+            width = x.shape[-1]
+            pos = v.positional_embedding.to(x.dtype)
+            grid = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+            grid = torch.nn.functional.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+            grid = grid.permute(0, 2, 3, 1).reshape(1, -1, width)
+            cls = (v.class_embedding + pos[0]).to(x.dtype).reshape(1, 1, -1).expand(x.shape[0], 1, width)
+            x = torch.cat([cls, x + grid], dim=1)
+            x = v.ln_pre(x)
+            for block in v.transformer.resblocks[:-1]:
+                x = block(x)
+            blk = v.transformer.resblocks[-1]
+            mha = blk.attn.mha if hasattr(blk.attn, "mha") else blk.attn  # swapped for export, or not
+            bias = mha.in_proj_bias[2 * width:] if mha.in_proj_bias is not None else None
+            value = torch.nn.functional.linear(blk.ln_1(x), mha.in_proj_weight[2 * width:], bias)
+            x = x + blk.ls_1(mha.out_proj(value))
+            x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+            x = v.ln_post(x[:, 1:]) @ v.proj
+            return x.reshape(x.shape[0], h, w, -1)
+
+    return MaskClip()
+
+
+def dense_windows(images: np.ndarray, window: int) -> np.ndarray:
+    """A [n, 3, window, window] batch from preprocessed [N, 3, s, s] images: each output is a 2 x 2 (or more)
+    mosaic of parity images, so the larger input is real imagery, not a stretched copy."""
+    n, _, s, _ = images.shape
+    k = -(-window // s)
+    out = []
+    for start in range(0, max(1, n - 1), 2):
+        tiles = [images[(start + i) % n] for i in range(k * k)]
+        rows = [np.concatenate(tiles[r * k:(r + 1) * k], axis=2) for r in range(k)]
+        out.append(np.concatenate(rows, axis=1)[:, :window, :window])
+    return np.ascontiguousarray(np.stack(out[:4]), dtype=np.float32)
+
+
+def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, window_cells: int | None = None,
+                 opset: int = 17, min_cosine: float = 0.9999) -> DenseSpec:
+    """Write ``dense_encoder.onnx`` into ``folder``, check it against torch at the model's input size and at a
+    larger non-square window, and return its DenseSpec (with the parity figures)."""
+    torch = require_torch()
+    import onnx
+
+    from . import parity as par
+    from .onnx_export import _swapped_attention
+
+    module, method, stride = _dense_module(model)
+    size = int(images.shape[-1])
+    if size % stride:
+        raise BundleError(f"--dense: image size {size} is not a multiple of the dense stride {stride}")
+    cells = DEFAULT_DENSE_WINDOW_CELLS if window_cells is None else int(window_cells)
+    window = max(size, cells * stride)
+    path = folder / DENSE_ENCODER
+    module.eval()
+    example = torch.from_numpy(np.ascontiguousarray(images[:1]))
+    swap = _swapped_attention(model.visual.transformer) if method == "vit-maskclip" else _nullcontext()
+    try:
+        with swap, warnings.catch_warnings(), torch.enable_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(path), input_names=["image"], output_names=["embedding"],
+                              dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                            "embedding": {0: "batch", 1: "rows", 2: "cols"}},
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+        onnx.checker.check_model(str(path))
+    except BundleError:
+        raise
+    except Exception as exc:  # exporter errors come in many types
+        raise BundleError(f"dense ONNX export failed ({type(exc).__name__}: {exc})") from exc
+    model.eval()
+    parity = _dense_parity(module, path, image_file, images, window, stride, method, min_cosine, par)
+    log.info("dense head %s: stride %d, window %d, parity %s", method, stride, window, parity)
+    return DenseSpec(method=method, stride=stride, window=window, file=DENSE_ENCODER, parity=parity)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _dense_parity(module, path: Path, image_file: Path, images: np.ndarray, window: int, stride: int, method: str,
+                  min_cosine: float, par) -> dict:
+    """torch vs onnxruntime on every cell at the model size, a large window and a non-square one."""
+    torch = require_torch()
+    session = par.ort_session(path)
+    big = dense_windows(images, window)
+    wide = np.ascontiguousarray(big[:2, :, : window // 2, :])  # non-square: H != W
+    cosines, diffs, shapes = [], [], []
+    for batch in (images, big, wide):
+        for i in range(0, len(batch), 4):
+            x = np.ascontiguousarray(batch[i:i + 4])
+            with torch.no_grad():
+                t = module(torch.from_numpy(x)).float().numpy()
+            o = session.run(["embedding"], {"image": x})[0]
+            want = (x.shape[0], x.shape[2] // stride, x.shape[3] // stride)
+            if o.shape[:3] != want:
+                raise BundleError(f"{path.name}: output shape {o.shape} for input {x.shape}, expected {want} x D")
+            cosines.append(par.cosine_rows(t.reshape(-1, t.shape[-1]), o.reshape(-1, o.shape[-1])))
+            diffs.append(float(np.abs(t - o).max()))
+        shapes.append(f"{batch.shape[2]}x{batch.shape[3]}")
+    cos = np.concatenate(cosines)
+    figures = {"cosine_min": float(cos.min()), "max_abs_diff": float(max(diffs)), "cells": int(cos.size),
+               "window_sizes": shapes, "min_cosine_required": float(min_cosine),
+               "runtime": "onnxruntime CPUExecutionProvider"}
+    if method == "conv-projection":  # the mean of the cells is the image embedding
+        pooled = session.run(["embedding"], {"image": np.ascontiguousarray(images)})[0].mean(axis=(1, 2))
+        image = par.ort_embed(par.ort_session(image_file), "image", images)
+        figures["pooled_vs_image_cosine_min"] = float(par.cosine_rows(pooled, image).min())
+    if not figures["cosine_min"] >= min_cosine or not figures.get("pooled_vs_image_cosine_min", 1.0) >= min_cosine:
+        raise BundleError(f"dense ONNX export does not reproduce the torch model: {figures} (required >= "
+                          f"{min_cosine}); the bundle was not written")
+    return figures

@@ -1,0 +1,179 @@
+"""The dense head: ``models export --dense`` on tiny real open_clip models (a timm conv tower and a ViT).
+
+Checks torch vs onnxruntime on windows larger than the model input (dynamic H/W), that the mean of a conv tower's
+cells is its image embedding, that MaskCLIP cells of a one-block ViT only see their own patch, and model.json
+validation of the ``dense`` section.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+pytest.importorskip("timm")
+
+from click.testing import CliRunner  # noqa: E402
+
+from rsclip_geo.bundle import read_bundle  # noqa: E402
+from rsclip_geo.cli import main  # noqa: E402
+from rsclip_geo.encoder import load_model  # noqa: E402
+from rsclip_geo.errors import BundleError  # noqa: E402
+from rsclip_geo.export import export_checkpoint  # noqa: E402
+
+pytestmark = pytest.mark.export
+
+TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+CONFIGS = {
+    "conv": {"embed_dim": 16, "text_cfg": TEXT_CFG,
+             "vision_cfg": {"timm_model_name": "test_efficientnet", "timm_model_pretrained": False,
+                            "timm_pool": "avg", "timm_proj": "linear", "image_size": 64}},
+    "vit": {"embed_dim": 16, "text_cfg": TEXT_CFG,
+            "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8}},
+    "vit1": {"embed_dim": 16, "text_cfg": TEXT_CFG,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8}},
+}
+WINDOW_CELLS = {"conv": 4, "vit": 8, "vit1": 8}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """family -> (torch model, bundle folder) exported with --dense."""
+    work = tmp_path_factory.mktemp("dense_export")
+    out = {}
+    for i, (family, cfg) in enumerate(CONFIGS.items()):
+        config = work / f"tiny-dense-{family}.json"
+        config.write_text(json.dumps(cfg))
+        open_clip.add_model_config(config)
+        torch.manual_seed(200 + i)
+        model = open_clip.create_model(config.stem, pretrained_text=False, force_quick_gelu=True).eval()
+        g = torch.Generator().manual_seed(3)
+        for m in model.modules():  # non-trivial BatchNorm statistics
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+        ckpt = work / f"{family}.pt"
+        torch.save(model.state_dict(), ckpt)
+        folder = work / f"bundle-{family}"
+        export_checkpoint(str(config), ckpt, folder, activation="quick_gelu", dense=True,
+                          dense_window_cells=WINDOW_CELLS[family])
+        out[family] = (model, folder)
+    return out
+
+
+def _torch_dense(model, x: np.ndarray) -> np.ndarray:
+    """The conv tower's reference: trunk features, then the projection Linear on every cell."""
+    with torch.no_grad():
+        f = model.visual.trunk.forward_features(torch.from_numpy(x))
+        return model.visual.head.proj(f.permute(0, 2, 3, 1)).numpy()
+
+
+def test_conv_dense_head_is_the_projection_of_every_cell(exported):
+    model, folder = exported["conv"]
+    bundle = read_bundle(folder)
+    assert bundle.dense is not None and bundle.dense.method == "conv-projection"
+    assert (bundle.dense.stride, bundle.dense.window, bundle.dense.cells) == (32, 128, 4)
+    assert (folder / "dense_encoder.onnx").is_file()
+    p = bundle.dense.parity
+    assert p["cosine_min"] >= 0.9999 and p["pooled_vs_image_cosine_min"] >= 0.9999
+    assert p["window_sizes"] == ["64x64", "128x128", "64x128"]
+
+    clip = load_model(folder, device="cpu")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 96, 160)).astype(np.float32)  # not a size seen at export, non-square
+    cells = clip.encode_dense(x)
+    assert cells.shape == (2, 3, 5, 16)
+    np.testing.assert_allclose(cells, _torch_dense(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_mean_of_conv_cells_is_the_image_embedding(exported):
+    _, folder = exported["conv"]
+    clip = load_model(folder, device="cpu")
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    batch = clip.preprocess(images)
+    pooled = clip.encode_dense(batch).mean(axis=(1, 2))
+    image = clip.encode_images(batch, normalize=False)
+    np.testing.assert_allclose(pooled, image, rtol=1e-4, atol=1e-5)
+
+
+def test_vit_maskclip_runs_on_larger_windows(exported):
+    model, folder = exported["vit"]
+    bundle = read_bundle(folder)
+    assert bundle.dense.method == "vit-maskclip"
+    assert (bundle.dense.stride, bundle.dense.window) == (8, 64)
+    assert bundle.dense.parity["cosine_min"] >= 0.9999
+    assert bundle.dense.parity["window_sizes"] == ["32x32", "64x64", "32x64"]
+    clip = load_model(folder, device="cpu")
+    x = np.random.default_rng(2).standard_normal((1, 3, 48, 80)).astype(np.float32)
+    cells = clip.encode_dense(x)
+    assert cells.shape == (1, 6, 10, 16) and np.isfinite(cells).all()
+    # the cells are not the global embedding repeated: they differ from each other
+    assert np.std(cells.reshape(-1, 16), axis=0).mean() > 1e-3
+    with pytest.raises(ValueError, match="multiples of 8"):
+        clip.encode_dense(x[:, :, :44])
+
+
+def test_maskclip_cells_of_a_one_block_vit_see_only_their_own_patch(exported):
+    """With the only block's attention value-only, changing one patch changes that cell alone."""
+    _, folder = exported["vit1"]
+    clip = load_model(folder, device="cpu")
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    y = x.copy()
+    y[:, :, 16:24, 40:48] += 1.0  # patch row 2, col 5
+    a, b = clip.encode_dense(x)[0], clip.encode_dense(y)[0]
+    changed = np.abs(a - b).max(axis=-1) > 1e-5
+    assert changed[2, 5] and changed.sum() == 1
+
+
+def test_cli_export_dense(exported, tmp_path):
+    _, folder = exported["vit"]
+    config = next(folder.parent.glob("tiny-dense-vit.json"))
+    out = tmp_path / "cli-bundle"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = CliRunner().invoke(main, ["models", "export", "--arch", str(config), "--checkpoint",
+                                           str(folder.parent / "vit.pt"), "-o", str(out), "--activation",
+                                           "quick_gelu", "--dense", "--dense-window", "6"])
+    assert result.exit_code == 0, result.output
+    assert "dense vit-maskclip stride 8 window 48" in result.output
+    data = json.loads((out / "model.json").read_text())
+    assert data["dense"]["file"] == "dense_encoder.onnx" and data["dense"]["window"] == 48
+
+
+def test_dense_section_is_validated(exported, tmp_path):
+    _, folder = exported["conv"]
+    data = json.loads((folder / "model.json").read_text())
+
+    def check(mutate, message):
+        d = json.loads(json.dumps(data))
+        mutate(d["dense"])
+        bad = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        bad.mkdir()
+        for f in folder.iterdir():
+            if f.name != "model.json":
+                (bad / f.name).symlink_to(f)
+        (bad / "model.json").write_text(json.dumps(d))
+        with pytest.raises(BundleError, match=message):
+            read_bundle(bad)
+
+    check(lambda d: d.update(method="pixels"), "dense.method")
+    check(lambda d: d.update(window=100), "dense.window")
+    check(lambda d: d.update(window=32), "dense.window")  # below image.size 64
+    check(lambda d: d.update(stride=0), "dense.stride")
+    check(lambda d: d.pop("stride"), "missing field 'dense.stride'")
+    check(lambda d: d.update(file="nothing_here.onnx"), "nothing_here.onnx: missing")
+
+
+def test_bundles_without_dense_keep_their_model_json(tiny_bundle):
+    bundle = read_bundle(tiny_bundle)
+    assert bundle.dense is None and "dense" not in bundle.to_dict()
+    clip = load_model(tiny_bundle, device="cpu")
+    assert not clip.has_dense
+    with pytest.raises(BundleError, match="no dense head"):
+        clip.encode_dense(np.zeros((1, 3, 16, 16), np.float32))
