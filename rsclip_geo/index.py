@@ -26,9 +26,10 @@ from affine import Affine
 from .encoder import ClipModel, load_model
 from .errors import IndexFileError, OutputError, RasterInputError
 from .paths import cache_dir
-from .scene import Scene
+from .scene import Scene, scene_path
 from .scene_embeddings import encode_scene
-from .tiling import TilePlan, TileSpec, plan_tiles
+from .tile_stream import check_max_invalid
+from .tiling import TilePlan, TileSpec, as_tile_spec, plan_tiles
 from .writers import atomic_path, check_output
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class IndexNotSavedWarning(UserWarning):
 
 def scene_fingerprint(path: str | os.PathLike) -> dict:
     """Cheap identity of a scene file: resolved path, size, mtime and a hash of its first and last MiB."""
-    path = Path(path).resolve()
+    path = scene_path(path).resolve()
     st = path.stat()
     h = hashlib.sha1()
     with open(path, "rb") as f:
@@ -69,8 +70,8 @@ def normalized_scene_options(options: dict) -> dict:
 
 
 def tiling_key(scales: Sequence[TileSpec], scene_options: dict, max_invalid: float) -> dict:
-    return {"scales": [asdict(s) for s in scales], "scene_options": normalized_scene_options(scene_options),
-            "max_invalid": max_invalid}
+    return {"scales": [asdict(as_tile_spec(s, "scales")) for s in scales],
+            "scene_options": normalized_scene_options(scene_options), "max_invalid": check_max_invalid(max_invalid)}
 
 
 def _plan_to_dict(plan: TilePlan) -> dict:
@@ -121,8 +122,10 @@ def build_index(scene: str | os.PathLike, model: ClipModel | str | None = None,
     being indexed would otherwise leave embeddings of the old pixels under the new file's key (reused later
     as fresh). It is indexed once more; if it changes again a RasterInputError says so.
     """
+    scales = [as_tile_spec(s, "scales") for s in (scales or [TileSpec()])]
+    scene_path(scene)
+    check_max_invalid(max_invalid)
     model = model if isinstance(model, ClipModel) else load_model(model)
-    scales = list(scales or [TileSpec()])
     for attempt in range(SCENE_CHANGE_ATTEMPTS):
         before = scene_fingerprint(scene)
         index = _build_index(scene, model, scales, max_invalid, progress, before, scene_options)

@@ -48,13 +48,19 @@ class Label:
 
 def parse_labels(labels: str | Iterable[str | Label]) -> list[Label]:
     """Labels from a comma-separated string or a list; rejects empty and duplicate names."""
+    if isinstance(labels, (bytes, bytearray)):
+        raise LabelError("labels must be text (str), not bytes; decode them first, e.g. data.decode('utf-8')")
+    if labels is None:
+        raise LabelError("no labels given; pass e.g. ['water', 'forest', 'farmland']")
     if isinstance(labels, str):
         items: list[str | Label] = [s for s in labels.split(",")]
     else:
         items = list(labels)
     out: list[Label] = []
-    for item in items:
-        label = item if isinstance(item, Label) else Label(str(item).strip())
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, Label)):  # None, numbers, bytes: str() would make them labels silently
+            raise LabelError(f"label {i + 1} is {type(item).__name__} {item!r}; labels are text (str) or Label")
+        label = item if isinstance(item, Label) else Label(item.strip())
         if not label.name.strip():
             continue
         out.append(Label(label.name.strip(), label.prompts))
@@ -63,6 +69,24 @@ def parse_labels(labels: str | Iterable[str | Label]) -> list[Label]:
 
 MAX_TEXT_FILE_BYTES = 1 << 20  # a labels/templates file is typed by a person: 1 MiB is far more than enough
 MAX_LABELS = 10_000
+
+
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Prompt templates: a list of strings, each with one '{}' where the class name goes."""
+    if isinstance(templates, (str, bytes)):
+        raise LabelError(f"templates must be a list of strings, not one string: [{templates!r}]")
+    out = tuple(templates)
+    if not out:
+        raise LabelError("no prompt templates given")
+    for t in out:
+        if not isinstance(t, str) or "{}" not in t:
+            raise LabelError(f"template {t!r} has no '{{}}' where the class name goes, e.g. "
+                             "'a satellite photo of {}.'")
+        try:
+            t.format("x")
+        except (IndexError, KeyError, ValueError) as exc:
+            raise LabelError(f"template {t!r}: only one '{{}}' may hold the class name ({exc})") from None
+    return out
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -8,6 +8,7 @@ are comparable.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,30 @@ def default_bands(ds) -> tuple[int, ...]:
     return (1, 2, 3)
 
 
+def scene_path(value) -> Path:
+    """A scene given as a file path (str or os.PathLike); anything else is a TypeError saying what is expected."""
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return Path(value)
+    raise TypeError(f"a scene must be a raster file path (str or pathlib.Path) or an opened rsclip_geo Scene, got "
+                    f"{type(value).__name__}" + ("; write an in-memory array to a GeoTIFF first (rasterio)"
+                                                 if isinstance(value, np.ndarray) else ""))
+
+
+def _band_number(ds, b) -> int:
+    try:
+        whole = not isinstance(b, (bool, np.bool_)) and float(b).is_integer()
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise RasterInputError(f"{ds.name}: band numbers are whole numbers 1..{ds.count}, got {b!r}")
+    return int(float(b))
+
+
 def _check_bands(ds, bands: Sequence[int]) -> tuple[int, ...]:
-    bands = tuple(int(b) for b in bands)
+    if isinstance(bands, (str, bytes)) or not hasattr(bands, "__iter__"):
+        raise RasterInputError(f"{ds.name}: bands must be a list of 1 or 3 band numbers, e.g. [3, 2, 1]; got "
+                               f"{bands!r}")
+    bands = tuple(_band_number(ds, b) for b in bands)
     if len(bands) not in (1, 3):
         raise RasterInputError(f"{ds.name}: --bands must name 1 or 3 bands (got {list(bands)})")
     for b in bands:
@@ -98,10 +121,12 @@ class Scene:
     def __init__(self, path: str | Path, bands: Sequence[int] | None = None, stretch: str = "auto",
                  percentiles: tuple[float, float] = (2.0, 98.0), zero_invalid: bool | str = "auto",
                  gdal_cache_mb: int = GDAL_CACHE_MB):
-        self.path = Path(path)
+        self.path = scene_path(path)
         self.gdal_cache_mb = int(gdal_cache_mb)
         if stretch not in STRETCHES:
             raise ValueError(f"stretch must be one of {STRETCHES}, got {stretch!r}")
+        if not (zero_invalid == "auto" or isinstance(zero_invalid, (bool, np.bool_))):
+            raise ValueError(f"zero_invalid must be 'auto', True or False, got {zero_invalid!r}")
         if not self.path.exists():
             raise RasterInputError(f"{self.path}: file does not exist")
         try:

@@ -131,6 +131,9 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
     negatives = [negative] if isinstance(negative, str) else list(negative or [])
     neg = np.stack([query_embedding(model, n, raw) for n in negatives]) if negatives else None
     indexes = collect_indexes(source, model, scales, max_invalid, rebuild, progress, **scene_options)
+    if not indexes:
+        raise ValueError(f"nothing to search in {source!r}: give a scene, an index file, a folder, a SceneIndex or "
+                         "a non-empty list of those")
     sims = [ix.embeddings @ q for ix in indexes]
     per_index = [score_tiles(ix.embeddings, q, neg, negative_weight, sim) for ix, sim in zip(indexes, sims)]
     crs_set = {ix.frame.crs.to_wkt() if ix.frame.crs else None for ix in indexes}

@@ -8,6 +8,7 @@ pixels are skipped and counted, never encoded.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -87,10 +88,24 @@ def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size:
         yield TileBatch(tiles, pixels[:len(tiles)], np.asarray(fracs, np.float32), seen)
 
 
+def check_max_invalid(max_invalid) -> float:
+    """``max_invalid`` is a fraction of a tile's pixels: a number in [0, 1] (NaN, -1 or 5 would silently keep or
+    drop every tile)."""
+    try:
+        value = float(max_invalid)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(max_invalid, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"max_invalid is the largest fraction of invalid pixels a tile may have, a number in "
+                         f"[0, 1]; got {max_invalid!r}")
+    return value
+
+
 def stream_tiles(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size: int = 32,
                  max_invalid: float = 0.5, prefetch: int = 2, stats: StreamStats | None = None
                  ) -> Iterator[TileBatch]:
     """Yield batches of valid tiles, read ``prefetch`` batches ahead in a background thread."""
+    max_invalid = check_max_invalid(max_invalid)
     stats = stats if stats is not None else StreamStats()
     stats.total = len(plan)
     q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))

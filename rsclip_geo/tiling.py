@@ -144,9 +144,19 @@ def _count(n: int, tile: int, stride: int, edge: str) -> int:
     return math.ceil((n - tile) / stride) + 1
 
 
+def as_tile_spec(value, name: str = "tile") -> TileSpec:
+    """``value`` if it is a TileSpec; else a TypeError that shows how to make one (not a foreign error later)."""
+    if isinstance(value, TileSpec):
+        return value
+    hint = f"TileSpec(size_px={value})" if isinstance(value, int) and not isinstance(value, bool) else (
+        f"TileSpec(size_m={value})" if isinstance(value, float) else "TileSpec(size_px=224) or TileSpec(size_m=500)")
+    raise TypeError(f"{name} must be a rsclip_geo.TileSpec, e.g. {hint}; got {type(value).__name__} {value!r}")
+
+
 def plan_tiles(width: int, height: int, transform: Affine, crs, spec: TileSpec, default_size_px: int,
                source: str = "scene") -> TilePlan:
     """Plan the tiles of a ``width`` x ``height`` raster; ``source`` names it in errors."""
+    spec = as_tile_spec(spec)
     if spec.size_m is not None:
         try:
             px, py = pixel_size_m(transform, crs, width, height)

@@ -335,3 +335,46 @@ def test_folder_of_parquet_files_none_an_index_is_a_clear_error(tiny_model, tmp_
     _frame().to_parquet(tmp_path / "hits.parquet")
     with pytest.raises(RasterInputError, match="none an index: hits.parquet"):
         search(tmp_path, "red", model=tiny_model)
+
+
+# ---- 20: API misuse: clear errors, nothing silently accepted ----------------------------------------------------
+def test_api_misuse_gives_clear_errors(tiny_model, scene):
+    import rsclip_geo
+    from rsclip_geo.errors import LabelError
+
+    def classify(**kw):
+        args = dict(scene=scene, labels=["red", "green"], model=tiny_model, tile=TileSpec(size_px=32))
+        args.update(kw)
+        return rsclip_geo.tile_classify(args.pop("scene"), args.pop("labels"), **args)
+
+    with pytest.raises(TypeError, match=r"tile must be a rsclip_geo.TileSpec, e.g. TileSpec\(size_px=256\)"):
+        classify(tile=256)
+    with pytest.raises(TypeError, match="scales must be a rsclip_geo.TileSpec"):
+        rsclip_geo.build_index(scene, tiny_model, scales=[32])
+    with pytest.raises(ValueError, match="nothing to search"):
+        rsclip_geo.search([], "red", model=tiny_model)
+    with pytest.raises(LabelError, match="not bytes"):
+        classify(labels=b"red,green")
+    with pytest.raises(LabelError, match="label 2 is NoneType"):
+        classify(labels=["red", None])
+    with pytest.raises(TypeError, match="raster file path.*got ndarray; write an in-memory array to a GeoTIFF"):
+        classify(scene=np.zeros((3, 64, 64), np.uint8))
+    with pytest.raises(TypeError, match="raster file path"):
+        rsclip_geo.build_index(np.zeros((3, 64, 64), np.uint8), tiny_model)
+    with pytest.raises(LabelError, match="has no '{}'"):
+        classify(templates=["a satellite photo"])
+    with pytest.raises(LabelError, match="not one string"):
+        classify(templates="a photo of {}")
+    with pytest.raises(ValueError, match="zero_invalid must be 'auto', True or False, got 'maybe'"):
+        classify(zero_invalid="maybe")
+    for bad in (-1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="max_invalid is the largest fraction"):
+            classify(max_invalid=bad)
+        with pytest.raises(ValueError, match="max_invalid is the largest fraction"):
+            rsclip_geo.search(scene, "red", model=tiny_model, max_invalid=bad)
+    with pytest.raises(RasterInputError, match="band numbers are whole numbers 1..3, got 1.5"):
+        classify(bands=[1.5, 2, 3])
+    assert not sidecar_path(scene).exists()  # none of these indexed anything
+    # what is right still works: whole-number floats as bands, templates with '{}'
+    ok = classify(bands=[1.0, 2, 3], templates=["a photo of {}."])
+    assert len(ok) == 6
