@@ -21,6 +21,10 @@ class RasterInputError(RsclipError, ValueError):
     """An input raster cannot be used: not a raster, corrupt, too small, all nodata, bad band."""
 
 
+class VectorInputError(RsclipError, ValueError):
+    """An input vector layer (labels to audit) cannot be used: unreadable, empty, no such field, not polygons."""
+
+
 class DatasetError(RsclipError, ValueError):
     """A dataset (image folder, caption file, count list, annotations) is missing or malformed."""
 

@@ -150,18 +150,40 @@ def _write_failure_reason(exc: BaseException) -> str:
     return f"the disk is full: {text}" if no_space else text
 
 
-def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, layer: str | None = None) -> Path:
-    """GeoPackage / GeoParquet / GeoJSON chosen by extension."""
+def write_vector(gdf, path: str | os.PathLike, overwrite: bool = False, layer: str | None = None,
+                 metadata: dict[str, str] | None = None, description: str | None = None) -> Path:
+    """GeoPackage / GeoParquet / GeoJSON chosen by extension.
+
+    ``metadata``: key-value pairs stored as GeoPackage layer metadata or Parquet schema metadata (GeoJSON has no
+    place for them); ``description``: the layer description (GeoPackage, GeoJSON; a Parquet metadata key).
+    """
     path = check_output(path, overwrite, suffixes=tuple(VECTOR_DRIVERS))
     driver = VECTOR_DRIVERS[path.suffix.lower()]
     with atomic_path(path, overwrite) as tmp:
-        if driver == "Parquet":
+        if driver == "Parquet" and (metadata or description):
+            _write_parquet(gdf, tmp, {**(metadata or {}), **({"description": description} if description else {})})
+        elif driver == "Parquet":
             gdf.to_parquet(tmp)
         else:
             # GeoPackage 1.2: read without warnings by QGIS 3.22 and older GDAL (1.4 adds nothing we use)
             options = {"VERSION": "1.2"} if driver == "GPKG" else {}
+            if metadata and driver == "GPKG":
+                options["layer_metadata"] = dict(metadata)
+            if description:
+                options["layer_options"] = {"DESCRIPTION": description}
             gdf.to_file(tmp, driver=driver, layer=layer or path.stem, engine="pyogrio", **options)
     return path
+
+
+def _write_parquet(gdf, path: Path, metadata: dict[str, str]) -> None:
+    """GeoParquet (geopandas' own encoding) with extra key-value schema metadata."""
+    import pyarrow.parquet as pq
+    from geopandas.io.arrow import _geopandas_to_arrow
+
+    table = _geopandas_to_arrow(gdf)
+    meta = dict(table.schema.metadata or {})
+    meta.update({k.encode(): str(v).encode() for k, v in metadata.items()})
+    pq.write_table(table.replace_schema_metadata(meta), path)
 
 
 def check_class_count(n_classes: int, path: str | os.PathLike, nodata: int = 255) -> None:

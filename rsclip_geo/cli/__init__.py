@@ -33,6 +33,7 @@ def main(verbose: int) -> None:
 
 def _register() -> None:
     """One module per command or group; each imports only what its command needs (never torch)."""
+    from .audit import audit_command
     from .batch import batch_group
     from .count import count_command
     from .eval import eval_group
@@ -43,7 +44,7 @@ def _register() -> None:
     from .tile_classify import tile_classify_command
 
     for command in (tile_classify_command, index_command, search_command, heatmap_command, count_command,
-                    batch_group, models, eval_group):
+                    audit_command, batch_group, models, eval_group):
         main.add_command(command)
 
 
