@@ -32,6 +32,7 @@ from shapely.geometry import Polygon
 from .errors import RasterInputError
 
 EDGE_POLICIES = ("pad", "shift", "drop")
+MIN_TILE_PX = 8  # smaller tiles hold too few pixels to mean anything once resized to the model's input
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,15 @@ def plan_tiles(width: int, height: int, transform: Affine, crs, spec: TileSpec, 
         except RasterInputError as exc:  # name the raster, as every input error does
             raise RasterInputError(f"{source}: {exc}") from exc
         tw, th = max(1, round(spec.size_m / px)), max(1, round(spec.size_m / py))
+        if min(tw, th) < MIN_TILE_PX:
+            raise RasterInputError(
+                f"{source}: a {spec.size_m:g} m tile is {tw}x{th} px at this scene's pixel size of {px:.4g} x "
+                f"{py:.4g} m; tiles must be at least {MIN_TILE_PX} px a side: use a tile size of at least "
+                f"{MIN_TILE_PX * max(px, py):.3g} m")
     else:
         tw = th = int(spec.size_px or default_size_px)
+        if tw < MIN_TILE_PX:
+            raise RasterInputError(f"{source}: tiles of {tw} px are too small; use at least {MIN_TILE_PX} px a side")
     if width < tw or height < th:
         unit = f"{spec.size_m:g} m = {tw}x{th} px" if spec.size_m is not None else f"{tw}x{th} px"
         raise RasterInputError(

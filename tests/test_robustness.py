@@ -378,3 +378,24 @@ def test_api_misuse_gives_clear_errors(tiny_model, scene):
     # what is right still works: whole-number floats as bands, templates with '{}'
     ok = classify(bands=[1.0, 2, 3], templates=["a photo of {}."])
     assert len(ok) == 6
+
+
+# ---- 21: tiles of a few pixels (a tile size in metres far below the pixel size) -------------------------------
+def test_tiles_below_a_few_pixels_are_refused_naming_the_pixel_size(tiny_bundle, scene, tmp_path):
+    from affine import Affine
+    from click.testing import CliRunner
+
+    from rsclip_geo.cli import main
+    from rsclip_geo.tiling import plan_tiles
+
+    out = tmp_path / "labels.gpkg"
+    result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels", "red,green", "-o", str(out),
+                                       "--tile-size-m", "0.0001", "--model", str(tiny_bundle), "-q"])
+    assert result.exit_code == 1 and not out.exists()
+    assert "1x1 px" in result.output and "pixel size of 10 x 10 m" in result.output and "at least 80 m" in result.output
+    utm = Affine(10, 0, 5e5, 0, -10, 5e6)
+    with pytest.raises(RasterInputError, match="7x7 px"):
+        plan_tiles(500, 500, utm, "EPSG:32633", TileSpec(size_m=70), 16, source="s.tif")
+    assert plan_tiles(500, 500, utm, "EPSG:32633", TileSpec(size_m=80), 16).tile_width == 8
+    with pytest.raises(RasterInputError, match="tiles of 4 px are too small"):
+        plan_tiles(500, 500, utm, "EPSG:32633", TileSpec(size_px=4), 16, source="s.tif")
