@@ -45,10 +45,11 @@ def make_val(cfg: dict, image_size: int, cache_dir: Path):
     """Held-out AID images at the model size for the per-epoch quick zero-shot check (None if disabled)."""
     if not cfg["eval"]["every"]:
         return None
-    from training.data.aid import aid_subset
+    from training.data.aid import aid_subset, load_split
     from training.data.image_cache import load_images
 
-    sub = aid_subset((REPO_ROOT / cfg["eval"]["aid_root"]).resolve(), cfg["eval"]["part"])
+    split = load_split(REPO_ROOT / cfg["eval"]["split"]) if cfg["eval"]["split"] else None
+    sub = aid_subset((REPO_ROOT / cfg["eval"]["aid_root"]).resolve(), cfg["eval"]["part"], split)
     return load_images(sub.paths, image_size, cache_dir), sub.labels, list(sub.classes)
 
 

@@ -16,7 +16,8 @@ from training.data.errors import DatasetError
 UNSEEN_CLASSES = ("Airport", "Beach", "Bridge", "Desert", "Pond", "Stadium")
 HOLDOUT_FRACTION = 0.2
 SPLIT_SEED = 20170101
-SPLIT_FILE = Path(__file__).resolve().parents[1] / "splits" / "aid_split.json"
+SPLIT_FILE = Path(__file__).resolve().parents[1] / "splits" / "aid_split.json"  # v1: six classes held out
+SPLIT30_FILE = SPLIT_FILE.with_name("aid30_split.json")  # v2: all 30 classes, same 20% held-out rule
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif")
 
 
@@ -36,6 +37,7 @@ def make_split(root: Path, seed: int = SPLIT_SEED, holdout: float = HOLDOUT_FRAC
                unseen: tuple[str, ...] = UNSEEN_CLASSES) -> dict:
     """Deterministic split: unseen classes entirely in 'unseen'; round(holdout*n) images per seen class in 'val'."""
     classes = list_classes(root)
+    unseen = tuple(unseen)
     missing = [c for c in unseen if c not in classes]
     if missing:
         raise DatasetError(f"unseen classes {missing} not found under {root}")
@@ -99,8 +101,10 @@ def _main() -> None:
     ap = argparse.ArgumentParser(description="Write the fixed AID split file (run once; it is committed).")
     ap.add_argument("root", type=Path)
     ap.add_argument("--out", type=Path, default=SPLIT_FILE)
+    ap.add_argument("--all-classes", action="store_true",
+                    help="no unseen classes (the v2 split, training/splits/aid30_split.json)")
     args = ap.parse_args()
-    split = make_split(args.root)
+    split = make_split(args.root, unseen=() if args.all_classes else UNSEEN_CLASSES)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
 

@@ -1,9 +1,10 @@
-"""Training captions for the 24 seen AID classes: readable names, synonyms and short descriptions.
+"""Training captions for the 30 AID classes: readable names, synonyms and short descriptions.
 
 Why: with a locked text tower the image tower learns to land on the caption embeddings; several
 wordings per class spread those targets out in MiniLM's space instead of 24 single points, and
 descriptive words (water, sand, ships, tracks...) are what carry over to class names never trained on.
-No caption may name one of the six unseen classes (checked by `check_no_unseen_words`).
+The held-out-classes ablation (training/configs/ablation_heldout_classes.toml, the v1 split) trains on 24 classes;
+there no caption may name one of the six unseen classes (checked by `check_no_unseen_words`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ TRAIN_TEMPLATES: tuple[str, ...] = tuple(DEFAULT_TEMPLATES) + (
 
 # Phrases are noun phrases that go into the templates; the first is the plain class name.
 AID_PHRASES: dict[str, tuple[str, ...]] = {
+    "Airport": ("an airport", "an airfield", "airport runways and taxiways", "an airport terminal with parked airplanes",
+                "a runway with aircraft"),
+    "Beach": ("a beach", "a sandy beach", "a seashore", "a coastline with sand and waves", "a sandy shore by the sea"),
+    "Bridge": ("a bridge", "a bridge over a river", "a road bridge crossing water", "a long bridge across a river",
+               "a bridge spanning a waterway"),
+    "Desert": ("a desert", "sand dunes", "a sandy desert", "arid desert land", "dry desert terrain"),
+    "Pond": ("a pond", "a small lake", "ponds", "a pond surrounded by land", "fish ponds"),
+    "Stadium": ("a stadium", "a sports stadium", "an arena", "a stadium with a field and stands",
+                "a large oval sports venue"),
     "BareLand": ("bare land", "barren land", "bare soil", "an empty unvegetated lot", "dry bare ground",
                  "open land without plants"),
     "BaseballField": ("a baseball field", "baseball diamonds", "a ballpark with a diamond-shaped infield",
@@ -76,6 +86,18 @@ AID_PHRASES: dict[str, tuple[str, ...]] = {
 
 # Whole-sentence descriptions of what each class typically looks like from above.
 AID_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "Airport": ("Long grey runways and taxiways with airplanes parked near a terminal building.",
+                "An airfield with a straight runway, aprons and white aircraft seen from above."),
+    "Beach": ("A strip of light sand between the blue sea and the land, with waves along the shore.",
+              "A sandy coastline with the sea on one side, seen from above."),
+    "Bridge": ("A bridge carrying a road across a river, with water on both sides.",
+               "A long narrow bridge spanning a wide river between two banks."),
+    "Desert": ("Dry yellow sand with dune ridges and no vegetation or buildings.",
+               "Arid desert terrain with wind-shaped sand patterns seen from above."),
+    "Pond": ("A small body of still water surrounded by fields or trees.",
+             "Several ponds of dark water separated by narrow earth banks."),
+    "Stadium": ("A large oval stadium with a green sports field surrounded by stands.",
+                "A sports arena with tiers of seats around a playing field, seen from above."),
     "BareLand": ("An aerial photo of bare brown soil with no vegetation.",
                  "Empty dry ground with a few tracks and sparse shrubs, seen from above."),
     "BaseballField": ("A diamond-shaped infield of brown dirt and green grass seen from above.",

@@ -7,6 +7,7 @@ the oriented polygon is kept when the source has one.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
@@ -176,3 +177,29 @@ def read_coco_boxes(path: str | Path) -> dict[str, list[Box]]:
         out[files[ann["image_id"]]].append(
             Box(names[ann["category_id"]], x, y, x + w, y + h, polygon=poly, difficult=crowd))
     return out
+
+
+NWPU_VHR10_CLASSES = ("airplane", "ship", "storage tank", "baseball diamond", "tennis court", "basketball court",
+                      "ground track field", "harbor", "bridge", "vehicle")
+_NWPU_LINE = re.compile(r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)\s*,\s*"
+                        r"\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)\s*,\s*(\d+)")
+
+
+def read_nwpu_vhr10(path: str | Path) -> list[Box]:
+    """NWPU VHR-10 ground truth: one `(x1,y1),(x2,y2),class_id` line per object, class ids 1-10
+    (NWPU_VHR10_CLASSES order, as in Cheng et al. 2014's release)."""
+    path = Path(path)
+    boxes = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _NWPU_LINE.match(line.strip())
+        if m is None:
+            raise DatasetError(f"{path}: line {n}: expected '(x1,y1),(x2,y2),class', got {line.strip()!r}")
+        x1, y1, x2, y2 = (float(v) for v in m.groups()[:4])
+        cls = int(m.group(5))
+        if not 1 <= cls <= len(NWPU_VHR10_CLASSES):
+            raise DatasetError(f"{path}: line {n}: class id {cls} outside 1-{len(NWPU_VHR10_CLASSES)}")
+        boxes.append(Box(NWPU_VHR10_CLASSES[cls - 1], min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
+    return boxes
+

@@ -1,11 +1,13 @@
 """Readers for the caption-set formats RS training data comes in, yielding one common record.
 
-Karpathy-style JSON (RSICD, RSITMD, UCM-captions), path,caption CSV (RS5M / GAIA style) and
-webdataset tar shards (KEY.jpg|png + KEY.txt|json), read with the standard library only.
+Karpathy-style JSON (RSICD, RSITMD, UCM-captions), path,caption CSV (RS5M / GAIA style), the
+one-row-per-image CSV with a list of sentences that VT-RSBS publishes for RSICD/RSITMD/UCM/Sydney,
+and webdataset tar shards (KEY.jpg|png + KEY.txt|json), read with the standard library only.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import tarfile
@@ -31,6 +33,7 @@ class CaptionRecord:
     captions: tuple[str, ...]
     split: str | None
     key: str
+    label: str | None = None  # scene class, where the source names one (RSICD's file names, VT-RSBS 'label')
 
 
 def _checked(path: Path, where: str, check_exists: bool) -> Path:
@@ -101,6 +104,32 @@ def read_caption_csv(path: str | Path, image_root: str | Path | None = None, del
             image = Path(row[path_col].strip())
             image = _checked(image if image.is_absolute() else root / image, where, check_exists)
             yield CaptionRecord(image, (row[cap_col],), split, row[path_col].strip())
+
+
+def read_sentence_list_csv(path: str | Path, image_root: str | Path, split: str | None = None,
+                           check_exists: bool = True) -> Iterator[CaptionRecord]:
+    """VT-RSBS metadata CSV: columns `filename`, `split`, optional `label`, and `sentence` holding a Python list
+    literal of the image's captions (e.g. metadata/RSICD/RSICD.csv, 10,921 rows x 5 captions)."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"filename", "split", "sentence"} - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetError(f"{path}: not a sentence-list caption CSV; missing columns {sorted(missing)}")
+        for row in reader:
+            where = f"{path}: line {reader.line_num}"
+            if split is not None and row["split"] != split:
+                continue
+            try:
+                sentences = ast.literal_eval(row["sentence"])
+            except (ValueError, SyntaxError) as exc:
+                raise DatasetError(f"{where}: 'sentence' is not a list literal ({exc})") from None
+            if isinstance(sentences, str):
+                sentences = [sentences]
+            if not isinstance(sentences, (list, tuple)) or not all(isinstance(t, str) for t in sentences):
+                raise DatasetError(f"{where}: 'sentence' must be a list of strings")
+            image = _checked(Path(image_root) / row["filename"], where, check_exists)
+            yield CaptionRecord(image, tuple(sentences), row["split"], row["filename"], row.get("label") or None)
 
 
 def _json_captions(data, where: str) -> list[str]:

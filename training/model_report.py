@@ -1,0 +1,159 @@
+"""Every figure of the model card from one command, measured on the exported bundle through the runtime.
+
+Why: the numbers users rely on must hold for what they run (ONNX, int8 text encoder, PIL preprocessing),
+and must come from one reproducible command. Sets (data: training/DATA.md; each one is skipped, with a
+note, when its files are absent):
+- AID-30 held-out split (training/splits/aid30_split.json, val): zero-shot top-1/top-5, per class;
+  linear probe / k-NN / few-shot on frozen embeddings (AID train part -> val).
+- RSICD test split (1,093 images): zero-shot by scene class (31 classes, names as RSICD writes them) and
+  image-text retrieval R@1/5/10 both ways with its 5 raw captions per image (the standard protocol).
+- UCM (16 of 21 classes reachable here; never trained on): zero-shot.
+- NWPU VHR-10 test images (never trained on): RemoteCount-style counting crops with 1-10 objects of one
+  class (training/data/count_crops.py), exact / within-1 / MAE vs the best constant guess.
+
+    python -m training.model_report rsclip_geo/models/default --json runs/v2/report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+UCM_NAMES = {"agricultural": "agricultural land", "baseballdiamond": "baseball diamond",
+             "mediumresidential": "medium residential", "mobilehomepark": "mobile home park",
+             "parkinglot": "parking lot", "sparseresidential": "sparse residential", "storagetanks": "storage tanks",
+             "tenniscourt": "tennis court", "denseresidential": "dense residential", "golfcourse": "golf course"}
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("RSCLIP_DATA") or REPO / ".cache" / "data")
+
+
+def aid30(aid_root: Path):
+    """(val dataset, train dataset) of the fixed 30-class split as ImageFolderDatasets."""
+    from rsclip_geo.evaluation.datasets import ImageFolderDataset
+    from training.data.aid import SPLIT30_FILE, aid_subset, load_split
+
+    split = load_split(SPLIT30_FILE)
+    out = []
+    for part in ("val", "train"):
+        sub = aid_subset(aid_root, part, split)
+        out.append(ImageFolderDataset(aid_root, list(sub.classes), list(sub.paths), np.asarray(sub.labels)))
+    return out
+
+
+def rsicd_test(root: Path):
+    """(image paths, scene labels, caption lists) of RSICD's test split, or None when absent."""
+    csv_path = root / "vtrsbs/metadata/RSICD/RSICD.csv"
+    images = root / "rsicd/src/datasets/RSICD/raw_dataset/RSICD_images"
+    if not csv_path.is_file() or not images.is_dir():
+        return None
+    from training.data.readers import read_sentence_list_csv
+
+    recs = list(read_sentence_list_csv(csv_path, images, split="test"))
+    return [r.image for r in recs], [r.label for r in recs], [list(r.captions) for r in recs]
+
+
+def nwpu_count_crops(root: Path, part: str = "test"):
+    """CountSet of counting crops (uint8 arrays) from NWPU VHR-10 images of one part, or None when absent."""
+    from PIL import Image
+
+    from rsclip_geo.evaluation.datasets import CountSet
+    from training.data.count_crops import count_crops
+    from training.data.detection_sets import nwpu_vhr10_images
+
+    if not (root / "image_set" / f"{part}.txt").is_file():
+        return None
+    crops, objects, counts = [], [], []
+    for image_id, path, boxes in nwpu_vhr10_images(root, part):
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            for c in count_crops(boxes, im.width, im.height, seed=f"test:{image_id}"):
+                crops.append(np.asarray(im.crop(c.window)))
+                objects.append(c.name)
+                counts.append(c.count)
+    return CountSet(crops, objects, np.asarray(counts), source=f"NWPU VHR-10 {part}")
+
+
+def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2) -> dict:
+    import rsclip_geo
+    from rsclip_geo.evaluation.counting import evaluate_counting
+    from rsclip_geo.evaluation.datasets import CaptionSet, ImageFolderDataset
+    from rsclip_geo.evaluation.embed import embed_images
+    from rsclip_geo.evaluation.probe import few_shot, knn, linear_probe
+    from rsclip_geo.evaluation.retrieval import retrieval_metrics
+    from rsclip_geo.evaluation.zero_shot import evaluate_zero_shot
+
+    model = rsclip_geo.load_model(bundle, device="cpu", threads=threads, batch_size=64)
+    out: dict = {"bundle": str(bundle), "model": model.bundle.name, "skipped": {}}
+    t0 = time.time()
+    val, train = aid30(aid_root)
+    val_emb = embed_images(model, val.paths)
+    zs = evaluate_zero_shot(model, val, image_embeddings=val_emb)
+    out["aid30_zero_shot"] = {"top1": zs.top1, "top5": zs.top5, "n": zs.n, "per_class": zs.per_class}
+    train_emb = embed_images(model, train.paths)
+    lp = linear_probe(train_emb, train.labels, val_emb, val.labels, val.classes)
+    kn = knn(train_emb, train.labels, val_emb, val.labels, val.classes)
+    fs = few_shot(train_emb, train.labels, val_emb, val.labels, classes=val.classes)
+    out["aid30_probe"] = {"linear": lp.accuracy, "knn": kn.accuracy,
+                          "few_shot": {str(r.shots): r.mean for r in fs}}
+    rs = rsicd_test(root)
+    if rs is None:
+        out["skipped"]["rsicd"] = f"RSICD files not under {root}"
+    else:
+        paths, labels, caps = rs
+        classes = sorted(set(labels))
+        ds = ImageFolderDataset(paths[0].parent, classes, paths, np.asarray([classes.index(c) for c in labels]))
+        emb = embed_images(model, paths)
+        z = evaluate_zero_shot(model, ds, classnames=classes, image_embeddings=emb)
+        out["rsicd_test_zero_shot"] = {"top1": z.top1, "top5": z.top5, "n": z.n, "per_class": z.per_class}
+        cs = CaptionSet.from_pairs(paths, caps, source="RSICD test")
+        r = retrieval_metrics(emb, model.encode_text(cs.captions), cs.caption_image)
+        out["rsicd_test_retrieval"] = r
+    ucm = root / "ucm" / "Images"
+    if ucm.is_dir():
+        ds = ImageFolderDataset.from_folder(ucm)
+        names = [UCM_NAMES.get(c, c) for c in ds.classes]
+        z = evaluate_zero_shot(model, ds, classnames=names)
+        out["ucm_zero_shot"] = {"top1": z.top1, "top5": z.top5, "n": z.n, "classes": len(ds.classes),
+                                "per_class": z.per_class}
+    else:
+        out["skipped"]["ucm"] = f"{ucm} absent"
+    counts = nwpu_count_crops(root / "nwpu_vhr10/data/NWPU_VHR")
+    if counts is None:
+        out["skipped"]["nwpu_counting"] = "NWPU VHR-10 absent"
+    else:
+        c = evaluate_counting(model, counts)
+        out["nwpu_test_counting"] = {**c.metrics.to_dict(),
+                                     "per_object": {k: v.to_dict() for k, v in c.per_object.items()}}
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--aid", type=Path, default=REPO.parent / "shared" / "data" / "aid")
+    ap.add_argument("--data", type=Path, default=None, help="fetched data root (default $RSCLIP_DATA or .cache/data)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    rep = report(args.bundle, args.aid, args.data or data_root(), args.threads)
+    from rsclip_geo.evaluation.report import to_json
+
+    text = to_json(rep)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    brief = {k: (v.get("top1", v.get("mae", v)) if isinstance(v, dict) else v) for k, v in rep.items()}
+    print(json.dumps(brief, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
