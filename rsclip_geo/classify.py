@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +20,10 @@ from .tiling import TilePlan, TileSpec, plan_tiles
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
+
+
+class SingleLabelWarning(UserWarning):
+    """tile_classify with one label: the softmax over one class is 1.0 everywhere (meaningless)."""
 
 
 @dataclass
@@ -55,6 +60,12 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
     import geopandas as gpd
 
     labels = parse_labels(labels)
+    if len(labels) == 1:
+        warnings.warn(
+            f"one label ({labels[0].name!r}): probabilities are a softmax over the labels, so with one label every "
+            "tile gets probability 1.0 and the label says nothing; add a background/negative label (e.g. "
+            f"'{labels[0].name},other land cover') or use `search` to rank tiles by similarity",
+            SingleLabelWarning, stacklevel=2)
     if not 0 <= min_score <= 1:
         raise ValueError(f"min_score must be in [0, 1], got {min_score}")
     top_k = max(1, min(int(top_k), len(labels)))

@@ -399,3 +399,26 @@ def test_tiles_below_a_few_pixels_are_refused_naming_the_pixel_size(tiny_bundle,
     assert plan_tiles(500, 500, utm, "EPSG:32633", TileSpec(size_m=80), 16).tile_width == 8
     with pytest.raises(RasterInputError, match="tiles of 4 px are too small"):
         plan_tiles(500, 500, utm, "EPSG:32633", TileSpec(size_px=4), 16, source="s.tif")
+
+
+# ---- 22: one label: the softmax over one class is 1.0 everywhere -------------------------------------------------
+def test_single_label_warns_that_probabilities_are_meaningless(tiny_model, tiny_bundle, scene, tmp_path):
+    import warnings
+
+    import rsclip_geo
+    from click.testing import CliRunner
+
+    from rsclip_geo.classify import SingleLabelWarning
+    from rsclip_geo.cli import main
+
+    with pytest.warns(SingleLabelWarning, match="background/negative label"):
+        gdf = rsclip_geo.tile_classify(scene, ["red"], model=tiny_model, tile=TileSpec(size_px=32))
+    assert np.allclose(gdf["score"], 1.0)  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SingleLabelWarning)
+        rsclip_geo.tile_classify(scene, ["red", "green"], model=tiny_model, tile=TileSpec(size_px=32))
+    with pytest.warns(SingleLabelWarning, match="probability 1.0"):  # the CLI shows it on stderr
+        result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels", "red", "-o",
+                                           str(tmp_path / "l.gpkg"), "--tile-size", "32", "--model",
+                                           str(tiny_bundle), "-q"])
+    assert result.exit_code == 0
