@@ -6,6 +6,7 @@ import click
 
 from ..count import count_objects
 from ..evaluation.counting import NUMERAL_STYLES
+from ..output_guard import check_outputs_apart, model_files
 from ..writers import VECTOR_DRIVERS, check_output, write_vector
 from .options import ProgressBar, model_options, tiling_options
 
@@ -31,6 +32,7 @@ def count_command(scene, object_name, max_count, numerals, output, total, previe
     """Count OBJECT (such as 'small vehicle') in each tile of SCENE with RemoteCount prompts."""
     if not object_name.strip():
         raise click.BadParameter("empty object name; say what to count, e.g. 'small vehicle'", param_hint="OBJECT")
+    check_outputs_apart({"-o/--output": output, "--preview": preview}, [scene, *model_files(model)])
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))
     if preview:
         check_output(preview, overwrite, suffixes=(".png",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..heatmap import heatmap, selo_specs
+from ..output_guard import check_outputs_apart, model_files
 from ..writers import check_output
 from .options import ProgressBar, _parse_floats, model_options, read_options
 
@@ -47,6 +48,8 @@ def heatmap_command(scene, query, output, scales_px, scales_m, overlap, resoluti
         raise click.UsageError("give --resolution-m or --cell, not both")
     if no_index and index_path:
         raise click.UsageError("give --index or --no-index, not both")
+    check_outputs_apart({"-o/--output": output, "--preview": preview, "--index": index_path},
+                        [scene, *model_files(model)])
     check_output(output, overwrite, suffixes=(".tif", ".tiff"))
     if preview:
         check_output(preview, overwrite, suffixes=(".png",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..index import build_index, sidecar_path, write_index
+from ..output_guard import check_outputs_apart, model_files
 from ..writers import check_output
 from .options import ProgressBar, model_options, scales_options, tiling_options
 
@@ -23,6 +24,7 @@ from .options import ProgressBar, model_options, scales_options, tiling_options
 def index_command(scene, output, dtype, overwrite, quiet, model, scales, tile, scene_options, max_invalid):
     """Build the embedding index of SCENE (reused by search, heatmap and count while it is fresh)."""
     output = output or str(sidecar_path(scene))
+    check_outputs_apart({"-o/--output": output}, [scene, *model_files(model)])
     check_output(output, overwrite, suffixes=(".parquet", ".geoparquet"))
     bar = ProgressBar("index", quiet)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..output_guard import check_outputs_apart, model_files
 from ..search import search, similarity_grid
 from ..writers import VECTOR_DRIVERS, check_output, write_float_raster, write_vector
 from .options import ProgressBar, model_options, scales_options, tiling_options
@@ -31,6 +32,8 @@ from .options import ProgressBar, model_options, scales_options, tiling_options
 def search_command(source, query, top, negative, negative_weight, raw, output, heatmap, preview, rebuild, overwrite,
                    quiet, model, scales, tile, scene_options, max_invalid):
     """Search SOURCE (scenes, index files or folders) for QUERY."""
+    check_outputs_apart({"-o/--output": output, "--heatmap": heatmap, "--preview": preview},
+                        [*source, *model_files(model)])
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))
     if heatmap:
         check_output(heatmap, overwrite, suffixes=(".tif", ".tiff"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..classify import UNKNOWN, class_grid, tile_classify
+from ..output_guard import check_outputs_apart, model_files
 from ..prompts import parse_labels, read_labels_file
 from ..writers import VECTOR_DRIVERS, check_class_count, check_output, write_class_raster, write_vector
 from .options import ProgressBar, model_options, tiling_options
@@ -37,6 +38,8 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
         raise click.UsageError("give exactly one of --labels or --labels-file")
     parsed = parse_labels(labels) if labels else read_labels_file(labels_file)
     output = output or str(Path(scene).with_name(Path(scene).stem + "_labels.gpkg"))
+    check_outputs_apart({"-o/--output": output, "--raster": raster, "--preview": preview},
+                        [scene, labels_file, *model_files(model)])
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))  # fail before the work, not after
     if raster:
         check_output(raster, overwrite, suffixes=(".tif", ".tiff"))
