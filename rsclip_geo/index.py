@@ -252,8 +252,12 @@ def dir_writable(folder: Path) -> bool:
 
 
 def sidecar_path(scene: str | os.PathLike) -> Path:
-    """``scene.tif.rsclip-index.parquet`` beside the scene, or in the cache when that folder is read-only."""
-    scene = Path(scene).resolve()
+    """``scene.tif.rsclip-index.parquet`` beside the scene, or in the cache when that folder is read-only.
+
+    Beside the path as given: a symbolic link's sidecar goes beside the link, not beside its target (the
+    target's folder is often someone else's or shared; the index key records the target file itself).
+    """
+    scene = Path(os.path.abspath(scene))
     beside = scene.with_name(scene.name + INDEX_SUFFIX)
     if dir_writable(scene.parent):
         return beside

@@ -422,3 +422,27 @@ def test_single_label_warns_that_probabilities_are_meaningless(tiny_model, tiny_
                                            str(tmp_path / "l.gpkg"), "--tile-size", "32", "--model",
                                            str(tiny_bundle), "-q"])
     assert result.exit_code == 0
+
+
+# ---- 23: a symlinked scene: the sidecar goes beside the link the user gave ---------------------------------------
+def test_symlinked_scene_gets_its_sidecar_beside_the_link(tiny_model, tmp_path):
+    from rsclip_geo.search import search
+
+    data, work = tmp_path / "data", tmp_path / "work"
+    data.mkdir()
+    work.mkdir()
+    target = write_geotiff(data / "scene.tif", colour_blocks(LAYOUT, 32))
+    link = work / "mine.tif"
+    link.symlink_to(target)
+    data.chmod(0o555)  # the target's folder is read-only (shared data); the link's folder is ours
+    try:
+        hits = search(link, "red", model=tiny_model, scales=T32, top=2)
+        side = sidecar_path(link)
+        assert side == work / "mine.tif.rsclip-index.parquet" and side.is_file()
+        assert sorted(p.name for p in data.iterdir()) == ["scene.tif"]
+        meta = read_index_meta(side)
+        assert meta["scene"]["path"] == str(target.resolve())  # the key is the file itself
+        again = load_or_build_index(link, tiny_model, T32, progress=lambda d, t: pytest.fail("re-encoded"))
+        assert len(again) == 6 and len(hits) == 2
+    finally:
+        data.chmod(0o755)
