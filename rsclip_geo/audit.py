@@ -34,7 +34,8 @@ from .audit_summary import Agreement, AuditSummary
 from .audit_units import check_layer, read_label_layer, repair_geometries
 from .audit_windows import encode_windows, to_pixels, unit_windows
 from .encoder import ClipModel, load_model
-from .errors import LabelError, OutputError, RasterInputError, VectorInputError
+from .errors import LabelError, RasterInputError, VectorInputError
+from .output_guard import check_outputs_apart
 from .prompts import Label
 from .scene import Scene
 from .scene_embeddings import ProgressCallback
@@ -253,11 +254,9 @@ def _summary(out, columns, px, plan, vocab: Vocabulary, where, sc, field, flag_b
 
 def check_audit_output(path: str | os.PathLike, overwrite: bool = False,
                        inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
-    """Fail before any work when ``path`` cannot be written, exists (without overwrite) or is an input."""
-    path = Path(path)
-    for source in inputs:
-        if source is not None and not hasattr(source, "geometry") and Path(source).resolve() == path.resolve():
-            raise OutputError(f"{path}: is an input of this audit; write the result to another file")
+    """Fail before any work when ``path`` cannot be written, exists (without overwrite) or is an input
+    (whatever ``overwrite`` says: the same path, a link to it, the file in a GDAL name)."""
+    check_outputs_apart({"-o": path}, [p for p in inputs if p is None or not hasattr(p, "geometry")])
     return check_output(path, overwrite, suffixes=tuple(VECTOR_DRIVERS))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..audit import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output, write_audit
+from ..output_guard import model_files
 from ..tiling import TileSpec
 from .options import ProgressBar, model_options, read_options
 
@@ -67,7 +68,7 @@ def audit_command(inputs, label_field, layer, class_raster, class_names, min_seg
     tile = TileSpec(size_px=tile_size, size_m=tile_size_m, overlap=overlap, edge="shift")
     source = Path(class_raster or labels)
     output = output or str(source.with_name(source.stem + "_audit.gpkg"))
-    inputs_used = (labels, scene, class_raster, label_map, class_names)
+    inputs_used = (labels, scene, class_raster, label_map, class_names, *model_files(model))
     check_audit_output(output, overwrite, inputs_used)  # fail before the work, not after
     bar = ProgressBar("audit", quiet)
     options = dict(model=model, tile=tile, label_map=label_map, flag_below=flag_below, max_windows=max_windows,
