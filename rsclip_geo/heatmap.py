@@ -354,13 +354,15 @@ def heatmap(scene: str | os.PathLike | Scene, query: str, scales: Sequence[int |
             resolution_m: float | None = None, cell: float | None = None, sigma: float | None = None,
             overlap: float = SELO_OVERLAP, raw: bool = False, max_invalid: float = 0.5, use_index: bool = True,
             index_path: str | os.PathLike | None = None, max_cells: int = DEFAULT_MAX_CELLS,
-            progress: ProgressCallback | None = None, **scene_options) -> Heatmap:
+            progress: ProgressCallback | None = None, overwrite_index: bool = False, **scene_options) -> Heatmap:
     """SeLo heatmap of ``query`` over ``scene`` (a path, or an opened Scene: then no index is used).
 
     ``scales``: window sizes in pixels (or TileSpecs), ``scales_m``: in metres; default ``default_scales``.
     ``resolution_m`` / ``cell``: output cell size (default: see module docstring). ``sigma``: smoothing in
     output cells (None: ``auto_sigma``; 0: none). Embeddings come from the scene's index when its tiling
-    matches (``use_index``; ``index_path`` overrides the sidecar), else are encoded once per scale.
+    matches (``use_index``; ``index_path`` overrides the sidecar), else are encoded once per scale. An
+    ``index_path`` file that cannot be reused (another scene or model, or not an index) is refused unless
+    ``overwrite_index``; the sidecar is a cache and is replaced freely.
     """
     start = time.perf_counter()
     model = model if isinstance(model, ClipModel) else load_model(model)
@@ -376,7 +378,7 @@ def heatmap(scene: str | os.PathLike | Scene, query: str, scales: Sequence[int |
         grid = output_grid(sc, resolution_m, cell, max_cells)
         t_enc = time.perf_counter()
         per_scale = scale_embeddings(sc, specs, model, max_invalid, scene_options, use_index=use_index and own,
-                                     index_path=index_path, progress=progress)
+                                     index_path=index_path, progress=progress, replace_index=overwrite_index)
         t_enc = time.perf_counter() - t_enc
         valid_scene = scene_validity(sc, grid)
         scene_name = str(sc.path)

@@ -8,7 +8,9 @@ same ``max_invalid``, same TileSpec) is read from it. The rest is encoded once.
 Writing: when no usable index exists (none at the path, or one for another
 scene file or model) the embeddings are saved there so the next call reuses
 them. An index that is valid for this scene and model but tiled differently
-(e.g. a search index at other scales) is never overwritten.
+(e.g. a search index at other scales) is never overwritten. A file named by the caller
+(``index_path``) that cannot be reused is refused, as search does, unless ``replace_index``:
+it may be someone else's index, or no index at all.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .encoder import ClipModel
-from .errors import IndexFileError
+from .errors import IndexFileError, OutputError
 from .index import (SceneIndex, build_index, normalized_scene_options, read_index, read_index_meta,
                     save_index_cache, scene_fingerprint, sidecar_path)
 from .scene import Scene
@@ -96,11 +98,12 @@ def _encode(scene: Scene, spec: TileSpec, model: ClipModel, max_invalid: float, 
 def scale_embeddings(scene: Scene, specs: Sequence[TileSpec], model: ClipModel, max_invalid: float = 0.5,
                      scene_options: dict | None = None, use_index: bool = True,
                      index_path: str | os.PathLike | None = None, save_index: bool = True,
-                     progress: ProgressCallback | None = None) -> list[ScaleEmbeddings]:
+                     progress: ProgressCallback | None = None, replace_index: bool = False) -> list[ScaleEmbeddings]:
     """Embeddings of every valid tile at each of ``specs`` for the opened ``scene`` (see module docstring).
 
     ``scene_options`` are the options ``scene`` was opened with (they are part of an index's key);
-    ``use_index=False`` neither reads nor writes an index.
+    ``use_index=False`` neither reads nor writes an index. An ``index_path`` that exists but cannot be reused is
+    an OutputError unless ``replace_index`` (the sidecar is ours and is replaced freely).
     """
     scene_options = dict(scene_options or {})
     specs = list(specs)
@@ -124,6 +127,9 @@ def scale_embeddings(scene: Scene, specs: Sequence[TileSpec], model: ClipModel, 
                 log.info("reused %d of %d scale(s) from index %s", len(found), len(specs), path)
         # an index that is right for this scene and model is kept, whatever its tiling
         may_write = may_write and reason is not None and not found
+        if reason and may_write and index_path is not None and not replace_index:
+            raise OutputError(f"{path}: exists but cannot be reused ({reason}); not replaced: remove it, choose "
+                              "another path, or pass --overwrite (replace_index=True)")
         if reason:
             log.info("index %s not reused: %s", path, reason)
     missing = [i for i, e in enumerate(out) if e is None]

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import rsclip_geo
 from rsclip_geo.cli import main
-from rsclip_geo.errors import LabelError, RasterInputError
+from rsclip_geo.errors import LabelError, OutputError, RasterInputError
 from rsclip_geo.heatmap import (DIRECT_TAPS, OutputGrid, _blur_axis, _fft_size, accumulate, default_scales,
                                 gaussian_kernel, output_grid, selo_specs, smooth)
 from rsclip_geo.index import sidecar_path
@@ -162,6 +162,32 @@ def test_index_built_by_the_cli_is_reused(wide, tiny_bundle, tiny_model):
     heat = rsclip_geo.heatmap(wide, "red", scales=[16, 32], model=tiny_model)
     assert heat.stats["windows_reused"] == 0 and sidecar_path(wide).stat().st_mtime_ns == mtime
 
+
+
+def test_explicit_index_file_that_is_not_ours_is_never_replaced(wide, tmp_path, tiny_bundle, tiny_model):
+    """Like search: --index FILE that cannot be reused (another scene's index, or not an index) is refused unless
+    --overwrite; the sidecar stays a freely replaced cache."""
+    other_scene = write_layout(tmp_path / "other.tif", [list(reversed(row)) for row in LAYOUT])
+    theirs = tmp_path / "theirs.parquet"
+    r = run("index", other_scene, "--model", tiny_bundle, "--tile-size", 32, "-o", theirs, "-q")
+    assert r.exit_code == 0, r.output
+    notes = tmp_path / "notes.parquet"
+    notes.write_bytes(b"my own notes, not an index")
+    for target in (theirs, notes):
+        before = target.read_bytes()
+        out = tmp_path / f"heat_{target.stem}.tif"
+        r = run("heatmap", wide, "red", "--model", tiny_bundle, "--scales", "16,32", "--index", target, "-o", out,
+                "-q")
+        assert r.exit_code != 0 and "cannot be reused" in r.output and "--overwrite" in r.output, r.output
+        assert target.read_bytes() == before and not out.exists()
+        with pytest.raises(OutputError, match="not replaced"):
+            rsclip_geo.heatmap(wide, "red", scales=[16, 32], model=tiny_model, index_path=target)
+        assert target.read_bytes() == before
+    r = run("heatmap", wide, "red", "--model", tiny_bundle, "--scales", "16,32", "--index", theirs, "-o",
+            tmp_path / "heat.tif", "--overwrite", "-q")
+    assert r.exit_code == 0, r.output
+    heat = rsclip_geo.heatmap(wide, "red", scales=[16, 32], model=tiny_model, index_path=theirs)
+    assert heat.stats["windows_encoded"] == 0  # replaced by this scene's index, now reused
 
 # ---- numerics --------------------------------------------------------------------------------------------------
 def test_accumulate_matches_brute_force():

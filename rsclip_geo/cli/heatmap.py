@@ -32,7 +32,8 @@ from .options import ProgressBar, _parse_floats, model_options, read_options
 @click.option("--index", "index_path", type=click.Path(dir_okay=False), default=None,
               help="Index file to reuse/save embeddings (default: the scene's sidecar index).")
 @click.option("--no-index", is_flag=True, help="Neither read nor write an index; encode the windows in memory.")
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing outputs, and an --index file that is not this scene's and model's index.")
 @click.option("-q", "--quiet", is_flag=True)
 @read_options
 @model_options
@@ -61,13 +62,16 @@ def heatmap_command(scene, query, output, scales_px, scales_m, overlap, resoluti
     try:
         heat = heatmap(scene, query, scales=specs, model=model, resolution_m=resolution_m, cell=cell, sigma=smooth,
                        overlap=overlap, raw=raw, max_invalid=max_invalid, use_index=not no_index,
-                       index_path=index_path, progress=bar, **scene_options)
+                       index_path=index_path, progress=bar, overwrite_index=overwrite, **scene_options)
     finally:
         bar.close()
+    image = None
+    if preview:  # rendered before any output is written: a preview that fails leaves no outputs behind
+        from ..preview import heatmap_image, save_preview
+        image = heatmap_image(scene, heat, **scene_options)
     heat.write(output, overwrite=overwrite)
     if preview:
-        from ..preview import heatmap_preview
-        heatmap_preview(scene, heat, preview, overwrite=overwrite, **scene_options)
+        save_preview(image, preview, overwrite=overwrite)
     if not quiet:
         s = heat.stats
         rows, cols = heat.shape
