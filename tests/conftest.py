@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,18 @@ def _private_cache(tmp_path_factory):
     mp.setenv("RSCLIP_GEO_CACHE", str(tmp_path_factory.mktemp("rsclip_cache")))
     yield
     mp.undo()
+
+
+def _tree(root: Path) -> set[str]:
+    return {os.path.join(d, n) for d, dirs, files in os.walk(root) for n in dirs + files}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_data_untouched():
+    """Tests copy shared files into tmp before use: nothing may appear in the shared folder (CI's is read-only,
+    which hides a test that writes there; a writable clone would keep the file and fail the next run)."""
+    before = _tree(SHARED_DATA) if SHARED_DATA.is_dir() else set()
+    yield
+    added = sorted(_tree(SHARED_DATA) - before) if SHARED_DATA.is_dir() else []
+    if added:
+        pytest.fail(f"tests wrote into the shared data folder {SHARED_DATA}: {added[:5]}", pytrace=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -274,9 +275,8 @@ def test_cli_heatmap_and_its_errors(wide, tiny_bundle, tmp_path):
 
 
 # ---- a real scene ----------------------------------------------------------------------------------------------
-def test_real_scene_geometry(shared_data, tiny_bundle, tmp_path, monkeypatch):
-    monkeypatch.setenv("RSCLIP_GEO_CACHE", str(tmp_path / "cache"))  # the shared folder is read-only
-    scene = shared_data / "scenes" / "rgbn_5m.tif"
+def test_real_scene_geometry(shared_data, tiny_bundle, tmp_path):
+    scene = Path(shutil.copy(shared_data / "scenes" / "rgbn_5m.tif", tmp_path / "rgbn_5m.tif"))  # its index too
     out = tmp_path / "heat10.tif"
     r = run("heatmap", scene, "red", "-o", out, "--model", tiny_bundle, "--scales-m", "160,320",
             "--resolution-m", 10, "-q")
@@ -292,8 +292,8 @@ def test_real_scene_geometry(shared_data, tiny_bundle, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     with rasterio.open(full) as ds, rasterio.open(scene) as sc:
         assert (ds.height, ds.width) == (403, 515) and ds.transform == sc.transform
-    assert "skipped)" in r.output and " 0 from the index" not in r.output  # index of the 1st run (in the cache)
-    assert list((tmp_path / "cache" / "indexes").glob("rgbn_5m-*.parquet"))
+    assert "skipped)" in r.output and " 0 from the index" not in r.output  # the index of the 1st run
+    assert sidecar_path(scene) == tmp_path / "rgbn_5m.tif.rsclip-index.parquet" and sidecar_path(scene).is_file()
 
 
 # ---- real AID imagery with the shipped default model -----------------------------------------------------------
