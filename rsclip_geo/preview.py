@@ -10,6 +10,7 @@ Drawing uses PIL only (no matplotlib).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -98,16 +99,55 @@ def quicklook(scene: str | os.PathLike | Scene, max_side: int = MAX_SIDE, min_si
 
 
 # ---- drawing helpers ------------------------------------------------------------------------------------------
-def _font(size: int = 14):
+FONT_FILE = "DejaVuSans.ttf"  # Unicode coverage (Latin, Greek, Cyrillic, Arabic, ...); CJK shows as boxes
+
+
+def _font_candidates() -> list[Path]:
+    """DejaVu Sans from the system (fonts-dejavu-core) or from matplotlib's package data (not imported)."""
+    import importlib.util
+
+    paths = [Path("/usr/share/fonts/truetype/dejavu") / FONT_FILE, Path("/usr/share/fonts/TTF") / FONT_FILE,
+             Path("/Library/Fonts") / FONT_FILE, Path(os.environ.get("WINDIR", "C:/Windows")) / "Fonts" / FONT_FILE]
     try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: bitmap font only
+        spec = importlib.util.find_spec("matplotlib")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            paths.append(Path(loc) / "mpl-data" / "fonts" / "ttf" / FONT_FILE)
+    return paths
+
+
+@functools.lru_cache(maxsize=None)
+def _font(size: int = 14):
+    """A TrueType font with Unicode glyphs; PIL's default only where none is found (then text is Latin-1)."""
+    for path in _font_candidates():
+        if path.is_file():
+            try:
+                return ImageFont.truetype(str(path), size)
+            except OSError:
+                continue
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
+    except TypeError:  # Pillow < 10.1: a Latin-1 bitmap font only
         return ImageFont.load_default()
+
+
+def _drawable(text: str, font) -> str:
+    """PIL's bitmap font encodes text as Latin-1 and raises on anything else: replace what it cannot draw."""
+    if isinstance(font, ImageFont.ImageFont):
+        return text.encode("latin-1", "replace").decode("latin-1")
+    return text
+
+
+def _text(draw: ImageDraw.ImageDraw, xy, text: str, font, **kwargs) -> None:
+    draw.text(xy, _drawable(text, font), font=font, **kwargs)
 
 
 def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill, font, anchor: str = "lt") -> None:
     """Text on a filled box, readable over any imagery."""
     x, y = xy
+    text = _drawable(text, font)
     box = draw.textbbox((x, y), text, font=font, anchor=anchor)
     draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=fill)
     dark = sum(fill[:3]) > 382
@@ -169,17 +209,22 @@ def heatmap_preview(scene: str | os.PathLike | Scene, heat, path: str | os.PathL
                     alpha: float = 0.55, max_side: int = MAX_SIDE, **scene_options) -> Path:
     """PNG of the scene with a ``Heatmap`` blended on top and a colour-bar legend."""
     check_output(path, overwrite, suffixes=(".png",))
+    return save_preview(heatmap_image(scene, heat, alpha, max_side, **scene_options), path, overwrite)
+
+
+def heatmap_image(scene: str | os.PathLike | Scene, heat, alpha: float = 0.55, max_side: int = MAX_SIDE,
+                  **scene_options) -> Image.Image:
+    """The image heatmap_preview saves (front ends render it before writing their outputs, save it after)."""
     ql = quicklook(scene, max_side, **scene_options)
     image, draw = _with_legend(Image.fromarray(heatmap_on(ql, heat, alpha)))
     font = _font(13)
     top = ql.rgb.shape[0]
     bar_w = min(200, max(60, image.width // 3))
-    draw.text((6, top + 4), "0", font=font, fill=(0, 0, 0))
+    _text(draw, (6, top + 4), "0", font, fill=(0, 0, 0))
     _ramp_bar(draw, 18, top + 6, bar_w, 12)
-    draw.text((22 + bar_w, top + 4), "1", font=font, fill=(0, 0, 0))
-    draw.text((6, top + 22), f"SeLo heatmap: {heat.query}  (0 = least, 1 = most similar)", font=font,
-              fill=(0, 0, 0))
-    return _save(image, path, overwrite)
+    _text(draw, (22 + bar_w, top + 4), "1", font, fill=(0, 0, 0))
+    _text(draw, (6, top + 22), f"SeLo heatmap: {heat.query}  (0 = least, 1 = most similar)", font, fill=(0, 0, 0))
+    return image
 
 
 # ---- polygons (search hits, counts) ---------------------------------------------------------------------------
@@ -188,6 +233,14 @@ def polygons_preview(scene: str | os.PathLike | Scene, gdf, path: str | os.PathL
                      overwrite: bool = False, max_side: int = MAX_SIDE, legend: str = "", **scene_options) -> Path:
     """PNG of the scene with ``gdf``'s polygons outlined (and optionally filled), one label each."""
     check_output(path, overwrite, suffixes=(".png",))
+    return save_preview(polygons_image(scene, gdf, labels, title, colours, fill_alpha, max_side, legend,
+                                       **scene_options), path, overwrite)
+
+
+def polygons_image(scene: str | os.PathLike | Scene, gdf, labels: Sequence[str], title: str,
+                   colours: Sequence[tuple[int, int, int]] | None = None, fill_alpha: int = 0,
+                   max_side: int = MAX_SIDE, legend: str = "", **scene_options) -> Image.Image:
+    """The image polygons_preview saves."""
     ql = quicklook(scene, max_side, **scene_options)
     if gdf.crs is not None and ql.crs is not None:
         scene_crs = CRS.from_user_input(ql.crs)
@@ -214,41 +267,60 @@ def polygons_preview(scene: str | os.PathLike | Scene, gdf, path: str | os.PathL
     image, draw = _with_legend(image)
     font = _font(13)
     top = ql.rgb.shape[0]
-    draw.text((6, top + 4), title, font=font, fill=(0, 0, 0))
+    _text(draw, (6, top + 4), title, font, fill=(0, 0, 0))
     if legend:
-        draw.text((6, top + 22), legend, font=font, fill=(0, 0, 0))
+        _text(draw, (6, top + 22), legend, font, fill=(0, 0, 0))
+    return image
+
+
+def save_preview(image: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a rendered preview image as PNG (atomically)."""
     return _save(image, path, overwrite)
 
 
 def hits_preview(scene, hits, path, overwrite: bool = False, max_side: int = MAX_SIDE, **scene_options) -> Path:
     """Search hits of one scene: outlined tiles labelled with their rank."""
+    check_output(path, overwrite, suffixes=(".png",))
+    return save_preview(hits_image(scene, hits, max_side, **scene_options), path, overwrite)
+
+
+def hits_image(scene, hits, max_side: int = MAX_SIDE, **scene_options) -> Image.Image:
     query = hits.attrs.get("query", "")
-    return polygons_preview(scene, hits, path, [str(r) for r in hits["rank"]],
-                            f"search: {query!r}, top {len(hits)} tiles", overwrite=overwrite, max_side=max_side,
-                            legend="labels: rank (1 = best match)", **scene_options)
+    return polygons_image(scene, hits, [str(r) for r in hits["rank"]], f"search: {query!r}, top {len(hits)} tiles",
+                          max_side=max_side, legend="labels: rank (1 = best match)", **scene_options)
 
 
 def counts_preview(scene, counts, path, overwrite: bool = False, max_side: int = MAX_SIDE, **scene_options) -> Path:
     """Per-tile counts: tiles tinted by count (colour ramp 1..max) and labelled with it."""
+    check_output(path, overwrite, suffixes=(".png",))
+    return save_preview(counts_image(scene, counts, max_side, **scene_options), path, overwrite)
+
+
+def counts_image(scene, counts, max_side: int = MAX_SIDE, **scene_options) -> Image.Image:
     max_count = max(1, int(counts.attrs.get("max_count", counts["count"].max() if len(counts) else 1)))
     frac = (counts["count"].to_numpy() - 1) / max(1, max_count - 1)
     colours = [tuple(int(v) for v in c) for c in colourize(frac)]
     total = counts.attrs.get("total", int(counts["count"].sum()))
-    return polygons_preview(scene, counts, path, [str(n) for n in counts["count"]],
-                            f"count: {counts.attrs.get('object', '')}, total {total} over {len(counts)} tiles",
-                            colours=colours, fill_alpha=70, overwrite=overwrite, max_side=max_side,
-                            legend=f"labels: most probable count per tile (1..{max_count})", **scene_options)
+    return polygons_image(scene, counts, [str(n) for n in counts["count"]],
+                          f"count: {counts.attrs.get('object', '')}, total {total} over {len(counts)} tiles",
+                          colours=colours, fill_alpha=70, max_side=max_side,
+                          legend=f"labels: most probable count per tile (1..{max_count})", **scene_options)
 
 
 def labels_preview(scene, labels_gdf, path, class_names: Sequence[str], overwrite: bool = False,
                    max_side: int = MAX_SIDE, **scene_options) -> Path:
     """Zero-shot tile labels: tiles tinted with the class raster's palette and labelled with their class."""
+    check_output(path, overwrite, suffixes=(".png",))
+    return save_preview(labels_image(scene, labels_gdf, class_names, max_side, **scene_options), path, overwrite)
+
+
+def labels_image(scene, labels_gdf, class_names: Sequence[str], max_side: int = MAX_SIDE,
+                 **scene_options) -> Image.Image:
     from .writers import PALETTE
 
     index = {name: i for i, name in enumerate(class_names)}
     colours = [PALETTE[index.get(lab, len(PALETTE) - 1) % len(PALETTE)] for lab in labels_gdf["label"]]
     counts = labels_gdf["label"].value_counts()
     legend = "tiles per label: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in class_names)
-    return polygons_preview(scene, labels_gdf, path, list(labels_gdf["label"]),
-                            f"tile-classify: {len(labels_gdf)} tiles", colours=colours, fill_alpha=60,
-                            overwrite=overwrite, max_side=max_side, legend=legend, **scene_options)
+    return polygons_image(scene, labels_gdf, list(labels_gdf["label"]), f"tile-classify: {len(labels_gdf)} tiles",
+                          colours=colours, fill_alpha=60, max_side=max_side, legend=legend, **scene_options)

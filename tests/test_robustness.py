@@ -446,3 +446,58 @@ def test_symlinked_scene_gets_its_sidecar_beside_the_link(tiny_model, tmp_path):
         assert len(again) == 6 and len(hits) == 2
     finally:
         data.chmod(0o755)
+
+
+# ---- 10: previews with non-Latin-1 text; a preview that fails leaves no outputs behind -------------------------
+def test_preview_draws_non_latin1_labels_and_queries(tiny_bundle, scene, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from rsclip_geo.cli import main
+
+    base = ["--model", str(tiny_bundle), "--tile-size", "32", "-q"]
+    out, png = tmp_path / "labels.gpkg", tmp_path / "labels.png"
+    result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels", "вода,лес,νερό", "-o", str(out),
+                                       "--preview", str(png), *base])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and Image.open(png).size[0] >= 512
+    hits, png2 = tmp_path / "hits.gpkg", tmp_path / "hits.png"
+    result = CliRunner().invoke(main, ["search", str(scene), "красный водоём 湖", "-o", str(hits),
+                                       "--preview", str(png2), *base])
+    assert result.exit_code == 0, result.output
+    assert hits.is_file() and png2.is_file()
+
+
+def test_unicode_font_is_used_and_the_bitmap_fallback_never_raises():
+    from PIL import Image, ImageDraw, ImageFont
+
+    from rsclip_geo import preview
+
+    font = preview._font(13)
+    if any(p.is_file() for p in preview._font_candidates()):
+        assert isinstance(font, ImageFont.FreeTypeFont)
+        ink = Image.new("L", (80, 20))
+        ImageDraw.Draw(ink).text((0, 0), "вода", font=font, fill=255)
+        assert np.asarray(ink).max() == 255  # glyphs drawn
+    bitmap = ImageFont.load_default() if not hasattr(ImageFont, "load_default_imagefont") else \
+        ImageFont.load_default_imagefont()
+    img = Image.new("RGB", (200, 40))
+    preview._label(ImageDraw.Draw(img), (5, 5), "вода 湖", (255, 0, 0), bitmap)  # replaced by '?', no crash
+
+
+def test_a_failing_preview_leaves_no_outputs(tiny_bundle, scene, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from rsclip_geo import preview
+    from rsclip_geo.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("preview rendering failed")
+
+    monkeypatch.setattr(preview, "quicklook", broken)
+    out, raster, png = tmp_path / "labels.gpkg", tmp_path / "classes.tif", tmp_path / "labels.png"
+    result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels", "red,green", "-o", str(out),
+                                       "--raster", str(raster), "--preview", str(png), "--model", str(tiny_bundle),
+                                       "--tile-size", "32", "-q"])
+    assert result.exit_code != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]

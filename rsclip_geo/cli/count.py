@@ -42,10 +42,13 @@ def count_command(scene, object_name, max_count, numerals, output, total, previe
                                max_invalid=max_invalid, use_index=not no_index, progress=bar, **scene_options)
     finally:
         bar.close()
+    image = None
+    if preview:  # rendered before any output is written: a preview that fails leaves no outputs behind
+        from ..preview import counts_image, save_preview
+        image = counts_image(scene, counts, **scene_options)
     write_vector(counts, output, overwrite=overwrite)
     if preview:
-        from ..preview import counts_preview
-        counts_preview(scene, counts, preview, overwrite=overwrite, **scene_options)
+        save_preview(image, preview, overwrite=overwrite)
     if total:
         click.echo(f"total {object_name}: {counts.attrs['total']} (sum over {len(counts)} tiles)")
     if not quiet:

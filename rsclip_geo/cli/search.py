@@ -50,14 +50,18 @@ def search_command(source, query, top, negative, negative_weight, raw, output, h
         indexes = hits.attrs["indexes"]
         if len(indexes) != 1 or len(indexes[0].plans) != 1:
             raise click.UsageError("--heatmap needs a single scene indexed at a single scale")
+    image = None
+    if preview and len(hits):  # rendered before any output is written: a preview that fails leaves no outputs
+        from ..preview import hits_image, save_preview
+        best = hits["scene"].iloc[0]
+        image = hits_image(best, hits[hits["scene"] == best], **scene_options)
+    if heatmap:
         grid, transform = similarity_grid(indexes[0], hits.attrs["scores"][0])
         write_float_raster(heatmap, grid, transform, indexes[0].frame.crs, overwrite=overwrite,
                            description=f"score: {query}")
     write_vector(hits, output, overwrite=overwrite)
-    if preview and len(hits):
-        from ..preview import hits_preview
-        best = hits["scene"].iloc[0]
-        hits_preview(best, hits[hits["scene"] == best], preview, overwrite=overwrite, **scene_options)
+    if image is not None:
+        save_preview(image, preview, overwrite=overwrite)
     if not quiet:
         n_tiles = sum(len(ix) for ix in hits.attrs["indexes"])
         click.echo(f"{len(hits)} hits for {query!r} among {n_tiles} tiles; best score "

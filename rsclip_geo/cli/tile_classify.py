@@ -52,6 +52,11 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
                             max_invalid=max_invalid, progress=bar, **scene_options)
     finally:
         bar.close()
+    image = None
+    if preview:  # rendered before any output is written: a preview that fails leaves no outputs behind
+        from ..preview import labels_image, save_preview
+
+        image = labels_image(scene, gdf, [lab.name for lab in parsed] + [UNKNOWN], **scene_options)
     write_vector(gdf, output, overwrite=overwrite)
     if raster:
         names = [lab.name for lab in parsed] + ([UNKNOWN] if min_score > 0 else [])
@@ -59,10 +64,7 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
         write_class_raster(raster, class_grid(gdf, names, plan), plan.grid_transform, plan.crs, names,
                            overwrite=overwrite)
     if preview:
-        from ..preview import labels_preview
-
-        names = [lab.name for lab in parsed] + [UNKNOWN]
-        labels_preview(scene, gdf, preview, names, overwrite=overwrite, **scene_options)
+        save_preview(image, preview, overwrite=overwrite)
     if not quiet:
         summary = gdf.attrs["summary"]
         click.echo(summary.describe(), err=True)
