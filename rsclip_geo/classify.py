@@ -40,10 +40,22 @@ class RunSummary:
     tile_width_px: int = 0
     tile_height_px: int = 0
     extra: dict = field(default_factory=dict)
+    skipped_outside: int = 0  # of tiles_skipped: mostly outside the scene (edge 'pad'); the rest: invalid pixels
+
+    def skipped_text(self) -> str:
+        """'3 skipped (1 mostly outside the scene with edge 'pad', 2 with too many invalid pixels)': why, not just how many."""
+        if not self.tiles_skipped:
+            return "0 skipped"
+        why = []
+        if self.skipped_outside:
+            why.append(f"{self.skipped_outside} mostly outside the scene with edge 'pad'")
+        if self.tiles_skipped - self.skipped_outside:
+            why.append(f"{self.tiles_skipped - self.skipped_outside} with too many invalid pixels")
+        return f"{self.tiles_skipped} skipped ({', '.join(why)})"
 
     def describe(self) -> str:
         rate = self.tiles_encoded / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.scene}: {self.tiles_encoded} tiles labelled, {self.tiles_skipped} skipped (invalid pixels) "
+        return (f"{self.scene}: {self.tiles_encoded} tiles labelled, {self.skipped_text()} "
                 f"of {self.tiles_total}; tile {self.tile_width_px}x{self.tile_height_px} px; "
                 f"{self.seconds:.1f} s ({rate:.1f} tiles/s) on {self.provider} with model {self.model}")
 
@@ -80,8 +92,10 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
         encoded = encode_scene(scene, plan, model, max_invalid, progress)
         tiles, emb, frac = encoded.tiles, encoded.embeddings, encoded.valid_fraction
         probs = model.probabilities(emb, class_emb)
+        outside, _ = plan.skip_reasons(((t.row, t.col) for t in tiles), max_invalid)
         summary = RunSummary(str(scene.path), len(plan), len(tiles), encoded.stats.skipped, time.perf_counter() - start,
-                             model.provider, model.bundle.name, plan.tile_width, plan.tile_height)
+                             model.provider, model.bundle.name, plan.tile_width, plan.tile_height,
+                             skipped_outside=outside)
         gdf = _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan)
     finally:
         if own:

@@ -157,11 +157,16 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
     return hits
 
 
-def similarity_grid(index: SceneIndex, scores: np.ndarray, scale: int = 0) -> tuple[np.ndarray, object]:
-    """Per-tile scores of one scale on its tile grid (NaN where no tile): (grid, grid transform)."""
+def similarity_grid(index: SceneIndex, scores: np.ndarray, scale: int = 0, tile_grid: bool = False
+                    ) -> tuple[np.ndarray, object]:
+    """Per-tile scores of one scale (NaN where no tile) as (array, transform) on the scene's own grid
+    (tile_grid.on_scene_grid: the scene's bounds, each cell the score of the tile owning it), or with
+    ``tile_grid`` one cell per tile (row, col) on the plan's stride grid (which may hang past the scene)."""
+    from .tile_grid import on_scene_grid
+
     plan = index.plans[scale]
     grid = np.full((plan.n_rows, plan.n_cols), np.nan, dtype=np.float32)
     sel = (index.frame["scale"].to_numpy() == scale)
     grid[index.frame["row"].to_numpy()[sel], index.frame["col"].to_numpy()[sel]] = scores[sel]
-    return grid, plan.grid_transform
+    return (grid, plan.grid_transform) if tile_grid else on_scene_grid(plan, grid, np.nan)
 

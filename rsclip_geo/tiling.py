@@ -6,11 +6,11 @@ same call is right for projected (UTM, Web Mercator) and geographic CRS.
 
 Edge policy, for the last row/column when the scene is not a whole number of strides:
 
-- ``pad`` (default): a partial tile hangs over the edge; the pixels outside the
-  scene are invalid (they count against ``max_invalid``). Tiles form a regular
-  grid starting at the scene's top-left corner.
-- ``shift``: the last tile is moved back inside the scene (it overlaps its
-  neighbour more); every tile is full size.
+- ``shift`` (default): the last tile is moved back inside the scene (it overlaps
+  its neighbour more); every tile is full size and the whole scene is covered.
+- ``pad``: a partial tile hangs over the edge; the pixels outside the scene are
+  invalid (they count against ``max_invalid``, so an edge tile that lies mostly
+  outside is skipped). Tiles form a regular grid starting at the top-left corner.
 - ``drop``: tiles that do not fit are left out; the right/bottom strip is not covered.
 
 Number of tiles along an axis of ``n`` pixels with tile ``t`` and stride ``s``:
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from affine import Affine
 from pyproj import CRS, Geod, Transformer
@@ -42,7 +42,7 @@ class TileSpec:
     size_px: int | None = None
     size_m: float | None = None
     overlap: float = 0.0
-    edge: str = "pad"
+    edge: str = "shift"
 
     def __post_init__(self):
         if self.size_px is not None and self.size_m is not None:
@@ -111,6 +111,27 @@ class TilePlan:
         r1 = min(tile.row_off + tile.height, self.scene_height)
         corners = [(c0, r0), (c1, r0), (c1, r1), (c0, r1)]
         return Polygon([self.transform @ xy for xy in corners])
+
+    def inside_fraction(self, tile: Tile) -> float:
+        """The share of the tile's pixels that lie inside the scene (< 1 only for 'pad' edge tiles)."""
+        w = min(tile.col_off + tile.width, self.scene_width) - max(tile.col_off, 0)
+        h = min(tile.row_off + tile.height, self.scene_height) - max(tile.row_off, 0)
+        return max(0, w) * max(0, h) / float(tile.width * tile.height)
+
+    def skip_reasons(self, kept: Iterable[tuple[int, int]], max_invalid: float) -> tuple[int, int]:
+        """Tiles not in ``kept`` ((row, col) pairs) as (outside, invalid): ``outside`` lie so far past the
+        scene's edge ('pad') that they are skipped whatever their pixels; ``invalid`` had too many invalid
+        pixels (nodata, masks) inside the scene."""
+        kept = set(kept)
+        outside = invalid = 0
+        for tile in self:
+            if (tile.row, tile.col) in kept:
+                continue
+            if 1.0 - self.inside_fraction(tile) > max_invalid:
+                outside += 1
+            else:
+                invalid += 1
+        return outside, invalid
 
     @property
     def grid_transform(self) -> Affine:

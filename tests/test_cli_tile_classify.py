@@ -51,10 +51,11 @@ def test_vector_and_raster_outputs(tiny_bundle, scene, tmp_path):
     with rasterio.open(ras) as r:
         names = json.loads(r.tags()["CLASS_NAMES"])
         grid = r.read(1)
-        assert r.crs.to_epsg() == 32633 and r.transform.a == 320 and r.transform.e == -320
-        assert (r.transform.c, r.transform.f) == (500000.0, 5000000.0)
+        assert r.crs.to_epsg() == 32633 and r.transform.a == 10 and r.transform.e == -10  # the scene's grid
+        assert (r.transform.c, r.transform.f, r.width, r.height) == (500000.0, 5000000.0, 96, 64)
         assert r.colormap(1)[0][:3] != r.colormap(1)[1][:3]
-    assert [[names[v] for v in row] for row in grid] == EXPECTED
+    assert (grid == np.kron(grid[::32, ::32], np.ones((32, 32), np.uint8))).all()  # one class per 32 px tile
+    assert [[names[v] for v in row] for row in grid[::32, ::32]] == EXPECTED
 
 
 def test_default_output_name_and_no_overwrite(tiny_bundle, scene, tmp_path):

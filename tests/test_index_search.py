@@ -177,9 +177,12 @@ def test_index_of_another_model_refused(tiny_model, scene, tiny_bundle, tmp_path
 
 def test_similarity_grid(tiny_model, scene):
     hits = search(scene, "blue", top=6, model=tiny_model, scales=T32)
-    grid, transform = similarity_grid(hits.attrs["indexes"][0], hits.attrs["scores"][0])
-    assert grid.shape == (2, 3) and transform == Affine(320, 0, 500000, 0, -320, 5000000)
-    assert {tuple(x) for x in np.argwhere(grid > 0.5)} == {(0, 2), (1, 0)}
+    tiles, transform = similarity_grid(hits.attrs["indexes"][0], hits.attrs["scores"][0], tile_grid=True)
+    assert tiles.shape == (2, 3) and transform == Affine(320, 0, 500000, 0, -320, 5000000)
+    assert {tuple(x) for x in np.argwhere(tiles > 0.5)} == {(0, 2), (1, 0)}
+    grid, transform = similarity_grid(hits.attrs["indexes"][0], hits.attrs["scores"][0])  # the scene's grid
+    assert grid.shape == (64, 96) and transform == Affine(10, 0, 500000, 0, -10, 5000000)
+    assert (grid == np.kron(tiles, np.ones((32, 32), np.float32))).all()
 
 
 def test_empty_folder_and_missing_source(tiny_model, tmp_path):
@@ -201,9 +204,9 @@ def test_cli_index_then_search_with_heatmap(tiny_bundle, scene, tmp_path):
     hits = gpd.read_file(tmp_path / "h.gpkg")
     assert {(r_, c) for r_, c in zip(hits["row"], hits["col"])} == {(0, 1), (1, 2)}
     with rasterio.open(tmp_path / "h.tif") as ras:
-        assert ras.crs.to_epsg() == 32633 and ras.transform == Affine(320, 0, 500000, 0, -320, 5000000)
-        assert ras.profile["tiled"] and ras.dtypes[0] == "float32"
-        grid = ras.read(1)
+        assert ras.crs.to_epsg() == 32633 and ras.transform == Affine(10, 0, 500000, 0, -10, 5000000)
+        assert ras.profile["tiled"] and ras.dtypes[0] == "float32" and ras.shape == (64, 96)  # the scene's grid
+        grid = ras.read(1)[::32, ::32]
     assert np.unravel_index(np.argmax(grid), grid.shape) in [(0, 1), (1, 2)]
     r = run("search", tmp_path / "i.parquet", "green", "--model", tiny_bundle, "-o", tmp_path / "h.gpkg")
     assert r.exit_code == 1 and "already exists" in r.output

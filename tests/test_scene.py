@@ -352,7 +352,7 @@ def test_real_scene_plans(shared_data, tiny_model, name, size_m, epsg, res, tile
         assert py == pytest.approx(res / factors.meridional_scale, rel=1e-6)
         assert px == pytest.approx(res, rel=1e-3) and py == pytest.approx(res, rel=1e-3)
 
-        pad = plan_tiles(width, height, s.transform, s.crs, TileSpec(size_m=size_m), 16, source=name)
+        pad = plan_tiles(width, height, s.transform, s.crs, TileSpec(size_m=size_m, edge="pad"), 16, source=name)
         assert (pad.tile_width, pad.tile_height) == (tile_px, tile_px)
         assert (pad.n_cols, pad.n_rows) == (math.ceil(width / tile_px), math.ceil(height / tile_px))
         union = unary_union([pad.footprint(t) for t in pad])
@@ -367,7 +367,7 @@ def test_real_scene_plans(shared_data, tiny_model, name, size_m, epsg, res, tile
         assert union.equals(box(bounds.left, bounds.top - nr * tile_px * res, bounds.left + nc * tile_px * res,
                                 bounds.top))
 
-    gdf = tile_classify(path, "red,green,blue", model=tiny_model, tile=TileSpec(size_m=size_m))
+    gdf = tile_classify(path, "red,green,blue", model=tiny_model, tile=TileSpec(size_m=size_m, edge="pad"))
     assert gdf.crs == crs
     summary = gdf.attrs["summary"]
     assert summary.tiles_total == len(pad)

@@ -88,7 +88,7 @@ def test_max_invalid_threshold(tmp_path):
 def test_pad_tiles_count_outside_pixels_as_invalid(tmp_path):
     data = colour_blocks([[RED, GREEN]], 10)  # 20 x 10 px; tiles of 8: last column 4 px wide, last row 2 px
     with Scene(write_geotiff(tmp_path / "pad.tif", data)) as scene:
-        plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, TileSpec(size_px=8), 8)
+        plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, TileSpec(size_px=8, edge="pad"), 8)
         batches, stats = _run(scene, plan, batch_size=16, max_invalid=0.9)
     assert (plan.n_rows, plan.n_cols) == (2, 3)
     frac = {(t.row, t.col): float(f) for b in batches for t, f in zip(b.tiles, b.valid_fraction)}
@@ -201,7 +201,7 @@ def test_classify_skips_nodata_tiles(tmp_path, tiny_model):
 def test_classify_partial_edge_tiles(tmp_path, tiny_model):
     data = colour_blocks([[RED, GREEN, BLUE]], 16)[:, :, :40]  # 40 x 16: last tile half outside
     p = write_geotiff(tmp_path / "edge.tif", data, transform=UTM)
-    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16))
+    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16, edge="pad"))
     assert list(gdf["label"]) == ["red", "green", "blue"]
     assert gdf["valid_frac"].tolist() == [1.0, 1.0, 0.5]
     assert gdf.geometry.iloc[2].equals(box(500320.0, 4999840.0, 500400.0, 5000000.0))  # clipped to the scene

@@ -54,6 +54,6 @@ def count_command(scene, object_name, max_count, numerals, output, total, previe
     if not quiet:
         s = counts.attrs["summary"]
         click.echo(f"{s.scene}: {len(counts)} tiles counted for {object_name!r} (1..{max_count}), "
-                   f"{s.tiles_skipped} skipped; tile {s.tile_width_px}x{s.tile_height_px} px; "
+                   f"{s.skipped_text()}; tile {s.tile_width_px}x{s.tile_height_px} px; "
                    f"{s.seconds:.1f} s on {s.provider}; wrote {output}" + (f" and {preview}" if preview else ""),
                    err=True)

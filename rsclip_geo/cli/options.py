@@ -65,8 +65,9 @@ def tiling_options(f):
                   help="Tile size in metres on the ground (projected or geographic CRS).")
     @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
                   help="Overlap between neighbouring tiles, as a fraction of the tile.")
-    @click.option("--edge", type=click.Choice(EDGE_POLICIES), default="pad", show_default=True,
-                  help="Last row/column: pad (partial tile, padding counts as invalid), shift inside, or drop.")
+    @click.option("--edge", type=click.Choice(EDGE_POLICIES), default="shift", show_default=True,
+                  help="Last row/column: shift (moved back inside: the whole scene is covered), pad (partial "
+                       "tile, the part outside counts as invalid), or drop (the strip is left out).")
     @read_options
     @functools.wraps(f)
     def wrapper(*args, tile_size, tile_size_m, overlap, edge, **kwargs):

@@ -7,6 +7,7 @@ import click
 from ..classify import UNKNOWN, class_grid, tile_classify
 from ..output_guard import check_outputs_apart, model_files
 from ..prompts import parse_labels, read_labels_file
+from ..tile_grid import on_scene_grid
 from ..writers import VECTOR_DRIVERS, check_class_count, check_output, write_class_raster, write_vector
 from .options import ProgressBar, model_options, tiling_options
 
@@ -19,7 +20,8 @@ from .options import ProgressBar, model_options, tiling_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output vector (.gpkg, .parquet, .geojson); default SCENE_labels.gpkg beside the scene.")
 @click.option("--raster", type=click.Path(dir_okay=False), default=None,
-              help="Also write a class raster (.tif), one pixel per tile, with a colour table.")
+              help="Also write a class raster (.tif) on the scene's grid (each pixel: its tile's class), with a "
+                   "colour table.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Tiles whose best probability is below this are labelled 'unknown'.")
@@ -61,8 +63,8 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
     if raster:
         names = [lab.name for lab in parsed] + ([UNKNOWN] if min_score > 0 else [])
         plan = gdf.attrs["plan"]
-        write_class_raster(raster, class_grid(gdf, names, plan), plan.grid_transform, plan.crs, names,
-                           overwrite=overwrite)
+        classes, transform = on_scene_grid(plan, class_grid(gdf, names, plan), 255)
+        write_class_raster(raster, classes, transform, plan.crs, names, overwrite=overwrite)
     if preview:
         save_preview(image, preview, overwrite=overwrite)
     if not quiet:
