@@ -115,7 +115,8 @@ class Scene:
 
     ``zero_invalid``: 'auto' treats pixels that are 0 in every selected band as invalid
     when the raster declares no nodata value and no mask (zero-filled edges);
-    True/False force it on or off.
+    True/False force it on or off. In float rasters NaN and +-inf pixels are invalid, nodata declared or not,
+    so the stretch is fitted on finite values only.
     """
 
     def __init__(self, path: str | Path, bands: Sequence[int] | None = None, stretch: str = "auto",
@@ -164,7 +165,7 @@ class Scene:
         data, valid = self._read_sample()
         if not valid.any():
             raise RasterInputError(
-                f"{self.path}: every pixel is invalid (nodata/mask"
+                f"{self.path}: every pixel is invalid (nodata/mask/NaN/inf"
                 + (", or 0 in all selected bands" if self.zero_invalid else "") + ") in bands "
                 + ",".join(map(str, self.bands)))
         self.stretch = self._fit_stretch(data, valid, stretch, percentiles)
@@ -189,6 +190,8 @@ class Scene:
 
     def _valid(self, data: np.ndarray, masks: np.ndarray) -> np.ndarray:
         valid = np.all(masks > 0, axis=0)
+        if data.dtype.kind in "fc":  # NaN/+-inf are no measurement, declared nodata or not
+            valid &= np.all(np.isfinite(data), axis=0)
         if self.zero_invalid:
             valid &= np.any(data != 0, axis=0)
         return valid
