@@ -104,10 +104,10 @@ def install(target: Path, requirements: Sequence[str] | None = None, wheelhouse:
 
 def _run(cmd: list[str], log: Callable[[str], None], canceled: Callable[[], bool]) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PIP_USER")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in proc.stdout:
-        log(line.rstrip())
-        if canceled():
-            proc.terminate()
-            break
-    return proc.wait()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        for line in proc.stdout:  # the with block closes the pipe (no ResourceWarning) and reaps pip
+            log(line.rstrip())
+            if canceled():
+                proc.terminate()
+                break
+        return proc.wait()

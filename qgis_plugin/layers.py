@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampShader, QgsCoordinateReferenceSystem,
-                       QgsFeatureRequest, QgsFillSymbol, QgsGradientColorRamp, QgsGraduatedSymbolRenderer,
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampLegendNodeSettings, QgsColorRampShader,
+                       QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsFillSymbol, QgsGradientColorRamp, QgsGraduatedSymbolRenderer,
                        QgsLayerTreeGroup, QgsPalLayerSettings, QgsProject, QgsRasterBandStats, QgsRasterLayer,
                        QgsRasterShader, QgsRendererCategory, QgsRendererRange, QgsSingleBandPseudoColorRenderer,
                        QgsSingleSymbolRenderer, QgsStyle, QgsTextFormat, QgsTextBufferSettings, QgsVectorLayer,
@@ -36,10 +36,30 @@ class LayerError(RuntimeError):
 
 # ---- groups and loading -------------------------------------------------------------
 def run_group(name: str, project: QgsProject | None = None) -> QgsLayerTreeGroup:
-    """A new group at the top of the layer tree (a run never reuses an older run's group)."""
-    group = (project or QgsProject.instance()).layerTreeRoot().insertGroup(0, name)
+    """A new group at the top of the layer tree (a run never reuses an older run's group); the groups of
+    older runs are collapsed, so the newest results are the ones in view."""
+    root = (project or QgsProject.instance()).layerTreeRoot()
+    for older in root.children():
+        if isinstance(older, QgsLayerTreeGroup) and older.customProperty(OUTPUT_PROPERTY):
+            older.setExpanded(False)
+    group = root.insertGroup(0, name)
+    group.setCustomProperty(OUTPUT_PROPERTY, True)
     group.setExpanded(True)
     return group
+
+
+def show_expanded(group: QgsLayerTreeGroup, view=None) -> None:
+    """The run's group and its layers open, in the node state and in ``view`` (a QgsLayerTreeView): the view
+    keeps its own expanded state for rows it has shown before, which can leave a new group collapsed."""
+    group.setExpanded(True)
+    for node in group.findLayers():
+        node.setExpanded(True)
+    if view is not None and view.layerTreeModel() is not None:
+        # the view's own index (QGIS >= 3.18 puts a proxy model between the view and the layer tree model)
+        index = view.node2index(group) if hasattr(view, "node2index") else view.layerTreeModel().node2index(group)
+        if index.isValid():
+            view.setExpanded(index, True)
+            view.scrollTo(index)
 
 
 def _add(layer, group: QgsLayerTreeGroup, project: QgsProject | None = None) -> str:
@@ -79,9 +99,10 @@ def _ramp(name: str, fallback=((0, 0, 4), (252, 255, 164))):
 
 def style_scores(layer: QgsRasterLayer, lo: float | None = None, hi: float | None = None,
                  cut: float | None = None, ramp_name: str = "Inferno", opacity: float = 0.85) -> None:
-    """Pseudocolour over [lo, hi] (default: the band's min/max). Values below ``cut`` are fully
-    transparent (default: mean + half a standard deviation, so about the best third of the tiles
-    shows) and opacity rises with the score, so the scene stays visible under the colours."""
+    """Pseudocolour from ``cut`` to ``hi`` ([lo, hi] default: the band's min/max). Values below ``cut`` are
+    fully transparent (default: mean + half a standard deviation, so about the best third of the tiles
+    shows) and opacity rises with the score, so the scene stays visible under the colours. The legend is
+    one continuous bar labelled at its two ends (no rows of unlabelled colours)."""
     stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.All)
     lo = stats.minimumValue if lo is None else lo
     hi = stats.maximumValue if hi is None else hi
@@ -93,23 +114,28 @@ def style_scores(layer: QgsRasterLayer, lo: float | None = None, hi: float | Non
     ramp = _ramp(ramp_name)
     clear = QColor(ramp.color(0.0))
     clear.setAlpha(0)
-    items = [QgsColorRampShader.ColorRampItem(lo, clear, f"{lo:.3g}"),
-             QgsColorRampShader.ColorRampItem(cut, clear, f"{cut:.3g}")]
+    items = [QgsColorRampShader.ColorRampItem(cut, clear, f"{cut:.3f}")]  # lower values: this colour too
     steps = 8
     for i in range(1, steps + 1):
         f = i / steps
         colour = QColor(ramp.color(0.25 + 0.75 * f))
         colour.setAlpha(int(110 + 145 * f))
         value = cut + f * (hi - cut)
-        label = f"{value:.3g}" if i in (steps // 2, steps) else ""
-        items.append(QgsColorRampShader.ColorRampItem(value, colour, label))
-    shader_fn = QgsColorRampShader(lo, hi)
+        items.append(QgsColorRampShader.ColorRampItem(value, colour, f"{value:.3f}"))
+    shader_fn = QgsColorRampShader(cut, hi)
     shader_fn.setColorRampType(QgsColorRampShader.Interpolated)
+    shader_fn.setClip(False)
     shader_fn.setColorRampItemList(items)
+    # the legend: one continuous bar from the cut (below it: transparent) to the best score, two labels
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setUseContinuousLegend(True)
+    legend.setMinimumLabel(f"{cut:.3f} (lower: not drawn)")
+    legend.setMaximumLabel(f"{hi:.3f} (best)")
+    shader_fn.setLegendSettings(legend)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(shader_fn)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
-    renderer.setClassificationMin(lo)
+    renderer.setClassificationMin(cut)
     renderer.setClassificationMax(hi)
     renderer.setOpacity(opacity)
     layer.setRenderer(renderer)
@@ -174,13 +200,15 @@ def style_counts(layer: QgsVectorLayer, max_count: int, field: str = "count") ->
 
 
 # ---- one function per action ------------------------------------------------------------
-def add_result(result, project: QgsProject | None = None) -> list[str]:
-    """Layers for a finished run (tasks.RunResult) in a new group; returns the layer ids."""
+def add_result(result, project: QgsProject | None = None, view=None) -> list[str]:
+    """Layers for a finished run (tasks.RunResult) in a new, expanded group; returns the layer ids."""
     adders = {"search": _search, "classify": _classify, "heatmap": _heatmap, "count": _count}
     if result.action not in adders:
         return []
     group = run_group(result.group, project)
-    return adders[result.action](result, group, result.params.crs_wkt, project)
+    ids = adders[result.action](result, group, result.params.crs_wkt, project)
+    show_expanded(group, view)
+    return ids
 
 
 def _search(result, group, crs, project):

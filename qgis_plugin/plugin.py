@@ -122,12 +122,17 @@ class RsclipGeoPlugin:
 
     def start(self, action: str, params) -> object:
         task = TASKS[action](params, on_done=self.done)
+        task.layer_tree_view = self.layer_tree_view()
         self.running[id(task)] = task
         task.taskCompleted.connect(lambda: self.running.pop(id(task), None))
         task.taskTerminated.connect(lambda: self.running.pop(id(task), None))
         QgsApplication.taskManager().addTask(task)
-        self.message(f"{task.description()}: running (see the task bar to follow or cancel it)", Qgis.Info, 4)
+        self.message(f"{task.result.group}: running (see the task bar to follow or cancel it)", Qgis.Info, 4)
         return task
+
+    def layer_tree_view(self):
+        view = getattr(self.iface, "layerTreeView", None)
+        return view() if callable(view) else None
 
     def done(self, result: RunResult) -> None:
         """GUI thread, after the task's layers were added."""
@@ -166,4 +171,5 @@ class RsclipGeoPlugin:
         return task
 
     def message(self, text: str, level=Qgis.Info, duration: int = 6) -> None:
+        """One message bar line titled 'rsclip-geo' (texts never repeat the name)."""
         self.iface.messageBar().pushMessage("rsclip-geo", text, level, duration)

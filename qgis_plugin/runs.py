@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 ProgressCallback = Callable[[int, int], None]  # the core's (done, total)
+MODEL_LOADED, CORE_DONE = 0.1, 0.95  # share of a run's progress bar: model loaded; the core's work done
 ACTION_TITLES = {"search": "Search", "classify": "Classify tiles", "heatmap": "Heatmap", "count": "Count",
                  "index": "Index"}
 
@@ -27,14 +28,31 @@ class TaskCanceled(Exception):
 class Progress:
     """The core's progress callback; raises TaskCanceled once ``canceled()`` is true.
 
+    The whole run is reported as (done, STEPS): loading the model, then the core's own
+    (done, total) mapped onto ``span`` (a fraction of the run), then writing the outputs, so
+    the bar moves while the model loads and an index is reused, not 0 % then 100 %.
     ``check()`` is called again before outputs are written, so a late cancel writes nothing.
     """
 
+    STEPS = 1000
+
     def __init__(self, report: ProgressCallback, canceled: Callable[[], bool]):
         self.report, self.canceled = report, canceled
+        self.span = (0.0, 1.0)
+        self.last = -1
 
     def __call__(self, done: int, total: int) -> None:
-        self.report(done, total)
+        if total:
+            lo, hi = self.span
+            self.at(lo + (hi - lo) * min(1.0, max(0.0, done / total)))
+        self.check()
+
+    def at(self, fraction: float) -> None:
+        """The run is ``fraction`` done (never reported backwards)."""
+        step = int(round(min(1.0, max(0.0, fraction)) * self.STEPS))
+        if step > self.last:
+            self.last = step
+            self.report(step, self.STEPS)
         self.check()
 
     def check(self) -> None:
@@ -52,6 +70,7 @@ class RunParams:
     bands: tuple[int, ...] | None = None  # 1-based, as R,G,B (or one band); None: the core's default
     tile_size_m: float = 0.0  # 0: the model's input size in pixels (or tile_size_px)
     tile_size_px: int = 0  # used when tile_size_m is 0 (e.g. map units converted to pixels)
+    edge: str = "shift"  # last row/column: shift (inside, whole scene covered), pad or drop (rsclip_geo.tiling)
     model: str | None = None  # None: shipped default; a bundle folder; or a pulled model name
     device: str = "auto"
     batch_size: int = 16
@@ -61,8 +80,8 @@ class RunParams:
         from rsclip_geo.tiling import TileSpec
 
         if self.tile_size_m and self.tile_size_m > 0:
-            return TileSpec(size_m=float(self.tile_size_m))
-        return TileSpec(size_px=int(self.tile_size_px)) if self.tile_size_px else TileSpec()
+            return TileSpec(size_m=float(self.tile_size_m), edge=self.edge)
+        return TileSpec(size_px=int(self.tile_size_px) if self.tile_size_px else None, edge=self.edge)
 
     def scene_options(self) -> dict:
         return {"bands": list(self.bands)} if self.bands else {}
@@ -137,7 +156,7 @@ def group_name(action: str, p: RunParams) -> str:
 
 def run_folder(action: str, p: RunParams, progress: Progress | None = None) -> Path:
     if progress is not None:
-        progress.check()
+        progress.at(CORE_DONE)  # the core's work is done: outputs are written next
     base = Path(p.out_dir) if p.out_dir else Path(p.scene).parent
     slug = re.sub(r"[^A-Za-z0-9]+", "-", subject(action, p)).strip("-").lower()[:40] or "run"
     folder = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{action}-{slug}"
@@ -239,10 +258,25 @@ def execute(action: str, params: RunParams, progress: ProgressCallback, canceled
 
     checked = Progress(progress, canceled)
     start = time.perf_counter()
+    checked.at(0.01)
     model = rsclip_geo.load_model(params.model, device=params.device, batch_size=int(params.batch_size))
-    checked.check()
+    checked.at(MODEL_LOADED)
+    checked.span = (MODEL_LOADED, CORE_DONE)
     out = ACTIONS[action](params, model, checked)
+    checked.at(1.0)
     out["outputs"] = {k: str(v) for k, v in out["outputs"].items()}
     out["info"]["seconds"] = time.perf_counter() - start
     out["info"]["provider"] = model.provider
     return out
+
+
+def _register_audit() -> None:
+    """The label audit (audit_run.py) as one more action; the worker imports these modules by file."""
+    try:
+        from . import audit_run
+    except ImportError:  # imported by file in the worker: no parent package
+        import audit_run
+    PARAMS["audit"], ACTIONS["audit"], ACTION_TITLES["audit"] = audit_run.AuditParams, audit_run.audit, "Audit labels"
+
+
+_register_audit()

@@ -10,6 +10,11 @@ from qgis.core import QgsProject, QgsSettings
 PREFIX = "rsclip_geo/"
 MODEL_SOURCES = ("default", "folder", "pulled")
 DEVICES = ("auto", "cpu", "cuda")
+# rsclip_geo.tiling.EDGE_POLICIES, default first (copied: the QGIS process never imports the core; a test keeps them equal)
+EDGES = ("shift", "pad", "drop")
+EDGE_TITLES = {"shift": "shift the last tile inside (the whole scene is analysed)",
+               "pad": "pad (a partial last tile; skipped when mostly outside the scene)",
+               "drop": "drop (the edge strip is left out)"}
 
 
 @dataclass

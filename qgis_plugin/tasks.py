@@ -67,14 +67,16 @@ class RsclipTask(QgsTask):
         self.on_done = on_done
         self.add_layers = add_layers
         self.deps_folder = profile_deps_folder()  # read here, in the GUI thread
+        self.layer_tree_view = None  # the plugin sets QGIS's layer tree view: new groups are shown expanded there
         self.result = RunResult(self.action, params, group=group_name(self.action, params))
 
-    def progress(self, done: int, total: int) -> None:
+    def report_progress(self, done: int, total: int) -> None:
+        """The worker's (done, total) as the task's percentage (QgsTask.progress() stays QGIS's getter)."""
         if total:
             self.setProgress(min(100.0, 100.0 * done / total))
 
     def run(self) -> bool:
-        answer = run_in_worker(self.action, self.params, self.progress, self.isCanceled, self.deps_folder)
+        answer = run_in_worker(self.action, self.params, self.report_progress, self.isCanceled, self.deps_folder)
         r = self.result
         if answer.get("ok"):
             result = answer["result"]
@@ -89,7 +91,7 @@ class RsclipTask(QgsTask):
             from .layers import add_result
 
             try:
-                self.result.layers = add_result(self.result)
+                self.result.layers = add_result(self.result, view=self.layer_tree_view)
             except Exception as exc:  # a styling problem must not lose the outputs
                 log.error("adding layers failed:\n%s", traceback.format_exc())
                 self.result.message = f"outputs written to {self.result.outputs}, but adding layers failed: {exc}"

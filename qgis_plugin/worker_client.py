@@ -90,7 +90,7 @@ def _follow(proc, request, deps_folder, python, progress, canceled, poll_s) -> d
             t.join(timeout=2)
     if final is None:
         proc.wait()
-        raise WorkerError(f"the rsclip-geo worker ({WORKER.name}, {worker_command(deps_folder, python)[0]}) exited "
+        raise WorkerError(f"the worker process ({WORKER.name}, {worker_command(deps_folder, python)[0]}) exited "
                           f"with code {proc.returncode} and no answer:\n" + "\n".join(stderr_tail))
     return final
 

@@ -1,7 +1,7 @@
 """Shared parameters and plumbing of the rsclip-geo algorithms.
 
 Every algorithm: a file-based raster layer, optional bands (as R,G,B), a tile
-size in the layer's map units, the model (folder; empty: the plugin settings),
+size in the layer's map units and what happens at the last row/column of tiles, the model (folder; empty: the plugin settings),
 device and batch size. The work is the same worker run as the plugin's tasks
 (runs.py in worker.py); Processing's feedback gets the core's progress and
 cancels it. Outputs come back as files, copied into sinks / destinations here.
@@ -19,7 +19,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
 from ..icon import icon
-from ..settings import DEVICES, Settings
+from ..settings import DEVICES, EDGE_TITLES, EDGES, Settings
 from ..sources import LayerSourceError, raster_file
 from ..runs import RunParams
 from ..tasks import profile_deps_folder, run_in_worker
@@ -30,7 +30,7 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
     """Subclasses set the class attributes below (like the toolbar's tasks and dialogs), write their help as
     their docstring and add their own parameters and outputs; scene, model and worker run are the same for all."""
 
-    INPUT, BANDS, TILE_SIZE = "INPUT", "BANDS", "TILE_SIZE"
+    INPUT, BANDS, TILE_SIZE, EDGE = "INPUT", "BANDS", "TILE_SIZE", "EDGE"
     MODEL, DEVICE, BATCH_SIZE = "MODEL", "DEVICE", "BATCH_SIZE"
     OUTPUT = "OUTPUT"
 
@@ -85,6 +85,8 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
             self.addParameter(QgsProcessingParameterDistance(
                 self.TILE_SIZE, "Tile size in map units (0: the model's input size in pixels)", 0.0, self.INPUT,
                 minValue=0.0))
+            self.addParameter(QgsProcessingParameterEnum(
+                self.EDGE, "Last row/column of tiles", options=[EDGE_TITLES[e] for e in EDGES], defaultValue=0))
 
     def add_model_parameters(self) -> None:
         model = QgsProcessingParameterFile(self.MODEL, "Model bundle folder (empty: the plugin's settings)",
@@ -118,9 +120,12 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         tile_px = 0
         if self.parameterDefinition(self.TILE_SIZE) is not None:
             tile_px = self.map_units_to_px(layer, self.parameterAsDouble(parameters, self.TILE_SIZE, context))
+        edge = EDGES[0]
+        if self.parameterDefinition(self.EDGE) is not None:
+            edge = EDGES[self.parameterAsEnum(parameters, self.EDGE, context)]
         folder = self.parameterAsFile(parameters, self.MODEL, context)
         return self.params_class(scene=path, scene_name=layer.name(), crs_wkt=layer.crs().toWkt(), bands=bands,
-                                 tile_size_px=tile_px, model=folder or Settings.load().model(),
+                                 tile_size_px=tile_px, edge=edge, model=folder or Settings.load().model(),
                                  device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                                  batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context), **extra)
 

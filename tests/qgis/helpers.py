@@ -20,6 +20,7 @@ class Iface:
         self._window.setCentralWidget(central)
         self._menus = {}
         self._active = None
+        self._view = None
         self.messages: list[tuple[str, int]] = []
         self._bar.widgetAdded.connect(self._record)
 
@@ -43,6 +44,16 @@ class Iface:
 
     def messageBar(self):
         return self._bar
+
+    def layerTreeView(self):
+        """A real layer tree view of the project's tree (what the Layers panel shows)."""
+        if self._view is None:
+            from qgis.core import QgsLayerTreeModel, QgsProject
+            from qgis.gui import QgsLayerTreeView
+
+            self._view = QgsLayerTreeView(self._window)
+            self._view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot(), self._view))
+        return self._view
 
     def addToolBar(self, name):
         return self._window.addToolBar(name)

@@ -87,12 +87,10 @@ def test_search_from_the_toolbar_adds_ranked_hits_and_scores(plugin, scene_layer
     for f in feats:
         assert scene_extent.contains(f.geometry().boundingBox())
 
-    # every tile's score: one pixel per 32 px tile, on the scene's extent
+    # every tile's score on the scene's own grid: same pixels, same extent (never hanging past the scene)
     assert isinstance(scores.renderer(), QgsSingleBandPseudoColorRenderer)
-    assert (scores.width(), scores.height()) == (-(-515 // 32), -(-403 // 32))
-    ext = scores.extent()
-    assert ext.xMinimum() == pytest.approx(scene_extent.xMinimum())
-    assert ext.yMaximum() == pytest.approx(scene_extent.yMaximum())
+    assert (scores.width(), scores.height()) == (scene_layer.width(), scene_layer.height()) == (515, 403)
+    assert scores.extent() == scene_extent
     # the best hit's score is the maximum of the score raster
     stats = scores.dataProvider().bandStatistics(1)
     assert stats.maximumValue == pytest.approx(feats[0]["score"], abs=1e-5)
@@ -120,6 +118,12 @@ def test_search_runs_in_a_background_task(plugin, scene_layer, project, iface):
     assert plugin.last_result.ok, plugin.last_result.message
     assert len(plugin.last_result.layers) == 2
     assert any("hits for 'blue'" in text for text, _ in iface.messages)
+    assert iface.messages[0][0].startswith("Search: 'blue' (rgbn): running")
+    assert not any("rsclip-geo" in text for text, _ in iface.messages)  # the bar's title says it once
+    # the new group is open in the Layers panel
+    view = iface.layerTreeView()
+    group = project.layerTreeRoot().children()[0]
+    assert group.isExpanded() and view.isExpanded(view.node2index(group))
 
 
 def test_search_on_a_web_layer_says_file_based_only(plugin, project, iface):
