@@ -19,6 +19,8 @@ from .index import SceneIndex, build_index, load_or_build_index, read_index, wri
 from .prompts import DEFAULT_TEMPLATES, Label, read_labels_file
 from .search import search  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.search(...))
 from .scene import Scene
+from .segment import Segmentation
+from .segment import segment  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.segment(...))
 from .tiling import TileSpec, plan_tiles
 
 __version__ = "0.1.0"
@@ -28,7 +30,7 @@ __all__ = [
     "load_model", "ClipModel", "ModelBundle", "read_bundle",
     "tile_classify", "RunSummary",
     "search", "SceneIndex", "build_index", "load_or_build_index", "read_index", "write_index",
-    "heatmap", "Heatmap", "write_heatmap", "count_objects",
+    "heatmap", "Heatmap", "write_heatmap", "count_objects", "segment", "Segmentation",
     "Scene", "TileSpec", "plan_tiles",
     "Label", "read_labels_file", "DEFAULT_TEMPLATES",
     "audit", "audit_class_raster", "write_audit", "read_audit_summary",

@@ -41,9 +41,11 @@ def _register() -> None:
     from .index import index_command
     from .models import models
     from .search import search_command
+    from .segment import segment_command
     from .tile_classify import tile_classify_command
 
-    for command in (tile_classify_command, index_command, search_command, heatmap_command, count_command,
+    for command in (tile_classify_command, index_command, search_command, heatmap_command, segment_command,
+                    count_command,
                     audit_command, batch_group, models, eval_group):
         main.add_command(command)
 

@@ -1,0 +1,71 @@
+"""``rsclip-geo segment``: polygons of the objects a text query names, from the model's dense head."""
+
+from __future__ import annotations
+
+import click
+
+from ..writers import VECTOR_DRIVERS, check_output
+from .options import ProgressBar, model_options, read_options
+
+
+def _threshold(ctx, param, value):
+    if value is None or value.strip().lower() in ("auto", "otsu"):
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected 'auto' or a number (a score, cosine units), got {value!r}") from None
+
+
+@click.command("segment")
+@click.argument("scene", type=click.Path(dir_okay=False))
+@click.argument("query")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="Polygons (.gpkg, .parquet, .geojson) with score, score_mean, area_m2 per object.")
+@click.option("--raster", type=click.Path(dir_okay=False), default=None,
+              help="Also write the dense score map (.tif, COG on the scene's grid, NaN = no data).")
+@click.option("--threshold", callback=_threshold, default="auto", show_default=True, metavar="auto|X",
+              help="Score threshold: auto = Otsu on the scene's scores (always finds its best areas), or a number.")
+@click.option("--min-area-m2", type=click.FloatRange(min=0), default=None, metavar="A",
+              help="Drop polygons smaller than A m2 [half a dense cell].")
+@click.option("--negative", multiple=True, help="Text to steer away from (repeatable), as in `search`.")
+@click.option("--negative-weight", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--raw", is_flag=True, help="Embed the query as written instead of through the prompt templates.")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Scene pixels per model pixel (2 reads the scene at half resolution: larger objects).")
+@click.option("--window", type=click.IntRange(min=1), default=None, metavar="PX",
+              help="Dense window side in model pixels (default: the bundle's, e.g. 512).")
+@click.option("--no-split", is_flag=True, help="Keep touching objects as one polygon (no split at local maxima).")
+@click.option("--refine", "refine", type=click.Path(file_okay=False), default=None, metavar="SAM_DIR",
+              help="Refine each object with a SAM/MobileSAM ONNX pair in SAM_DIR (see README).")
+@click.option("--overwrite", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+@read_options
+@model_options
+def segment_command(scene, query, output, raster, threshold, min_area_m2, negative, negative_weight, raw, scale,
+                    window, no_split, refine, overwrite, quiet, model, scene_options, max_invalid):
+    """Find the objects QUERY names in SCENE and write them as polygons (one per object)."""
+    from ..segment import segment
+
+    if not query.strip():
+        raise click.BadParameter("empty query; give the objects to find, e.g. 'storage tanks'", param_hint="QUERY")
+    check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))
+    if raster:
+        check_output(raster, overwrite, suffixes=(".tif", ".tiff"))
+    bar = ProgressBar("windows", quiet)
+    try:
+        result = segment(scene, query, model=model, threshold=threshold, min_area_m2=min_area_m2,
+                         negative=list(negative), negative_weight=negative_weight, raw=raw, scale=scale,
+                         window=window, split=not no_split, refine=refine, max_invalid=max_invalid, progress=bar,
+                         **scene_options)
+    finally:
+        bar.close()
+    if raster:
+        result.dense.write(raster, overwrite=overwrite)
+    result.write(output, overwrite=overwrite)
+    if not quiet:
+        s = result.stats
+        click.echo(f"{result.message}; dense map {s['cells']} cells from {s['windows']} windows of "
+                   f"{s['window_px']} px in {s['seconds']:.1f} s on {s['provider']}"
+                   + (f", {s['refined']} refined by SAM" if refine else "")
+                   + f"; wrote {output}" + (f" and {raster}" if raster else ""), err=True)

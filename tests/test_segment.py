@@ -1,0 +1,198 @@
+"""``segment``: dense map on the scene grid, Otsu threshold, split of touching objects, polygons, SAM refinement.
+
+The tiny dense bundle (tests/utils/tiny_dense.py) scores each 8 px cell by its mean colour, so 'red' objects on a
+green field have a known answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+import rsclip_geo
+from rsclip_geo.cli import main
+from rsclip_geo.errors import BundleError, OutputError, RasterInputError
+from rsclip_geo.segment import otsu_threshold
+from tests.utils.rasters import write_geotiff
+from tests.utils.tiny_dense import build_tiny_dense_bundle
+
+ORIGIN = (500000.0, 5000000.0)
+SQUARE = (40, 80)  # rows/cols 40..80: a uniform red square
+DISKS = ((180, 60), (180, 100))  # (row, col) centres of two touching red disks, brightest in the middle
+RADIUS = 22
+
+
+def _scene_pixels(size: int = 256) -> np.ndarray:
+    img = np.zeros((3, size, size), np.uint8)
+    img[1] = 120  # dark green field
+    a, b = SQUARE
+    img[:, a:b, a:b] = np.array([220, 30, 30], np.uint8)[:, None, None]
+    yy, xx = np.mgrid[0:size, 0:size]
+    for cy, cx in DISKS:
+        d = np.hypot(yy - cy, xx - cx)
+        inside = d < RADIUS
+        f = np.clip(1 - d / RADIUS * 0.6, 0, 1)
+        img[0][inside] = np.maximum(img[0][inside], (230 * f[inside]).astype(np.uint8))
+        img[1][inside] = np.minimum(img[1][inside], (120 * (1 - f[inside])).astype(np.uint8))
+    return img
+
+
+@pytest.fixture(scope="module")
+def dense_model(tmp_path_factory):
+    return rsclip_geo.load_model(build_tiny_dense_bundle(tmp_path_factory.mktemp("tiny_dense")), device="cpu")
+
+
+@pytest.fixture
+def scene(tmp_path):
+    return write_geotiff(tmp_path / "scene.tif", _scene_pixels(), transform=Affine(1, 0, *ORIGIN[:1], 0, -1,
+                                                                                    ORIGIN[1]))
+
+
+def _xy(row: float, col: float) -> tuple[float, float]:
+    return ORIGIN[0] + col, ORIGIN[1] - row
+
+
+def test_cells_are_stitched_on_the_scene_grid(dense_model, scene):
+    """Every cell's score equals its own block's mean colour scored directly: windows overlap and are averaged,
+    so any misplacement of a window or cell would show."""
+    seg = rsclip_geo.segment(scene, "red", model=dense_model)
+    d = seg.dense
+    assert d.stats["windows"] > 1 and d.cells.shape == (32, 32) and np.isfinite(d.cells).all()
+    x = _scene_pixels().astype(np.float64) / 255 * 2 - 1  # the bundle's mean/std 0.5
+    blocks = x.reshape(3, 32, 8, 32, 8).mean(axis=(2, 4))
+    expected = blocks[0] / np.linalg.norm(blocks, axis=0)
+    np.testing.assert_allclose(d.cells, expected, atol=1e-5)
+    # output grid = the scene's pixels, same CRS and transform
+    assert d.array.shape == (256, 256) and d.crs == "EPSG:32633"
+    assert d.transform.almost_equals(Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+
+
+def test_touching_objects_become_one_polygon_each(dense_model, scene):
+    seg = rsclip_geo.segment(scene, "red", model=dense_model)
+    gdf = seg.polygons
+    assert len(gdf) == 3 and list(gdf["id"]) == [1, 2, 3]
+    assert gdf["score"].is_monotonic_decreasing and (gdf["source"] == "dense").all()
+    assert (gdf["score"] >= gdf["score_mean"]).all() and (gdf["score_mean"] > seg.threshold).all()
+    centres = [_xy(SQUARE[0] + 20, SQUARE[0] + 20)] + [_xy(r, c) for r, c in DISKS]
+    for cx, cy in centres:  # one polygon per object, near its centre
+        dist = np.hypot(gdf.geometry.centroid.x - cx, gdf.geometry.centroid.y - cy)
+        assert dist.min() < 4.0, (cx, cy, list(dist))
+    square = gdf.iloc[int(np.argmin(np.hypot(gdf.geometry.centroid.x - centres[0][0],
+                                             gdf.geometry.centroid.y - centres[0][1])))]
+    assert 0.8 * 1600 < square["area_m2"] < 1.25 * 1600 and square["area_m2"] == pytest.approx(square.geometry.area)
+    # the two disks do not overlap and share a boundary
+    disks = gdf[gdf.index != square.name].geometry.tolist()
+    assert disks[0].intersection(disks[1]).area < 1.0 and disks[0].distance(disks[1]) < 1.5
+
+    whole = rsclip_geo.segment(scene, "red", model=dense_model, split=False)
+    assert len(whole.polygons) == 2
+
+
+def test_dense_raster_and_polygons_from_the_cli(dense_model, scene, tmp_path):
+    out, ras = tmp_path / "objects.gpkg", tmp_path / "dense.tif"
+    model_dir = dense_model.bundle.root
+    r = CliRunner().invoke(main, ["segment", str(scene), "red", "-o", str(out), "--raster", str(ras),
+                                  "--model", str(model_dir), "--min-area-m2", "500"])
+    assert r.exit_code == 0, r.output
+    assert "3 object(s) for 'red'" in r.output
+    import geopandas as gpd
+
+    gdf = gpd.read_file(out)
+    assert len(gdf) == 3 and gdf.crs == "EPSG:32633" and (gdf["area_m2"] >= 500).all()
+    with rasterio.open(ras) as ds, rasterio.open(scene) as sc:
+        assert ds.crs == sc.crs and ds.transform == sc.transform and ds.shape == sc.shape
+        assert ds.dtypes[0] == "float32" and np.isnan(ds.nodata)
+        assert ds.tags()["QUERY"] == "red" and float(ds.tags()["SCORE_MAX"]) > 0.4
+    # an existing output is not overwritten without --overwrite
+    before = out.read_bytes()
+    r = CliRunner().invoke(main, ["segment", str(scene), "red", "-o", str(out), "--model", str(model_dir)])
+    assert r.exit_code == 1 and "already exists" in r.output and out.read_bytes() == before
+    r = CliRunner().invoke(main, ["segment", str(scene), " ", "-o", str(tmp_path / "x.gpkg"), "--model",
+                                  str(model_dir)])
+    assert r.exit_code == 2 and "empty query" in r.output and not (tmp_path / "x.gpkg").exists()
+
+
+def test_nothing_found_is_an_empty_layer_and_a_message(dense_model, scene, tmp_path):
+    out = tmp_path / "none.gpkg"
+    r = CliRunner().invoke(main, ["segment", str(scene), "blue", "-o", str(out), "--threshold", "0.3",
+                                  "--model", str(dense_model.bundle.root)])
+    assert r.exit_code == 0, r.output
+    assert "no object found for 'blue'" in r.output
+    import geopandas as gpd
+
+    gdf = gpd.read_file(out)
+    assert len(gdf) == 0 and gdf.crs == "EPSG:32633" and {"score", "area_m2"} <= set(gdf.columns)
+
+
+def test_invalid_pixels_are_nan_and_never_objects(dense_model, tmp_path):
+    img = _scene_pixels()
+    img[:, :, 200:] = 0  # a zero-filled strip (no nodata declared: zero-invalid auto)
+    path = write_geotiff(tmp_path / "masked.tif", img, transform=Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+    seg = rsclip_geo.segment(path, "red", model=dense_model)
+    assert np.isnan(seg.dense.array[:, 200:]).all() and np.isfinite(seg.dense.array[:, :200]).all()
+    assert (seg.polygons.geometry.bounds["maxx"] <= ORIGIN[0] + 200).all()
+
+
+def test_scene_smaller_than_a_window_gets_one_fitted_window(dense_model, tmp_path):
+    small = _scene_pixels()[:, 20:60, 20:100]  # 40 x 80 px: less than the 64 px window in one axis
+    path = write_geotiff(tmp_path / "small.tif", np.ascontiguousarray(small),
+                         transform=Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+    seg = rsclip_geo.segment(path, "red", model=dense_model)
+    assert seg.dense.stats["windows"] == 2 and seg.dense.array.shape == (40, 80)
+    assert len(seg.polygons) == 1
+    tiny = write_geotiff(tmp_path / "tiny.tif", np.ascontiguousarray(small[:, :5, :5]))
+    with pytest.raises(RasterInputError, match="smaller than one dense cell"):
+        rsclip_geo.segment(tiny, "red", model=dense_model)
+
+
+def test_bad_input_is_named(dense_model, tiny_model, scene, tmp_path):
+    with pytest.raises(BundleError, match="no dense head"):
+        rsclip_geo.segment(scene, "red", model=tiny_model)
+    with pytest.raises(rsclip_geo.LabelError, match="empty query"):
+        rsclip_geo.segment(scene, "  ", model=dense_model)
+    with pytest.raises(ValueError, match="threshold"):
+        rsclip_geo.segment(scene, "red", model=dense_model, threshold="high")
+    with pytest.raises(ValueError, match="multiple of the dense stride"):
+        rsclip_geo.segment(scene, "red", model=dense_model, window=60)
+    with pytest.raises(BundleError, match="'decoder'"):
+        empty = tmp_path / "sam"
+        empty.mkdir()
+        (empty / "x_encoder.onnx").write_bytes(b"")
+        rsclip_geo.segment(scene, "red", model=dense_model, refine=empty)
+
+
+def test_negative_prompts_lower_the_scores(dense_model, scene):
+    plain = rsclip_geo.segment(scene, "red", model=dense_model)
+    steered = rsclip_geo.segment(scene, "red", model=dense_model, negative=["green"], negative_weight=1.0)
+    x = _scene_pixels().astype(np.float64) / 255 * 2 - 1
+    blocks = x.reshape(3, 32, 8, 32, 8).mean(axis=(2, 4))
+    green = blocks[1] / np.linalg.norm(blocks, axis=0)  # each cell's similarity to 'green'
+    np.testing.assert_allclose(steered.dense.cells, plain.dense.cells - green, atol=1e-5)
+
+
+def test_otsu_threshold_separates_two_modes():
+    rng = np.random.default_rng(0)
+    low, high = rng.normal(-0.5, 0.05, 5000), rng.normal(0.4, 0.05, 500)
+    t = otsu_threshold(np.concatenate([low, high, [np.nan, np.inf]]))
+    assert (high > t).all() and (low < t).mean() > 0.999
+    assert np.isnan(otsu_threshold(np.array([np.nan])))
+
+
+def test_sam_masks_replace_the_blobs(dense_model, scene, tmp_path):
+    pytest.importorskip("torch")
+    from tests.utils.tiny_sam import build_tiny_sam
+
+    sam = build_tiny_sam(tmp_path / "sam")
+    seg = rsclip_geo.segment(scene, "red", model=dense_model, refine=sam)
+    gdf = seg.polygons
+    assert len(gdf) == 3 and (gdf["source"] == "sam").all() and np.allclose(gdf["sam_iou"], 0.9)
+    for _, row in gdf.iterrows():
+        g = row.geometry
+        # the tiny decoder answers with the disk inscribed in the box prompt, centred on the peak point
+        assert g.area / g.envelope.area == pytest.approx(np.pi / 4, abs=0.06)
+        assert np.hypot(g.centroid.x - row["peak_x"], g.centroid.y - row["peak_y"]) < 2.0
+        r = 0.5 * min(g.bounds[2] - g.bounds[0], g.bounds[3] - g.bounds[1])
+        assert 15 < r < 26 and row["area_m2"] == pytest.approx(g.area)
