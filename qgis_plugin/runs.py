@@ -271,12 +271,11 @@ def execute(action: str, params: RunParams, progress: ProgressCallback, canceled
 
 
 def _register_audit() -> None:
-    """The label audit (audit_run.py) as one more action; the worker imports these modules by file."""
+    """The label audit (audit_run.py) adds itself to PARAMS/ACTIONS when imported; the worker imports by file."""
     try:
-        from . import audit_run
+        from . import audit_run  # noqa: F401
     except ImportError:  # imported by file in the worker: no parent package
-        import audit_run
-    PARAMS["audit"], ACTIONS["audit"], ACTION_TITLES["audit"] = audit_run.AuditParams, audit_run.audit, "Audit labels"
+        import audit_run  # noqa: F401
 
 
 _register_audit()

@@ -21,6 +21,7 @@ class RsclipProvider(QgsProcessingProvider):
         return icon()
 
     def loadAlgorithms(self) -> None:
+        from .audit import AuditLabelsAlgorithm
         from .classify import ClassifyTilesAlgorithm
         from .count import CountObjectsAlgorithm
         from .heatmap import HeatmapAlgorithm
@@ -28,5 +29,5 @@ class RsclipProvider(QgsProcessingProvider):
         from .search import SearchAlgorithm
 
         for alg in (ClassifyTilesAlgorithm, SearchAlgorithm, HeatmapAlgorithm, CountObjectsAlgorithm,
-                    BuildIndexAlgorithm):
+                    BuildIndexAlgorithm, AuditLabelsAlgorithm):
             self.addAlgorithm(alg())

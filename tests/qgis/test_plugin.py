@@ -40,7 +40,7 @@ def test_toolbar_menu_and_provider(plugin, iface):
     provider = QgsApplication.processingRegistry().providerById("rsclipgeo")
     assert provider is not None
     assert sorted(a.name() for a in provider.algorithms()) == [
-        "buildindex", "classifytiles", "countobjects", "localizationheatmap", "searchbytext"]
+        "auditlabels", "buildindex", "classifytiles", "countobjects", "localizationheatmap", "searchbytext"]
 
 
 def test_unload_removes_everything(iface, plugin_settings):
