@@ -9,6 +9,7 @@ never meets the wrong preprocessing.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ IMAGE_ENCODER = "image_encoder.onnx"
 TEXT_ENCODER = "text_encoder.onnx"
 
 TOKENIZER_KINDS = ("clip_bpe", "hf_tokenizer_json")
+MAX_CONTEXT_LENGTH = 4096  # token ids per text; CLIP uses 77, BERT-style towers 512
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 # Numeric precision of an encoder file: fp32, dynamic int8 weights (CPU), or float16 with float32 inputs and
 # outputs (meant for CUDA). A file named *.int8.onnx / *.fp16.onnx carries its precision in its name too.
@@ -171,15 +173,41 @@ def _require(d: dict, key: str, kind, where: str, file: Path):
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise BundleError(
-            f"{file}: field '{where}{key}' must be {kind.__name__}, got {type(value).__name__} ({value!r})"
+            f"{file}: field '{where}{key}' must be {_KIND_NAMES.get(kind, kind.__name__)}, got "
+            f"{_json_type(value)} ({value!r:.60})"
         )
+    if kind is float and not math.isfinite(value):
+        raise BundleError(f"{file}: field '{where}{key}' must be a finite number, got {value!r}")
+    return value
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "an object"}
+
+
+def _json_type(value) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _optional(d: dict, key: str, kind, default, where: str, file: Path):
+    """An optional field of ``kind`` (checked like a required one when present)."""
+    return _require(d, key, kind, where, file) if key in d else default
+
+
+def _bundle_file(value: str, field_name: str, file: Path) -> str:
+    """A file name in model.json: a relative path inside the bundle folder (no absolute path, no '..')."""
+    pure = Path(value)
+    if not value or pure.is_absolute() or ".." in pure.parts or "\\" in value or value.startswith("~"):
+        raise BundleError(f"{file}: field '{field_name}' must name a file inside the bundle folder, got {value!r}")
     return value
 
 
 def _triple(d: dict, key: str, file: Path) -> tuple[float, float, float]:
     value = _require(d, key, list, "image.", file)
-    if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
-        raise BundleError(f"{file}: field 'image.{key}' must be a list of 3 numbers, got {value!r}")
+    if len(value) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                  for v in value):
+        raise BundleError(f"{file}: field 'image.{key}' must be a list of 3 finite numbers, got {value!r}")
     if key == "std" and any(v <= 0 for v in value):
         raise BundleError(f"{file}: field 'image.std' must be positive, got {value!r}")
     return tuple(float(v) for v in value)  # type: ignore[return-value]
@@ -228,6 +256,7 @@ def _dense(data: dict, image_size: int, file: Path) -> DenseSpec | None:
     name = d.get("file", DENSE_ENCODER)
     if not isinstance(name, str) or not name.endswith(".onnx"):
         raise BundleError(f"{file}: field 'dense.file' must name an .onnx file, got {name!r}")
+    _bundle_file(name, "dense.file", file)
     parity = d.get("parity", {})
     if not isinstance(parity, dict):
         raise BundleError(f"{file}: field 'dense.parity' must be an object, got {type(parity).__name__}")
@@ -247,7 +276,7 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
     size = _require(image_d, "size", int, "image.", file)
     if size < 8:
         raise BundleError(f"{file}: field 'image.size' must be >= 8, got {size}")
-    interpolation = image_d.get("interpolation", "bicubic")
+    interpolation = _optional(image_d, "interpolation", str, "bicubic", "image.", file)
     if interpolation not in INTERPOLATIONS:
         raise BundleError(f"{file}: field 'image.interpolation' must be one of {INTERPOLATIONS}, got {interpolation!r}")
     image = ImageSpec(size=size, mean=_triple(image_d, "mean", file), std=_triple(image_d, "std", file),
@@ -258,11 +287,15 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
     if tok not in TOKENIZER_KINDS:
         raise BundleError(f"{file}: field 'text.tokenizer' must be one of {TOKENIZER_KINDS}, got {tok!r}")
     ctx = _require(text_d, "context_length", int, "text.", file)
-    if ctx < 2:
-        raise BundleError(f"{file}: field 'text.context_length' must be >= 2, got {ctx}")
+    if not 2 <= ctx <= MAX_CONTEXT_LENGTH:
+        raise BundleError(f"{file}: field 'text.context_length' must be 2..{MAX_CONTEXT_LENGTH} tokens, got {ctx}")
+    pad_id = _optional(text_d, "pad_id", int, 0, "text.", file)
+    if not 0 <= pad_id < 2**31:
+        raise BundleError(f"{file}: field 'text.pad_id' must be a token id >= 0, got {pad_id}")
     text = TextSpec(context_length=ctx, tokenizer=tok,
-                    tokenizer_file=_require(text_d, "tokenizer_file", str, "text.", file),
-                    pad_id=int(text_d.get("pad_id", 0)), dynamic_length=bool(text_d.get("dynamic_length", False)))
+                    tokenizer_file=_bundle_file(_require(text_d, "tokenizer_file", str, "text.", file),
+                                                "text.tokenizer_file", file),
+                    pad_id=pad_id, dynamic_length=_optional(text_d, "dynamic_length", bool, False, "text.", file))
 
     embed_dim = _require(data, "embed_dim", int, "", file)
     if embed_dim < 1:
@@ -274,8 +307,8 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
     if not logit_scale > 0:
         raise BundleError(f"{file}: field 'logit_scale' must be positive, got {logit_scale}")
 
-    image_file = str(data.get("image_encoder", IMAGE_ENCODER))
-    text_file = str(data.get("text_encoder", TEXT_ENCODER))
+    image_file = _bundle_file(_optional(data, "image_encoder", str, IMAGE_ENCODER, "", file), "image_encoder", file)
+    text_file = _bundle_file(_optional(data, "text_encoder", str, TEXT_ENCODER, "", file), "text_encoder", file)
     precision = _precision(data, {"image": image_file, "text": text_file}, file)
 
     return ModelBundle(
@@ -286,13 +319,13 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
         text=text,
         logit_scale=logit_scale,
         templates=tuple(templates),
-        source=dict(data.get("source", {})),
-        license=str(data.get("license", "unknown")),
-        activation=str(data.get("activation", "")),
+        source=dict(_optional(data, "source", dict, {}, "", file)),
+        license=_optional(data, "license", str, "unknown", "", file),
+        activation=_optional(data, "activation", str, "", "", file),
         image_encoder=image_file,
         text_encoder=text_file,
-        parity=dict(data.get("parity", {})),
-        card=dict(data.get("card", {})),
+        parity=dict(_optional(data, "parity", dict, {}, "", file)),
+        card=dict(_optional(data, "card", dict, {}, "", file)),
         precision=precision,
         format_version=version,
         dense=_dense(data, size, file),
@@ -313,11 +346,16 @@ def read_bundle(folder: str | os.PathLike) -> ModelBundle:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{file}: not valid JSON ({exc})") from exc
     bundle = parse_model_json(data, file, root=root)
+    real_root = os.path.realpath(root)
     for field_name, rel in (("image_encoder", bundle.image_encoder), ("text_encoder", bundle.text_encoder),
                             ("text.tokenizer_file", bundle.text.tokenizer_file),
                             *((("dense.file", bundle.dense.file),) if bundle.dense else ())):
         if not (root / rel).is_file():
             raise BundleError(f"{root / rel}: missing (named by field '{field_name}' in {file})")
+        real = os.path.realpath(root / rel)
+        if os.path.commonpath([real, real_root]) != real_root:  # a symbolic link out of the folder
+            raise BundleError(f"{root / rel}: resolves to {real}, outside the bundle folder {root} (named by field "
+                              f"'{field_name}' in {file}); a bundle's files must be inside it")
     return bundle
 
 

@@ -37,6 +37,15 @@ _CPU = "CPUExecutionProvider"
 FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 
 
+def _check_finite(out: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """NaN/inf embeddings would score as 'unknown' everywhere without a word: a broken encoder is an error."""
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out.reshape(len(out), -1))).any(axis=1).sum()) if out.ndim else 1
+        raise BundleError(f"{path}: the encoder returned NaN or infinite embeddings for {bad} of {len(out)} "
+                          f"{what}; the model file is broken (or overflows at this precision)")
+    return out
+
+
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norm, 1e-12)
@@ -210,13 +219,13 @@ class ClipModel:
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         """One preprocessed float32 NCHW batch through the image encoder (no batching, no normalisation)."""
         if not self.io_binding:
-            return self._image.run(None, {"image": batch})[0]
+            return _check_finite(self._image.run(None, {"image": batch})[0], self.bundle.image_encoder_path, "images")
         # input copied from numpy to the device by onnxruntime, output left there and copied back once
         binding = self._image.io_binding()
         binding.bind_cpu_input("image", np.ascontiguousarray(batch, dtype=np.float32))
         binding.bind_output(self._image_output, *self._bind_device)
         self._image.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        return _check_finite(binding.copy_outputs_to_cpu()[0], self.bundle.image_encoder_path, "images")
 
     def encode_images(self, images: Sequence[np.ndarray] | np.ndarray, normalize: bool = True) -> np.ndarray:
         """Uint8 HxWx3 RGB images (any size) or a preprocessed NCHW float32 batch -> [N, D]."""
@@ -264,6 +273,7 @@ class ClipModel:
         if batch.ndim != 4 or batch.shape[2] % stride or batch.shape[3] % stride:
             raise ValueError(f"dense input must be [N, 3, H, W] with H and W multiples of {stride}, got {batch.shape}")
         out = self._dense_session().run(None, {"image": np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        _check_finite(out, self.bundle.dense_encoder_path, "windows")
         want = (len(batch), batch.shape[2] // stride, batch.shape[3] // stride, self.embed_dim)
         if out.shape != want:
             raise BundleError(f"{self.bundle.dense_encoder_path}: gave {out.shape} for input {batch.shape}; "
@@ -286,7 +296,8 @@ class ClipModel:
         return self.bundle.precision_of("text") == "int8"
 
     def _encode_ids(self, ids: np.ndarray, step: int, normalize: bool = True) -> np.ndarray:
-        out = [self._text.run(None, {"input_ids": self._trim(ids[i:i + step])})[0] for i in range(0, len(ids), step)]
+        out = [_check_finite(self._text.run(None, {"input_ids": self._trim(ids[i:i + step])})[0],
+                             self.bundle.text_encoder_path, "texts") for i in range(0, len(ids), step)]
         emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
         return _l2_normalize(emb) if normalize else emb
 
