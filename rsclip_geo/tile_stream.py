@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 from rasterio.windows import Window
 
+from .errors import RasterInputError
 from .scene import Scene
 from .tiling import Tile, TilePlan
 from .transform import Preprocessor
@@ -48,19 +49,50 @@ def _fill_invalid(chw: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 MAX_TILES_PER_READ = 64  # tiles of one row read as one strip: one GDAL call instead of many
+MAX_STRIP_BYTES = 256 * 2**20  # ... unless that strip would take more memory than this (tall tiles, wide scenes)
+MAX_TILE_READ_BYTES = 4 * 2**30  # one tile whose read needs more than this is refused before any work
+
+
+def read_bytes_per_pixel(scene: Scene) -> int:
+    """Peak bytes per pixel of a window read by Scene.read_chw: raw bands, masks, validity, the stretch's float32
+    copy and its uint8 result, the RGB replication and the padded copy of edge windows."""
+    n = len(scene.bands)
+    itemsize = max(np.dtype(scene.ds.dtypes[b - 1]).itemsize for b in scene.bands)
+    passthrough = itemsize == 1 and scene.stretch.identity
+    return n * itemsize + n + 2 + (0 if passthrough else n * 5) + 3 + 4
+
+
+def tiles_per_read(scene: Scene, plan: TilePlan, max_bytes: int | None = None) -> int:
+    """How many tiles of a row one strip read takes: at most MAX_TILES_PER_READ, and at most ``max_bytes``
+    (MAX_STRIP_BYTES) of memory, so memory stays bounded by the tile size, not the scene width."""
+    max_bytes = MAX_STRIP_BYTES if max_bytes is None else max_bytes
+    per_tile = plan.tile_width * plan.tile_height * read_bytes_per_pixel(scene)
+    if per_tile > MAX_TILE_READ_BYTES:
+        raise RasterInputError(
+            f"{scene.path}: one {plan.tile_width}x{plan.tile_height} px tile needs {per_tile / 2**30:.1f} GiB of "
+            f"memory to read (limit {MAX_TILE_READ_BYTES / 2**30:.0f} GiB); use a smaller tile size")
+    return int(max(1, min(MAX_TILES_PER_READ, max_bytes // per_tile)))
+
+
+def strip_windows(scene: Scene, plan: TilePlan, max_bytes: int | None = None
+                  ) -> Iterator[tuple[Window, list[Tile]]]:
+    """(strip window, its tiles) for each read, row-major: runs of a row's tiles bounded by tiles_per_read."""
+    step = tiles_per_read(scene, plan, max_bytes)
+    for row in range(plan.n_rows):
+        for first in range(0, plan.n_cols, step):
+            tiles = [plan.tile(row, col) for col in range(first, min(first + step, plan.n_cols))]
+            c0 = tiles[0].col_off
+            yield Window(c0, tiles[0].row_off, tiles[-1].col_off + tiles[-1].width - c0, tiles[0].height), tiles
 
 
 def _tile_pixels(scene: Scene, plan: TilePlan) -> Iterator[tuple[Tile, np.ndarray, np.ndarray]]:
     """(tile, 3xHxW RGB, valid) in row-major order, reading each run of a row's tiles as one strip window."""
-    for row in range(plan.n_rows):
-        for first in range(0, plan.n_cols, MAX_TILES_PER_READ):
-            tiles = [plan.tile(row, col) for col in range(first, min(first + MAX_TILES_PER_READ, plan.n_cols))]
-            c0 = tiles[0].col_off
-            strip = Window(c0, tiles[0].row_off, tiles[-1].col_off + tiles[-1].width - c0, tiles[0].height)
-            chw, valid = scene.read_chw(strip)
-            for t in tiles:
-                xs = slice(t.col_off - c0, t.col_off - c0 + t.width)
-                yield t, chw[:, :, xs], valid[:, xs]
+    for strip, tiles in strip_windows(scene, plan):
+        c0 = tiles[0].col_off
+        chw, valid = scene.read_chw(strip)
+        for t in tiles:
+            xs = slice(t.col_off - c0, t.col_off - c0 + t.width)
+            yield t, chw[:, :, xs], valid[:, xs]
 
 
 def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size: int, max_invalid: float,

@@ -501,3 +501,67 @@ def test_a_failing_preview_leaves_no_outputs(tiny_bundle, scene, tmp_path, monke
                                        "--tile-size", "32", "-q"])
     assert result.exit_code != 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+# ---- 9: strip reads are bounded in bytes, not only in tiles ----------------------------------------------------
+def _sparse_scene(path, width, height):
+    """A tiled, sparse uint8 GeoTIFF (a few KB on disk whatever its size) with one painted block."""
+    import rasterio
+    from affine import Affine
+    from rasterio.windows import Window
+
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=Affine(1, 0, 5e5, 0, -1, 5e6), tiled=True, blockxsize=512,
+                       blockysize=512, sparse_ok=True) as dst:
+        dst.write(np.full((3, 512, 512), 120, np.uint8), window=Window(0, 0, 512, 512))
+    return path
+
+
+def test_strip_reads_of_a_wide_scene_stay_under_the_byte_bound(tmp_path):
+    from rsclip_geo.scene import Scene
+    from rsclip_geo.tile_stream import MAX_STRIP_BYTES, read_bytes_per_pixel, strip_windows
+    from rsclip_geo.tiling import plan_tiles
+
+    path = _sparse_scene(tmp_path / "wide.tif", 200_000, 4096)
+    with Scene(path) as sc:
+        plan = plan_tiles(sc.width, sc.height, sc.transform, sc.crs, TileSpec(size_px=4096), 224)
+        bpp = read_bytes_per_pixel(sc)
+        windows = list(strip_windows(sc, plan))
+        assert sum(len(tiles) for _, tiles in windows) == len(plan) == 49
+        biggest = max(w.width * w.height * bpp for w, _ in windows)
+        assert biggest <= MAX_STRIP_BYTES  # 64 tiles a read planned 64 x 4096^2 px: 16 GB
+        plan_1k = plan_tiles(sc.width, sc.height, sc.transform, sc.crs, TileSpec(size_px=1024), 224)
+        assert max(w.width * w.height * bpp for w, _ in strip_windows(sc, plan_1k)) <= MAX_STRIP_BYTES
+        assert max(len(t) for _, t in strip_windows(sc, plan_1k)) > 1  # still strips, not tile by tile
+
+
+def test_a_tile_too_large_to_read_is_refused_before_any_work(tmp_path, tiny_model):
+    import rsclip_geo
+
+    path = _sparse_scene(tmp_path / "huge.tif", 60_000, 60_000)
+    with pytest.raises(RasterInputError, match="GiB of memory to read"):
+        rsclip_geo.tile_classify(path, ["a", "b"], model=tiny_model, tile=TileSpec(size_px=60_000))
+
+
+def test_byte_bounded_strips_give_the_same_tiles(scene, monkeypatch, tiny_model):
+    from rsclip_geo import tile_stream
+    from rsclip_geo.scene import Scene
+    from rsclip_geo.tiling import plan_tiles
+
+    with Scene(scene) as sc:
+        plan = plan_tiles(sc.width, sc.height, sc.transform, sc.crs, TileSpec(size_px=32), 16)
+        reference = [(t, chw.copy(), valid.copy()) for t, chw, valid in tile_stream._tile_pixels(sc, plan)]
+        reads = []
+        real = sc.read_chw
+
+        def spy(window):
+            reads.append(window)
+            return real(window)
+
+        monkeypatch.setattr(sc, "read_chw", spy)
+        bpp = getattr(tile_stream, "read_bytes_per_pixel", lambda s: 15)(sc)
+        monkeypatch.setattr(tile_stream, "MAX_STRIP_BYTES", 32 * 32 * bpp * 2, raising=False)  # 2 tiles a read at most
+        bounded = list(tile_stream._tile_pixels(sc, plan))
+    assert [w.width for w in reads] == [64, 32, 64, 32]
+    for (t0, c0, v0), (t1, c1, v1) in zip(reference, bounded, strict=True):
+        assert t0 == t1 and np.array_equal(c0, c1) and np.array_equal(v0, v1)
