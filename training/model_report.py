@@ -7,7 +7,10 @@ note, when its files are absent):
   linear probe / k-NN / few-shot on frozen embeddings (AID train part -> val).
 - RSICD test split (1,093 images): zero-shot by scene class (31 classes, names as RSICD writes them) and
   image-text retrieval R@1/5/10 both ways with its 5 raw captions per image (the standard protocol).
-- UCM (16 of 21 classes reachable here; never trained on): zero-shot.
+- Scene sets never trained on: UCM (21 classes, VT-RSBS's test split of 420 images, the split of the published
+  RemoteCLIP/GeoRSCLIP figures that VT-RSBS measured), EuroSAT RGB (10 classes, 64 px Sentinel-2; the uploader's
+  4,050-image test split), NWPU-RESISC45 (the 10 official classes of the 12-class subset reachable here, its
+  1,500-image test part): zero-shot top-1 with CLIP's published class names for EuroSAT.
 - NWPU VHR-10 test images (never trained on): RemoteCount-style counting crops with 1-10 objects of one
   class (training/data/count_crops.py), exact / within-1 / MAE vs the best constant guess.
 
@@ -26,6 +29,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+EUROSAT_NAMES = {"AnnualCrop": "annual crop land", "Forest": "forest", "HerbaceousVegetation": "brushland or shrubland",
+                 "Highway": "highway or road", "Industrial": "industrial buildings or commercial buildings",
+                 "Pasture": "pasture land", "PermanentCrop": "permanent crop land",
+                 "Residential": "residential buildings or homes or apartments", "River": "river",
+                 "SeaLake": "lake or sea"}  # CLIP's EuroSAT class names (Radford et al. 2021, prompts notebook)
+RESISC10 = ("beach", "commercial_area", "desert", "forest", "industrial_area", "island", "lake", "mountain", "river",
+            "wetland")  # 'farmland' (two classes merged) and 'residential' (three merged) are left out
 UCM_NAMES = {"agricultural": "agricultural land", "baseballdiamond": "baseball diamond",
              "mediumresidential": "medium residential", "mobilehomepark": "mobile home park",
              "parkinglot": "parking lot", "sparseresidential": "sparse residential", "storagetanks": "storage tanks",
@@ -82,6 +92,56 @@ def nwpu_count_crops(root: Path, part: str = "test"):
     return CountSet(crops, objects, np.asarray(counts), source=f"NWPU VHR-10 {part}")
 
 
+def _listed(root: Path, rel_paths: list[str], labels: list[str]):
+    from rsclip_geo.evaluation.datasets import ImageFolderDataset
+
+    classes = sorted(set(labels))
+    return ImageFolderDataset(root, classes, [root / p for p in rel_paths],
+                              np.asarray([classes.index(c) for c in labels]))
+
+
+def unseen_scene_sets(root: Path, skipped: dict):
+    """(key, ImageFolderDataset, class names) of each scene set never trained on that is on disk."""
+    ucm_csv, ucm = root / "vtrsbs/metadata/UCM/UCM.csv", root / "ucm/Images"
+    if ucm_csv.is_file() and ucm.is_dir():
+        with ucm_csv.open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+        ds = _listed(ucm, [r["filepath"] for r in rows], [r["label"] for r in rows])
+        yield "ucm_test_zero_shot", ds, [UCM_NAMES.get(c, c) for c in ds.classes]
+    else:
+        skipped["ucm"] = f"{ucm} or {ucm_csv} absent"
+    euro = root / "eurosat_rgb"
+    if (euro / "split_test.txt").is_file():
+        rel = [ln.strip() for ln in (euro / "split_test.txt").read_text().splitlines() if ln.strip()]
+        rel = [r if r.startswith("2750/") else f"2750/{r}" for r in rel]
+        ds = _listed(euro, rel, [Path(r).parent.name for r in rel])
+        yield "eurosat_test_zero_shot", ds, [EUROSAT_NAMES[c] for c in ds.classes]
+    else:
+        skipped["eurosat"] = f"{euro}/split_test.txt absent"
+    res = root / "resisc45_12cls/NWPU-RESISC12/test"
+    if res.is_dir():
+        rel = sorted(str(p.relative_to(res)) for c in RESISC10 for p in (res / c).glob("*.jpg"))
+        ds = _listed(res, rel, [Path(r).parent.name for r in rel])
+        yield "resisc10_test_zero_shot", ds, [c.replace("_", " ") for c in ds.classes]
+    else:
+        skipped["resisc45"] = f"{res} absent"
+
+
+def sample60_top1(model, val, val_emb=None) -> dict:
+    """Top-1 on 2 AID-30 val images per class (training.eval_bundle.sample_per_class, seed 0): the figure the
+    test suite re-measures on the shipped bundle (tests/test_default_model.py)."""
+    from rsclip_geo.evaluation.embed import embed_images
+    from rsclip_geo.prompts import humanize_class_name
+    from training.eval_bundle import sample_per_class
+
+    idx, _ = sample_per_class(range(len(val.paths)), list(val.labels), 2, seed=0)
+    emb = val_emb[idx] if val_emb is not None else embed_images(model, [val.paths[i] for i in idx])
+    text = model.class_embeddings([humanize_class_name(c) for c in val.classes])
+    pred = (emb @ text.T).argmax(1)
+    return {"top1": float((pred == val.labels[idx]).mean()), "n": len(idx),
+            "draw": "2 per class, training.eval_bundle.sample_per_class(seed=0) over the aid30 val split"}
+
+
 def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2) -> dict:
     import rsclip_geo
     from rsclip_geo.evaluation.counting import evaluate_counting
@@ -98,6 +158,7 @@ def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2) -> dict:
     val_emb = embed_images(model, val.paths)
     zs = evaluate_zero_shot(model, val, image_embeddings=val_emb)
     out["aid30_zero_shot"] = {"top1": zs.top1, "top5": zs.top5, "n": zs.n, "per_class": zs.per_class}
+    out["aid30_val_sample60"] = sample60_top1(model, val, val_emb)
     train_emb = embed_images(model, train.paths)
     lp = linear_probe(train_emb, train.labels, val_emb, val.labels, val.classes)
     kn = knn(train_emb, train.labels, val_emb, val.labels, val.classes)
@@ -117,15 +178,9 @@ def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2) -> dict:
         cs = CaptionSet.from_pairs(paths, caps, source="RSICD test")
         r = retrieval_metrics(emb, model.encode_text(cs.captions), cs.caption_image)
         out["rsicd_test_retrieval"] = r
-    ucm = root / "ucm" / "Images"
-    if ucm.is_dir():
-        ds = ImageFolderDataset.from_folder(ucm)
-        names = [UCM_NAMES.get(c, c) for c in ds.classes]
+    for key, ds, names in unseen_scene_sets(root, out["skipped"]):
         z = evaluate_zero_shot(model, ds, classnames=names)
-        out["ucm_zero_shot"] = {"top1": z.top1, "top5": z.top5, "n": z.n, "classes": len(ds.classes),
-                                "per_class": z.per_class}
-    else:
-        out["skipped"]["ucm"] = f"{ucm} absent"
+        out[key] = {"top1": z.top1, "top5": z.top5, "n": z.n, "classes": len(ds.classes), "per_class": z.per_class}
     counts = nwpu_count_crops(root / "nwpu_vhr10/data/NWPU_VHR")
     if counts is None:
         out["skipped"]["nwpu_counting"] = "NWPU VHR-10 absent"
