@@ -146,7 +146,7 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
         part = ix.frame.iloc[best].copy()
         part["score"] = scores[best].astype(np.float32)
         part["similarity"] = sim[best].astype(np.float32)
-        frames.append(part.to_crs(target_crs) if len(crs_set) > 1 else part)
+        frames.append(_lonlat(part) if len(crs_set) > 1 else part)
     hits = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=target_crs)
     hits = hits.sort_values("score", ascending=False, kind="stable").head(top).reset_index(drop=True)
     hits.insert(0, "rank", np.arange(1, len(hits) + 1, dtype=np.int32))
@@ -155,6 +155,33 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
     hits.attrs["indexes"] = indexes
     hits.attrs["query"] = query
     return hits
+
+
+def _lonlat(frame):
+    """``frame`` in EPSG:4326, tiles that cross the antimeridian split there into a MultiPolygon (180 | -180):
+    reprojected as they are, their corners at +179.9 and -179.9 make a polygon 360 degrees wide."""
+    out = frame.to_crs("EPSG:4326")
+    out["geometry"] = [split_antimeridian(g) for g in out.geometry]
+    return out
+
+
+def split_antimeridian(geom):
+    """A lon/lat polygon whose longitudes span more than 180 degrees, read as crossing the antimeridian."""
+    import shapely
+    from shapely.affinity import translate
+    from shapely.geometry import MultiPolygon, box
+
+    if geom is None or geom.is_empty:
+        return geom
+    minx, _, maxx, _ = geom.bounds
+    if maxx - minx <= 180:
+        return geom
+    shifted = shapely.transform(geom, lambda xy: np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360, xy[:, 0]),
+                                                                     xy[:, 1]]))
+    east = shifted.intersection(box(-180, -90, 180, 90))
+    west = translate(shifted.intersection(box(180, -90, 540, 90)), xoff=-360)
+    parts = [p for g in (east, west) for p in getattr(g, "geoms", [g]) if p.geom_type == "Polygon" and not p.is_empty]
+    return MultiPolygon(parts)
 
 
 def similarity_grid(index: SceneIndex, scores: np.ndarray, scale: int = 0, tile_grid: bool = False

@@ -565,3 +565,31 @@ def test_byte_bounded_strips_give_the_same_tiles(scene, monkeypatch, tiny_model)
     assert [w.width for w in reads] == [64, 32, 64, 32]
     for (t0, c0, v0), (t1, c1, v1) in zip(reference, bounded, strict=True):
         assert t0 == t1 and np.array_equal(c0, c1) and np.array_equal(v0, v1)
+
+
+# ---- 14: multi-CRS search: a tile across the antimeridian is split there, not 360 degrees wide -----------------
+def test_multi_crs_hits_across_the_antimeridian_are_split(tiny_model, tmp_path):
+    from affine import Affine
+    from pyproj import Geod
+
+    from rsclip_geo.search import search
+
+    # UTM 60N: x = 714,984 m is 180 degrees at 50 N; 100 m pixels, 32-px (3.2 km) tiles; the first column of
+    # tiles straddles the antimeridian. The second scene (UTM 1N) is just east of it.
+    zone60 = write_geotiff(tmp_path / "z60.tif", colour_blocks(LAYOUT, 32), crs="EPSG:32660",
+                           transform=Affine(100, 0, 713_500, 0, -100, 5_545_000))
+    zone1 = write_geotiff(tmp_path / "z01.tif", colour_blocks(LAYOUT, 32), crs="EPSG:32601",
+                          transform=Affine(100, 0, 330_000, 0, -100, 5_545_000))
+    hits = search([zone60, zone1], "red", model=tiny_model, scales=T32, top=12)
+    assert hits.crs.to_epsg() == 4326 and len(hits) == 12
+    geod = Geod(ellps="WGS84")
+    crossing = 0
+    for geom in hits.geometry:
+        parts = getattr(geom, "geoms", [geom])
+        assert all(p.bounds[2] - p.bounds[0] < 0.1 for p in parts)  # ~3.2 km tiles, never 360 degrees wide
+        area = sum(abs(geod.geometry_area_perimeter(p)[0]) for p in parts)
+        assert area == pytest.approx(3200 * 3200, rel=0.02)
+        if len(parts) == 2:
+            crossing += 1
+            assert {round(p.bounds[0]) for p in parts} | {round(p.bounds[2]) for p in parts} >= {180, -180}
+    assert crossing == 2  # the two tiles of the zone-60 scene's first column
