@@ -111,13 +111,13 @@ def unseen_scene_sets(root: Path, skipped: dict):
     else:
         skipped["ucm"] = f"{ucm} or {ucm_csv} absent"
     euro = root / "eurosat_rgb"
-    if (euro / "split_test.txt").is_file():
-        rel = [ln.strip() for ln in (euro / "split_test.txt").read_text().splitlines() if ln.strip()]
+    if (euro / "2750").is_dir():
+        rel = [ln.strip() for ln in (REPO / "training/splits/eurosat_rgb_test.txt").read_text().splitlines() if ln.strip()]
         rel = [r if r.startswith("2750/") else f"2750/{r}" for r in rel]
         ds = _listed(euro, rel, [Path(r).parent.name for r in rel])
         yield "eurosat_test_zero_shot", ds, [EUROSAT_NAMES[c] for c in ds.classes]
     else:
-        skipped["eurosat"] = f"{euro}/split_test.txt absent"
+        skipped["eurosat"] = f"{euro}/2750 absent"
     res = root / "resisc45_12cls/NWPU-RESISC12/test"
     if res.is_dir():
         rel = sorted(str(p.relative_to(res)) for c in RESISC10 for p in (res / c).glob("*.jpg"))
