@@ -269,7 +269,7 @@ def write_audit(gdf, path: str | os.PathLike, overwrite: bool = False,
     """
     check_audit_output(path, overwrite, inputs)
     summary: AuditSummary = gdf.attrs["summary"]
-    meta = {METADATA_KEY: json.dumps(summary.to_dict(), default=float)}
+    meta = {METADATA_KEY: json.dumps(summary.to_dict(), allow_nan=False)}
     frame = gdf.copy()
     frame.attrs = {}
     return write_vector(frame, path, overwrite=overwrite, metadata=meta, description=summary.describe())

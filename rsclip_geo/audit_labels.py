@@ -130,6 +130,7 @@ def build_vocabulary(values: Iterable[str | None], field: str, label_map: Mappin
     names = [lab.name.casefold() for lab in labels if lab.prompts is None]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise LabelError(f"{where}: several codes map to the same name ({', '.join(dup)}); "
-                         "give each code its own words, or merge the codes first")
+        raise LabelError(f"{where}: field {field!r} has several values that read as the same label "
+                         f"({', '.join(dup)}: e.g. differing only in case, or codes mapped to one name); merge "
+                         "them first, or give each its own words with --label-map")
     return Vocabulary(tuple(keys), tuple(labels))

@@ -52,6 +52,18 @@ def bootstrap_mean(values: np.ndarray, weights: np.ndarray | None = None, resamp
     return mean, float(low), float(high)
 
 
+def _no_nan(value):
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 @dataclass(frozen=True)
 class Agreement:
     n: int
@@ -106,7 +118,8 @@ class AuditSummary:
     sieved_px: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON types; NaN (an empty class, a unit without windows) becomes None (strict JSON has no NaN)."""
+        return _no_nan(asdict(self))
 
     def describe(self) -> str:
         lines = [f"audit of {self.labels} (field {self.field!r}) over {self.scene}: {self.n_features} features, "

@@ -260,6 +260,24 @@ def test_unscored_features_are_kept_with_a_note(blocks, tiny_model):
     assert out.loc[1, "audit_note"] == "no label" and np.isnan(out.loc[1, "agreement"])
     assert out.loc[1, "best_label"] == "green"  # still says what the imagery shows
     assert out.attrs["summary"].overall.n == 7
+    cased = gdf.assign(cover=["Red"] + list(gdf["cover"][1:]))
+    with pytest.raises(LabelError, match="read as the same label"):
+        audit(cased, scene, "cover", model=tiny_model)
+
+
+def test_windows_on_nodata_are_skipped_and_noted(blocks, tiny_model, tmp_path):
+    scene, gdf = blocks
+    data = colour_blocks(LAYOUT, BLOCK)
+    data[:, :, : 2 * BLOCK] = 0  # the left two columns of blocks: nodata
+    scene = write_geotiff(tmp_path / "holes.tif", data, nodata=0)
+    left = gdf.iloc[[0, 1, 3, 4, 6, 7]]
+    out = audit(left, scene, "cover", model=tiny_model)
+    assert (out["n_windows"] == 0).all() and (out["audit_note"] == "no valid window (nodata)").all()
+    assert out["agreement"].isna().all() and not out["flag"].any()
+    s = out.attrs["summary"]
+    assert s.overall.n == 0 and s.no_window == 6 and s.windows_skipped == 24
+    path = write_audit(out, tmp_path / "holes.gpkg")  # NaN estimates are stored as null (strict JSON)
+    assert read_audit_summary(path)["overall"]["mean"] is None
 
 
 def test_cli_bad_inputs_leave_nothing_behind(blocks, tiny_bundle, tmp_path):
