@@ -368,3 +368,25 @@ def test_landsat_land_cover_polygons_smoke(shared_data, tmp_path):
 
 def test_public_api_exports():
     assert rsclip_geo.audit is audit and "audit" in rsclip_geo.__all__
+
+
+def test_audit_never_imports_torch(blocks, tiny_bundle, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    scene, gdf = blocks
+    labels = tmp_path / "labels.gpkg"
+    gdf.to_file(labels, engine="pyogrio")
+    code = textwrap.dedent(f"""
+        import sys
+        from click.testing import CliRunner
+        from rsclip_geo.cli import main
+        r = CliRunner().invoke(main, ["audit", r"{labels}", r"{scene}", "--label-field", "cover", "--model",
+                                      r"{tiny_bundle}", "-q", "-o", r"{tmp_path / 'o.gpkg'}"])
+        assert r.exit_code == 0, r.output
+        print("HEAVY:" + ",".join(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip"))))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("HEAVY:"), out.stdout
