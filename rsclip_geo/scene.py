@@ -75,6 +75,23 @@ def default_bands(ds) -> tuple[int, ...]:
     return (1, 2, 3)
 
 
+def _is_gdal_dataset_name(name: str) -> bool:
+    """GDAL's names for what is not a plain file: DRIVER:file:subdataset and /vsi...; not C:\\ drive letters."""
+    head, sep, _ = name.partition(":")
+    return name.startswith("/vsi") or bool(sep and len(head) > 1 and head.replace("_", "").isalnum()
+                                           and not Path(name).exists())
+
+
+def _no_bands_message(ds, path: Path) -> str:
+    """A container (netCDF, HDF, GeoPackage with several raster tables) holds subdatasets, not bands."""
+    subs = list(ds.subdatasets or [])
+    if not subs:
+        return f"{path}: has no raster bands ({ds.driver} file)"
+    shown = "\n  ".join(subs[:20]) + (f"\n  ... and {len(subs) - 20} more" if len(subs) > 20 else "")
+    return (f"{path}: has no raster bands of its own; it is a {ds.driver} container of {len(subs)} subdataset(s). "
+            f"Pass one of them as the scene, e.g. '{subs[0]}':\n  {shown}")
+
+
 def scene_path(value) -> Path:
     """A scene given as a file path (str or os.PathLike); anything else is a TypeError saying what is expected."""
     if isinstance(value, (str, os.PathLike)) and str(value):
@@ -128,12 +145,13 @@ class Scene:
             raise ValueError(f"stretch must be one of {STRETCHES}, got {stretch!r}")
         if not (zero_invalid == "auto" or isinstance(zero_invalid, (bool, np.bool_))):
             raise ValueError(f"zero_invalid must be 'auto', True or False, got {zero_invalid!r}")
-        if not self.path.exists():
+        gdal_name = _is_gdal_dataset_name(str(path))  # a subdataset ('GPKG:f.gpkg:table', 'NETCDF:"f.nc":v')
+        if not gdal_name and not self.path.exists():
             raise RasterInputError(f"{self.path}: file does not exist")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self.ds = rasterio.open(self.path)
+                self.ds = rasterio.open(str(path) if gdal_name else self.path)
         except RasterioIOError as exc:
             raise RasterInputError(f"{self.path}: not a readable raster ({exc})") from exc
         try:
@@ -145,6 +163,8 @@ class Scene:
 
     def _setup(self, bands, stretch, percentiles, zero_invalid):
         ds = self.ds
+        if ds.count == 0:
+            raise RasterInputError(_no_bands_message(ds, self.path))
         self.bands = _check_bands(ds, bands) if bands else default_bands(ds)
         self.crs = ds.crs
         self.transform = ds.transform

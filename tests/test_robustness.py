@@ -457,8 +457,8 @@ def test_preview_draws_non_latin1_labels_and_queries(tiny_bundle, scene, tmp_pat
 
     base = ["--model", str(tiny_bundle), "--tile-size", "32", "-q"]
     out, png = tmp_path / "labels.gpkg", tmp_path / "labels.png"
-    result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels", "вода,лес,νερό", "-o", str(out),
-                                       "--preview", str(png), *base])
+    result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels", "вода,лес,νερό", "-o",
+                                       str(out), "--preview", str(png), *base])
     assert result.exit_code == 0, result.output
     assert out.is_file() and Image.open(png).size[0] >= 512
     hits, png2 = tmp_path / "hits.gpkg", tmp_path / "hits.png"
@@ -593,3 +593,28 @@ def test_multi_crs_hits_across_the_antimeridian_are_split(tiny_model, tmp_path):
             crossing += 1
             assert {round(p.bounds[0]) for p in parts} | {round(p.bounds[2]) for p in parts} >= {180, -180}
     assert crossing == 2  # the two tiles of the zone-60 scene's first column
+
+
+# ---- 15: a container of subdatasets and no bands (netCDF/HDF; here a GeoPackage with two raster tables) --------
+def test_zero_band_container_names_its_subdatasets(tmp_path, tiny_model):
+    import rasterio
+    from affine import Affine
+
+    import rsclip_geo
+    from rsclip_geo.scene import Scene
+
+    with rasterio.Env() as env:
+        if "GPKG" not in env.drivers():
+            pytest.skip("GDAL has no GPKG driver")
+    path = tmp_path / "two.gpkg"
+    for i, name in enumerate(["summer", "winter"]):
+        opts = {"RASTER_TABLE": name, **({"APPEND_SUBDATASET": "YES"} if i else {})}
+        with rasterio.open(path, "w", driver="GPKG", width=64, height=64, count=3, dtype="uint8",
+                           crs="EPSG:32633", transform=Affine(10, 0, 5e5, 0, -10, 5e6), **opts) as dst:
+            dst.write(np.full((3, 64, 64), 50 + 100 * i, np.uint8))
+    with pytest.raises(RasterInputError, match="container of 2 subdataset") as info:
+        Scene(path)
+    assert f"GPKG:{path}:summer" in str(info.value) and f"GPKG:{path}:winter" in str(info.value)
+    # and the named subdataset is a scene that works
+    gdf = rsclip_geo.tile_classify(f"GPKG:{path}:winter", ["a", "b"], model=tiny_model, tile=TileSpec(size_px=32))
+    assert len(gdf) == 4
