@@ -139,7 +139,7 @@ def selo_specs(scales: Sequence[int | float | TileSpec] | None = None, scales_m:
             if isinstance(s, TileSpec):
                 out.append(replace(s, overlap=overlap, edge=SELO_EDGE))
             else:
-                if float(s) < 1 or float(s) != int(s):
+                if not 1 <= float(s) < math.inf or float(s) != int(s):
                     raise ValueError(f"window sizes in pixels must be whole numbers >= 1, got {s!r}")
                 out.append(TileSpec(size_px=int(s), overlap=overlap, edge=SELO_EDGE))
         if len(set(out)) != len(out):

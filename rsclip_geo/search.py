@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -127,6 +128,8 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
     model = model if isinstance(model, ClipModel) else load_model(model)
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
+    if isinstance(negative_weight, bool) or not 0 <= float(negative_weight) < math.inf:
+        raise ValueError(f"negative_weight must be a finite number >= 0, got {negative_weight!r}")
     q = query_embedding(model, query, raw)
     negatives = [negative] if isinstance(negative, str) else list(negative or [])
     neg = np.stack([query_embedding(model, n, raw) for n in negatives]) if negatives else None

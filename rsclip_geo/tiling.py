@@ -47,8 +47,9 @@ class TileSpec:
     def __post_init__(self):
         if self.size_px is not None and self.size_m is not None:
             raise ValueError("give the tile size in pixels or in metres, not both")
-        if self.size_px is not None and self.size_px < 1:
-            raise ValueError(f"tile size must be >= 1 pixel, got {self.size_px}")
+        if self.size_px is not None and (isinstance(self.size_px, bool) or not 1 <= self.size_px < math.inf
+                                         or self.size_px != int(self.size_px)):
+            raise ValueError(f"tile size must be a whole number >= 1 pixel, got {self.size_px!r}")
         if self.size_m is not None and not 0 < self.size_m < math.inf:
             raise ValueError(f"tile size must be a finite number > 0 m, got {self.size_m}")
         if not 0 <= self.overlap < 1:

@@ -7,7 +7,7 @@ import click
 from ..audit import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output, write_audit
 from ..output_guard import model_files
 from ..tiling import TileSpec
-from .options import ProgressBar, model_options, read_options
+from .options import FiniteFloatRange, ProgressBar, model_options, read_options
 
 
 @click.command("audit")
@@ -24,15 +24,15 @@ from .options import ProgressBar, model_options, read_options
                    "(default: a quarter of one window's area; 1 = no sieve).")
 @click.option("--label-map", type=click.Path(dir_okay=False), default=None,
               help='JSON mapping codes to words, e.g. {"21": "developed land"} (a list of prompts also works).')
-@click.option("--flag-below", type=click.FloatRange(0, 1), default=FLAG_BELOW, show_default=True,
+@click.option("--flag-below", type=FiniteFloatRange(0, 1), default=FLAG_BELOW, show_default=True,
               help="Flag a feature when its best label is another one and its agreement is below this.")
 @click.option("--max-windows", type=click.IntRange(min=1), default=MAX_WINDOWS, show_default=True,
               help="Windows per feature at most (taken evenly over the feature's tiles).")
 @click.option("--tile-size", type=click.IntRange(min=1), default=None,
               help="Window size in pixels (default: the model's input size).")
-@click.option("--tile-size-m", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--tile-size-m", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Window size in metres on the ground.")
-@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--overlap", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Overlap of the window grid inside large features, as a fraction of the window.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output vector (.gpkg, .parquet, .geojson); default LABELS_audit.gpkg beside the labels.")

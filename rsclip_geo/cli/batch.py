@@ -9,7 +9,7 @@ import logging
 import click
 
 from ..encoder import DEVICES
-from .options import scales_options, tiling_options
+from .options import FiniteFloatRange, scales_options, tiling_options
 
 
 def job_options(f):
@@ -119,7 +119,7 @@ def batch_index_command(collection, out_dir, dtype, scales, tile, scene_options,
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
               help="One label a line; 'name: prompt one | prompt two' gives a label its own prompts.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--min-score", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
               help="Tiles whose best probability is below this are labelled 'unknown'.")
 @tiling_options
 @job_options

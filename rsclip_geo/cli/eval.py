@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from .options import model_options
+from .options import FiniteFloatRange, model_options
 
 
 def _output_options(f):
@@ -116,7 +116,7 @@ def retrieval_command(captions, images_root, split, as_json, quiet, model):
 @click.argument("folder", metavar="DIR", type=click.Path())
 @click.option("--train-dir", type=click.Path(), default=None,
               help="Train on this folder-per-class set and test on DIR (same class folders).")
-@click.option("--split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--split", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Without --train-dir: fraction of each class of DIR used for training [default: 0.8].")
 @click.option("--shots", callback=_int_list, default="1,4,16", show_default=True,
               help="Few-shot sizes (images per class).")

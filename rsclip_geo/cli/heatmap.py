@@ -7,7 +7,7 @@ import click
 from ..heatmap import heatmap, selo_specs
 from ..output_guard import check_outputs_apart, model_files
 from ..writers import check_output
-from .options import ProgressBar, _parse_floats, model_options, read_options
+from .options import FiniteFloatRange, ProgressBar, _parse_floats, model_options, read_options
 
 
 @click.command("heatmap")
@@ -19,13 +19,13 @@ from .options import ProgressBar, _parse_floats, model_options, read_options
                    "where they fit half the scene).")
 @click.option("--scales-m", callback=_parse_floats, default=None, metavar="M[,M...]",
               help="Window sizes in metres, e.g. 100,200.")
-@click.option("--overlap", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+@click.option("--overlap", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Window overlap (0.5 = SeLo's half-window offset in both axes).")
-@click.option("--resolution-m", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--resolution-m", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Output cell size in metres (default: scene resolution, coarser for very large scenes).")
-@click.option("--cell", type=click.FloatRange(min=1), default=None, metavar="PX",
+@click.option("--cell", type=FiniteFloatRange(min=1), default=None, metavar="PX",
               help="Output cell size in scene pixels.")
-@click.option("--smooth", type=click.FloatRange(min=0), default=None, metavar="SIGMA",
+@click.option("--smooth", type=FiniteFloatRange(min=0), default=None, metavar="SIGMA",
               help="Gaussian sigma in output cells (default: a quarter of the smallest window stride; 0: none).")
 @click.option("--raw", is_flag=True, help="Embed the query as written instead of through the prompt templates.")
 @click.option("--preview", type=click.Path(dir_okay=False), default=None, help="Quick-look PNG with the heatmap.")

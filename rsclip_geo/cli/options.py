@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import click
 
 from ..encoder import DEVICES, load_model
 from ..scene import STRETCHES
 from ..tiling import EDGE_POLICIES, TileSpec
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN and +-inf (which pass every range check: comparisons with NaN are
+    false), so a float option never reaches the core as 'nan' or 'inf'. Used by every float option."""
+
+    def convert(self, value, param, ctx):
+        number = value if isinstance(value, float) else click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def _parse_bands(ctx, param, value):
@@ -46,7 +58,7 @@ def read_options(f):
                   help="auto: per-scene 2-98% percentile stretch for non-8-bit data, none for 8-bit.")
     @click.option("--zero-invalid", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
                   help="Treat pixels that are 0 in all bands as invalid (auto: when no nodata/mask is declared).")
-    @click.option("--max-invalid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+    @click.option("--max-invalid", type=FiniteFloatRange(0, 1), default=0.5, show_default=True,
                   help="Skip tiles (windows) with more than this fraction of invalid pixels.")
     @functools.wraps(f)
     def wrapper(*args, bands, stretch, zero_invalid, max_invalid, **kwargs):
@@ -61,9 +73,9 @@ def tiling_options(f):
     """Tile size/overlap/edge (-> ``tile``) plus the read options (-> ``scene_options``, ``max_invalid``)."""
     @click.option("--tile-size", type=click.IntRange(min=1), default=None,
                   help="Tile size in pixels (default: the model's input size).")
-    @click.option("--tile-size-m", type=click.FloatRange(min=0, min_open=True), default=None,
+    @click.option("--tile-size-m", type=FiniteFloatRange(min=0, min_open=True), default=None,
                   help="Tile size in metres on the ground (projected or geographic CRS).")
-    @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+    @click.option("--overlap", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, show_default=True,
                   help="Overlap between neighbouring tiles, as a fraction of the tile.")
     @click.option("--edge", type=click.Choice(EDGE_POLICIES), default="shift", show_default=True,
                   help="Last row/column: shift (moved back inside: the whole scene is covered), pad (partial "
@@ -85,8 +97,8 @@ def _parse_floats(ctx, param, value):
         values = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise click.BadParameter(f"expected positive numbers, got {value!r}")
+    if not values or any(not (0 < v < math.inf) for v in values):  # NaN fails the comparison too
+        raise click.BadParameter(f"expected positive finite numbers, got {value!r}")
     return values
 
 

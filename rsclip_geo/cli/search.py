@@ -7,7 +7,7 @@ import click
 from ..output_guard import check_outputs_apart, model_files
 from ..search import search, similarity_grid
 from ..writers import VECTOR_DRIVERS, check_output, write_float_raster, write_vector
-from .options import ProgressBar, model_options, scales_options, tiling_options
+from .options import FiniteFloatRange, ProgressBar, model_options, scales_options, tiling_options
 
 
 @click.command("search")
@@ -15,7 +15,7 @@ from .options import ProgressBar, model_options, scales_options, tiling_options
 @click.argument("query")
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--negative", multiple=True, help="Text to steer away from (repeatable), e.g. --negative clouds.")
-@click.option("--negative-weight", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--negative-weight", type=FiniteFloatRange(min=0), default=0.5, show_default=True)
 @click.option("--raw", is_flag=True, help="Embed the query as written instead of through the prompt templates.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
               help="Hits (.gpkg, .parquet, .geojson).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..writers import VECTOR_DRIVERS, check_output
-from .options import ProgressBar, model_options, read_options
+from .options import FiniteFloatRange, ProgressBar, model_options, read_options
 
 
 def _threshold(ctx, param, value):
@@ -26,12 +26,12 @@ def _threshold(ctx, param, value):
               help="Also write the dense score map (.tif, COG on the scene's grid, NaN = no data).")
 @click.option("--threshold", callback=_threshold, default="auto", show_default=True, metavar="auto|X",
               help="Score threshold: auto = Otsu on the scene's scores (always finds its best areas), or a number.")
-@click.option("--min-area-m2", type=click.FloatRange(min=0), default=None, metavar="A",
+@click.option("--min-area-m2", type=FiniteFloatRange(min=0), default=None, metavar="A",
               help="Drop polygons smaller than A m2 [half a dense cell].")
 @click.option("--negative", multiple=True, help="Text to steer away from (repeatable), as in `search`.")
-@click.option("--negative-weight", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--negative-weight", type=FiniteFloatRange(min=0), default=0.5, show_default=True)
 @click.option("--raw", is_flag=True, help="Embed the query as written instead of through the prompt templates.")
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--scale", type=FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Scene pixels per model pixel (2 reads the scene at half resolution: larger objects).")
 @click.option("--window", type=click.IntRange(min=1), default=None, metavar="PX",
               help="Dense window side in model pixels (default: the bundle's, e.g. 512).")

@@ -9,7 +9,7 @@ from ..output_guard import check_outputs_apart, model_files
 from ..prompts import parse_labels, read_labels_file
 from ..tile_grid import on_scene_grid
 from ..writers import VECTOR_DRIVERS, check_class_count, check_output, write_class_raster, write_vector
-from .options import ProgressBar, model_options, tiling_options
+from .options import FiniteFloatRange, ProgressBar, model_options, tiling_options
 
 
 @click.command("tile-classify")
@@ -23,7 +23,7 @@ from .options import ProgressBar, model_options, tiling_options
               help="Also write a class raster (.tif) on the scene's grid (each pixel: its tile's class), with a "
                    "colour table.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--min-score", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
               help="Tiles whose best probability is below this are labelled 'unknown'.")
 @click.option("--preview", type=click.Path(dir_okay=False), default=None,
               help="Quick-look PNG of the scene with the tiles tinted and labelled by class.")
