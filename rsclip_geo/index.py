@@ -46,7 +46,7 @@ class IndexNotSavedWarning(UserWarning):
 
 
 def scene_fingerprint(path: str | os.PathLike) -> dict:
-    """Cheap identity of a scene file: resolved path, size, mtime and a hash of its first and last MiB."""
+    """Cheap identity of a scene file: resolved path, size, mtime, ctime and a hash of its first and last MiB."""
     path = scene_path(path).resolve()
     st = path.stat()
     h = hashlib.sha1()
@@ -55,7 +55,10 @@ def scene_fingerprint(path: str | os.PathLike) -> dict:
         if st.st_size > 2 << 20:
             f.seek(-(1 << 20), os.SEEK_END)
             h.update(f.read(1 << 20))
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha1_head_tail": h.hexdigest()}
+    # ctime: a rewrite that keeps size and mtime (pixels edited in place, mtime restored with `touch -r`) still
+    # changes it (POSIX; on Windows st_ctime is the creation time, so there only size/mtime/hash count)
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "sha1_head_tail": h.hexdigest()}
 
 
 def normalized_scene_options(options: dict) -> dict:

@@ -618,3 +618,26 @@ def test_zero_band_container_names_its_subdatasets(tmp_path, tiny_model):
     # and the named subdataset is a scene that works
     gdf = rsclip_geo.tile_classify(f"GPKG:{path}:winter", ["a", "b"], model=tiny_model, tile=TileSpec(size_px=32))
     assert len(gdf) == 4
+
+
+# ---- 19: pixels rewritten in place, size and mtime kept: the index is not reused -------------------------------
+def test_in_place_pixel_rewrite_keeping_size_and_mtime_makes_the_index_stale(tiny_model, tmp_path):
+    import time
+
+    rng = np.random.default_rng(1)
+    big = write_geotiff(tmp_path / "big.tif", rng.integers(0, 255, (3, 1024, 1024), dtype=np.uint8))
+    assert big.stat().st_size > 3 * 2**20  # uncompressed: the middle MiB is in neither hashed MiB
+    first = load_or_build_index(big, tiny_model, [TileSpec(size_px=256)])
+    st = big.stat()
+    time.sleep(0.05)
+    with open(big, "r+b") as f:  # a tool that edits pixels in place and restores the timestamp (touch -r)
+        f.seek(st.st_size // 2)
+        f.write(bytes(1 << 17))  # 128 KiB of zeros, between the hashed first and last MiB
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert big.stat().st_size == st.st_size and big.stat().st_mtime_ns == st.st_mtime_ns
+    encoded = []
+    again = load_or_build_index(big, tiny_model, [TileSpec(size_px=256)], progress=lambda d, t: encoded.append(d))
+    assert encoded  # rebuilt, not reused
+    fresh = build_index(big, tiny_model, [TileSpec(size_px=256)])
+    np.testing.assert_allclose(again.embeddings, fresh.embeddings, atol=1e-6)  # the new pixels
+    assert not np.allclose(fresh.embeddings, first.embeddings, atol=1e-4)
