@@ -39,6 +39,7 @@ REQUIREMENTS: tuple[tuple[str, str, str], ...] = (
     ("tokenizers", "tokenizers", "tokenizers>=0.15"),
     ("ftfy", "ftfy", "ftfy>=6.1"),
     ("regex", "regex", "regex>=2023.0"),
+    ("scipy", "scipy", "scipy>=1.10"),  # the core's `segment` (QGIS's Python usually has it: then reused)
 )
 DEPS_FOLDER = "rsclip_geo_deps"
 VENDOR_FOLDER = Path(__file__).resolve().parent / "vendor"  # the zipped plugin's copy of the rsclip_geo core

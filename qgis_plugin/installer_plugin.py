@@ -14,6 +14,8 @@ class InstallerPlugin:
     def __init__(self, iface, problems, core_problem: str | None = None):
         self.iface, self.problems, self.core_problem = iface, problems, core_problem
         self.action = None
+        self.bar_item = None
+        self.dialog = None
 
     def initProcessing(self) -> None:
         """No algorithms until the dependencies are installed (qgis_process calls this)."""
@@ -30,13 +32,27 @@ class InstallerPlugin:
         button.clicked.connect(self.open)
         item.layout().addWidget(button)
         bar.pushWidget(item, Qgis.Warning, 0)
+        self.bar_item = item
 
     def unload(self) -> None:
         if self.action is not None:
             self.iface.removePluginMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)
 
-    def open(self) -> None:
+    def make_dialog(self):
         from .ui.install_dialog import InstallDialog
 
-        InstallDialog(self.iface.mainWindow(), self.problems, self.core_problem).exec_()
+        self.dialog = InstallDialog(self.iface.mainWindow(), self.problems, self.core_problem)
+        self.dialog.installed.connect(self.installed)
+        return self.dialog
+
+    def open(self) -> None:
+        self.make_dialog().exec_()
+
+    def installed(self) -> None:
+        """pip succeeded: the warning goes, a restart is all that is left."""
+        if self.bar_item is not None:
+            self.iface.messageBar().popWidget(self.bar_item)
+            self.bar_item = None
+        self.iface.messageBar().pushMessage("rsclip-geo", "dependencies installed: restart QGIS to use the plugin",
+                                            Qgis.Success, 0)

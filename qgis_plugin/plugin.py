@@ -6,8 +6,10 @@ then hands it to a QgsTask; the GUI thread never runs the model.
 
 from __future__ import annotations
 
+import re
+
 from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtWidgets import QAction, QLineEdit, QMessageBox
+from qgis.PyQt.QtWidgets import QAction, QLineEdit, QMessageBox, QPushButton
 
 from .icon import icon
 from .layers import OUTPUT_PROPERTY
@@ -17,6 +19,13 @@ from .runs import SearchParams
 from .tasks import TASKS, RunResult
 
 MENU = "&rsclip-geo"
+# errors that mean a package is missing or broken in the worker's Python: the installer can fix them
+REPAIRABLE = re.compile(r"No module named|ModuleNotFoundError|ImportError|DLL load failed|cannot import name|"
+                        r"undefined symbol")
+
+
+def needs_repair(message: str) -> bool:
+    return bool(REPAIRABLE.search(message or ""))
 
 
 class RsclipGeoPlugin:
@@ -56,6 +65,7 @@ class RsclipGeoPlugin:
         self._action("Count objects...", lambda: self.run_dialog("count"), toolbar=True)
         self._action("Build index...", lambda: self.run_dialog("index"))
         self._action("Settings...", self.open_settings)
+        self._action("Check / repair dependencies...", self.check_dependencies)
         self._action("Diagnostics", self.show_diagnostics)
 
     def unload(self) -> None:
@@ -141,8 +151,43 @@ class RsclipGeoPlugin:
             self.message(result.message, Qgis.Success, 8)
         elif result.canceled:
             self.message(f"{result.group}: canceled", Qgis.Info, 4)
+        elif needs_repair(result.message):
+            self.offer_repair(f"{result.group}: {result.message}")
         else:
             self.message(f"{result.group}: {result.message}", Qgis.Critical, 0)
+
+    def offer_repair(self, text: str) -> None:
+        """An error from a missing or broken package: the message comes with the way back to the installer."""
+        bar = self.iface.messageBar()
+        item = bar.createMessage("rsclip-geo", text)
+        button = QPushButton("Check / repair dependencies...", item)
+        button.clicked.connect(self.check_dependencies)
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.Critical, 0)
+
+    def check_dependencies(self) -> object:
+        """Ask the worker process (which imports the packages for real) what is missing or broken, then show
+        the installer with its answer: install what is missing, or reinstall to repair."""
+        from .tasks import WorkerRequestTask
+
+        def show(answer: dict) -> None:
+            from .ui.install_dialog import InstallDialog
+
+            result = answer.get("result") or {}
+            problems = list(result.get("problems") or [])
+            core = result.get("core")
+            if not answer.get("ok") and not problems and not core:
+                core = answer.get("error") or "the worker process gave no answer"
+            self.install_dialog = InstallDialog(self.iface.mainWindow(), problems, core)
+            self.install_dialog.setModal(False)
+            self.install_dialog.show()
+
+        task = WorkerRequestTask("rsclip-geo dependency check", {"command": "check"}, show)
+        self.running[id(task)] = task
+        task.taskCompleted.connect(lambda: self.running.pop(id(task), None))
+        task.taskTerminated.connect(lambda: self.running.pop(id(task), None))
+        QgsApplication.taskManager().addTask(task)
+        return task
 
     def open_settings(self) -> None:
         from .ui.settings_dialog import SettingsDialog

@@ -25,6 +25,23 @@ class TaskCanceled(Exception):
     """Raised from the core's progress callback to stop a run the user canceled."""
 
 
+class ModelChoiceError(ValueError):
+    """The chosen model cannot be loaded; the message says what to change in the plugin's settings."""
+
+
+PLUGIN_MODEL_HINT = ("choose the model in rsclip-geo's Settings...: the shipped default, a bundle folder, or one "
+                     "of the pulled models listed there (models are pulled with the rsclip-geo Python package's "
+                     "command line, which the plugin does not include)")
+
+
+def model_error_for_plugin(message: str) -> str:
+    """The core's model error without its command-line advice (the plugin ZIP ships no CLI), plus what to do
+    in QGIS instead."""
+    message = re.sub(r"\s*\((?:see|run) `rsclip-geo [^`]*`\)", "", message)
+    parts = [part for part in message.split("; ") if "`rsclip-geo " not in part and "--model" not in part]
+    return "; ".join(parts).rstrip(" ;.") + "; " + PLUGIN_MODEL_HINT
+
+
 class Progress:
     """The core's progress callback; raises TaskCanceled once ``canceled()`` is true.
 
@@ -255,11 +272,15 @@ ACTIONS = {"search": search, "classify": classify, "heatmap": heatmap, "count": 
 def execute(action: str, params: RunParams, progress: ProgressCallback, canceled: Callable[[], bool]) -> dict:
     """Load the model, run ``action``; TaskCanceled as soon as ``canceled()`` says so."""
     import rsclip_geo
+    from rsclip_geo.errors import BundleError
 
     checked = Progress(progress, canceled)
     start = time.perf_counter()
     checked.at(0.01)
-    model = rsclip_geo.load_model(params.model, device=params.device, batch_size=int(params.batch_size))
+    try:
+        model = rsclip_geo.load_model(params.model, device=params.device, batch_size=int(params.batch_size))
+    except BundleError as exc:
+        raise ModelChoiceError(model_error_for_plugin(str(exc))) from exc
     checked.at(MODEL_LOADED)
     checked.span = (MODEL_LOADED, CORE_DONE)
     out = ACTIONS[action](params, model, checked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -76,3 +77,22 @@ class Settings:
         from qgis.core import QgsApplication
 
         return Path(QgsApplication.qgisSettingsDirPath()) / "rsclip-geo-runs"
+
+
+def pulled_models_dir() -> Path:
+    """Where `rsclip-geo models pull` puts bundles: rsclip_geo.paths.pulled_models_dir(), copied because the QGIS
+    process never imports the core ($RSCLIP_GEO_CACHE, else $XDG_CACHE_HOME or ~/.cache, + rsclip-geo/models;
+    a test keeps the two equal). The worker inherits QGIS's environment, so it resolves the same folder."""
+    env = os.environ.get("RSCLIP_GEO_CACHE")
+    if env:
+        return Path(env).expanduser() / "models"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rsclip-geo" / "models"
+
+
+def pulled_model_names() -> list[str]:
+    """Bundles pulled into the cache (folders with a model.json), by name."""
+    folder = pulled_models_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if (p / "model.json").is_file())

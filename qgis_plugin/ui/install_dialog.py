@@ -33,20 +33,33 @@ class InstallTask(QgsTask):
 
 
 class InstallDialog(QDialog):
+    """What is missing or broken, and one button that (re)installs the dependencies; ``installed`` is emitted
+    once pip succeeded (the button then stays disabled: restart QGIS)."""
+
+    installed = pyqtSignal()
+
     def __init__(self, parent=None, problems=None, core_problem: str | None = None):
         super().__init__(parent)
         self.setWindowTitle("rsclip-geo: dependencies")
         self.task = None
         box = QVBoxLayout(self)
         problems = deps.check() if problems is None else problems
-        lines = [p.describe() for p in problems] + ([f"rsclip_geo core: {core_problem}"] if core_problem else [])
+        lines = [p if isinstance(p, str) else p.describe() for p in problems]
+        lines += [f"rsclip_geo core: {core_problem}"] if core_problem else []
         target = deps.deps_dir()
+        if lines:
+            head = "rsclip-geo needs Python packages that this QGIS does not have, or that do not work:\n  "
+            head += "\n  ".join(lines)
+        else:
+            head = ("All dependencies are met and import in the worker process. If runs still fail with "
+                    "'No module named ...', reinstall them here (repair).")
         intro = QLabel(
-            "rsclip-geo needs Python packages that this QGIS does not have:\n  " + "\n  ".join(lines or ["(none)"])
-            + f"\n\nThey are installed with pip into a folder of the plugin's own:\n  {target}\n"
-            "QGIS's own packages are never changed (they are pinned). About 150 MB are downloaded; "
-            "restart QGIS afterwards.", self)
+            head + f"\n\nThey are installed with pip into a folder of the plugin's own:\n  {target}\n"
+            "QGIS's own packages are never changed (they are pinned), and those QGIS's Python already has "
+            f"(numpy, pyproj, pillow...) are not installed again. {installer.SIZE_NOTE} Restart QGIS afterwards.",
+            self)
         intro.setWordWrap(True)
+        self.intro = intro
         box.addWidget(intro)
         self.offline = QCheckBox("Install offline from a folder of wheels (made with `pip download`)", self)
         self.wheelhouse = QgsFileWidget(self)
@@ -56,7 +69,7 @@ class InstallDialog(QDialog):
         self.log = QPlainTextEdit(self)
         self.log.setReadOnly(True)
         box.addWidget(self.log)
-        self.install_button = QPushButton("Install dependencies", self)
+        self.install_button = QPushButton("Install dependencies" if lines else "Reinstall (repair)", self)
         self.install_button.clicked.connect(self.start)
         self.diag_button = QPushButton("Diagnostics", self)
         self.diag_button.clicked.connect(lambda: self.log.setPlainText(deps.qgis_report()))
@@ -77,6 +90,12 @@ class InstallDialog(QDialog):
         QgsApplication.taskManager().addTask(self.task)
 
     def done_message(self, ok: bool) -> None:
-        self.install_button.setEnabled(True)
-        self.log.appendPlainText("\nDone: restart QGIS to load rsclip-geo." if ok else
-                                 "\nThe installation did not complete; see the messages above.")
+        """After pip: success disables Install (nothing left to do but restart) and emits ``installed``."""
+        if ok:
+            self.install_button.setEnabled(False)
+            self.install_button.setText("Installed: restart QGIS")
+            self.log.appendPlainText("\nDone: restart QGIS to load rsclip-geo.")
+            self.installed.emit()
+        else:
+            self.install_button.setEnabled(True)
+            self.log.appendPlainText("\nThe installation did not complete; see the messages above.")

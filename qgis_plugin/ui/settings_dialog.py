@@ -6,17 +6,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                  QRadioButton, QSpinBox, QVBoxLayout)
 
-from ..settings import DEVICES, MODEL_SOURCES, Settings
-
-
-def pulled_model_names() -> list[str]:
-    """Bundles pulled with `rsclip-geo models pull` (folders with a model.json in the user cache)."""
-    try:
-        from rsclip_geo.paths import pulled_models_dir
-    except ImportError:
-        return []
-    folder = pulled_models_dir()
-    return sorted(p.name for p in folder.iterdir() if (p / "model.json").is_file()) if folder.is_dir() else []
+from ..settings import DEVICES, MODEL_SOURCES, Settings, pulled_model_names, pulled_models_dir
 
 
 class SettingsDialog(QDialog):
@@ -39,6 +29,7 @@ class SettingsDialog(QDialog):
         self.pulled.setEditable(True)
         self.pulled.addItems(pulled_model_names())
         self.pulled.setCurrentText(s.model_name)
+        self.pulled.setToolTip(f"models pulled into {pulled_models_dir()}")
         form.addRow(self.source_buttons.button(0))
         form.addRow(self.source_buttons.button(1), self.folder)
         form.addRow(self.source_buttons.button(2), self.pulled)

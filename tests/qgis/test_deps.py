@@ -140,3 +140,30 @@ def test_a_half_filled_staging_folder_is_never_swapped_in(tmp_path):
     (staging / deps.COMPLETE_MARK).touch()
     assert deps.finish_pending(target) is True
     assert (target / "half").is_dir() and not staging.exists() and not (tmp_path / "py3x.old").exists()
+
+
+def test_select_installs_leaves_out_what_qgis_python_has():
+    """Debian 12's QGIS Python: numpy 1.24.2, pyproj 3.4.1, pillow 9.4.0 (reused), attrs 22.2.0 (too old)."""
+    have = {"numpy": "1.24.2", "pyproj": "3.4.1", "pillow": "9.4.0", "attrs": "22.2.0", "six": "1.16.0"}
+    resolved = [("numpy", "1.24.2"), ("pyproj", "3.4.1"), ("Pillow", "9.4.0"), ("attrs", "26.1.0"),
+                ("rasterio", "1.4.4"), ("six", "1.17.0"), ("onnxruntime", "1.32.0")]
+    install, reuse = installer.select_installs(resolved, have)
+    assert reuse == ["numpy==1.24.2", "pyproj==3.4.1", "pillow==9.4.0"]
+    # attrs: QGIS's is too old for affine 3; six: another version was resolved (loose retry)
+    assert install == ["attrs==26.1.0", "rasterio==1.4.4", "six==1.17.0", "onnxruntime==1.32.0"]
+    assert installer.select_installs([("attrs", "22.2.0"), ("six", "1.16.0")], have) == (
+        ["attrs==22.2.0"], ["six==1.16.0"])  # a too old NEWER_THAN_QGIS copy is never the one used
+
+
+def test_select_installs_against_this_python():
+    """Against the versions this interpreter (QGIS's Python here) really has, as the worker sees them."""
+    have = installer.interpreter_pins(Path(sys.executable))
+    import numpy
+    import PIL
+    import pyproj
+
+    assert have["numpy"] == numpy.__version__ and have["pillow"] == PIL.__version__
+    resolved = [("numpy", numpy.__version__), ("pyproj", pyproj.__version__), ("Pillow", PIL.__version__),
+                ("rsclip-not-installed", "1.0")]
+    install, reuse = installer.select_installs(resolved, have)
+    assert install == ["rsclip-not-installed==1.0"] and len(reuse) == 3

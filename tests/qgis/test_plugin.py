@@ -36,7 +36,7 @@ def test_toolbar_menu_and_provider(plugin, iface):
     assert {"Classify tiles...", "Localization heatmap...", "Count objects..."} <= set(texts)
     menu = [a.text() for a in iface.menu_actions("&rsclip-geo")]
     assert menu == ["Search map by text", "Classify tiles...", "Localization heatmap...", "Count objects...",
-                    "Build index...", "Settings...", "Diagnostics"]
+                    "Build index...", "Settings...", "Check / repair dependencies...", "Diagnostics"]
     provider = QgsApplication.processingRegistry().providerById("rsclipgeo")
     assert provider is not None
     assert sorted(a.name() for a in provider.algorithms()) == [
