@@ -28,7 +28,7 @@ from training.optim import make_optimizer
 from training.probe import fit_head
 from training.setup import build_run_model, text_fully_locked
 from training.sources import build_sources
-from training.text_bank import TextBank
+from training.text_bank import TextBank, text_cache_name
 from training.wise import wise_select
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,8 @@ def run(cfg: dict, out: Path, resume: Path | None = None, cache_dir: Path | None
     if tc["channels_last"]:
         model.visual.to(memory_format=torch.channels_last)
     sources = build_sources(cfg["datasets"], REPO_ROOT, cache_dir)
-    bank = TextBank(model, tokenizer, locked=text_fully_locked(model))
+    bank = TextBank(model, tokenizer, locked=text_fully_locked(model),
+                    cache_file=(cache_dir / text_cache_name(model_cfg)) if cache_dir else None)
     bank.precompute([c for s in sources for caps in s.captions.values() for c in caps])
     optimizer = make_optimizer(model, cfg["optim"])
     mixer = MixedBatches(sources, tc["batch_size"], cfg["seed"], tc["samples_per_epoch"] or None)

@@ -222,3 +222,24 @@ def test_training_captions_never_name_unseen_classes():
         check_no_unseen_words(class_captions(name, description_share=0.5))
     with pytest.raises(ValueError, match="unseen"):
         check_no_unseen_words(["a satellite photo of a sandy beach."])
+
+
+def test_text_bank_cache_survives_a_restart(tiny_run, monkeypatch):
+    """A locked text tower's caption embeddings are saved once and reloaded, identical, without encoding."""
+    from training import text_bank
+    from training.config import load_config
+    from training.setup import build_run_model
+
+    tmp, toml = tiny_run
+    model, tokenizer, model_cfg = build_run_model(load_config(toml), None)
+    cache = tmp / "bank_cache" / text_bank.text_cache_name(model_cfg)
+    caps = ["a forest", "a port with ships", "a parking lot"]
+    first = text_bank.TextBank(model, tokenizer, locked=True, cache_file=cache)
+    first.precompute(caps)
+    assert cache.is_file()
+    monkeypatch.setattr(text_bank, "encode_texts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("encoded")))
+    second = text_bank.TextBank(model, tokenizer, locked=True, cache_file=cache)
+    second.precompute(list(reversed(caps)))
+    assert torch.equal(second.lookup(caps, "cpu"), first.lookup(caps, "cpu"))
+    other = dict(model_cfg, text_cfg={**model_cfg["text_cfg"], "context_length": 16})
+    assert text_bank.text_cache_name(other) != cache.name
