@@ -41,7 +41,6 @@ from .writers import write_float_raster
 log = logging.getLogger(__name__)
 
 DENSE_OVERLAP = 0.5
-WINDOW_BATCH = 4  # windows per dense-encoder run
 INTERP_ROWS = 512  # output rows interpolated at a time (bounded temporaries on large grids)
 
 ProgressCallback = Callable[[int, int], None]
@@ -181,12 +180,14 @@ def cell_scores(scene: Scene, model: ClipModel, q: np.ndarray, negatives: np.nda
                 progress: ProgressCallback | None = None) -> np.ndarray:
     """Mean score per cell over the windows covering it (NaN where none did); see the module docstring."""
     stride = model.bundle.dense.stride
+    # windows per dense-encoder run: as many pixels as a batch of the model's input tiles
+    per_run = max(1, (model.batch_size * model.bundle.image.size ** 2) // (plan.win_rows * plan.win_cols * stride ** 2))
     total = np.zeros((plan.n_rows, plan.n_cols), np.float64)
     count = np.zeros_like(total)
     jobs = [(r, c) for r in plan.rows for c in plan.cols]
     done = 0
-    for i in range(0, len(jobs), WINDOW_BATCH):
-        chunk = jobs[i:i + WINDOW_BATCH]
+    for i in range(0, len(jobs), per_run):
+        chunk = jobs[i:i + per_run]
         read = [_read_window(scene, plan, r, c, stride, model) for r, c in chunk]
         emb = model.encode_dense(np.stack([x for x, _ in read]))
         emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)

@@ -157,7 +157,8 @@ def pull_command(name: str, int8: bool, overwrite: bool) -> None:
                    "window, for `segment`): conv towers apply the projection to every cell of the last feature "
                    "map, open_clip ViTs use MaskCLIP-style patch tokens. Always fp32.")
 @click.option("--dense-window", "dense_window_cells", type=click.IntRange(min=1), default=None, metavar="CELLS",
-              help="Default dense window in cells per side [16: 512 px at stride 32].")
+              help="Default dense window in cells per side [the model's input size: 4 cells of 32 px for a 128 px "
+                   "model; larger windows measured worse for the shipped model, see README].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 def export_command(arch: str, checkpoint: Path, out_dir: Path, int8: bool, fp16: bool, activation: str | None,
                    name: str | None, license_: str, parity_images: tuple[str, ...], dense: bool,

@@ -200,7 +200,7 @@ def export_checkpoint(
     carries none; by default they come from a config file, else open_clip's pretrained tags, else defaults).
     ``parity_images``: image files for the parity check (default: packaged parity PNGs, else synthetic).
     ``dense``: also write the dense head (``dense_encoder.onnx``, see ``export.dense``; always fp32), whose
-    default window is ``dense_window_cells`` cells per side (default 16: 512 px at stride 32).
+    default window is ``dense_window_cells`` cells per side (default: the model's input size, e.g. 4 cells).
     Raises BundleError (bad checkpoint/arch/parity), OutputError (exists), MissingDependencyError.
     """
     from ._deps import require_torch
