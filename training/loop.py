@@ -16,9 +16,25 @@ from training.optim import lr_factor, set_lr
 from training.setup import clamp_logit_scale
 
 
+def _augment_mixed_sizes(items: list[torch.Tensor], size: int, aug: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """Augmented [B,3,size,size] batch of uint8 images whose decoded sizes may differ between sources
+    (AID at 150 px, RSICD at 160): each size is augmented as one group, in order of first appearance."""
+    shapes = list(dict.fromkeys(t.shape for t in items))
+    if len(shapes) == 1:
+        return augment_batch(torch.stack(items), size, aug, g)
+    out = None
+    for shape in shapes:
+        idx = [k for k, t in enumerate(items) if t.shape == shape]
+        part = augment_batch(torch.stack([items[k] for k in idx]), size, aug, g)
+        if out is None:
+            out = part.new_empty((len(items),) + tuple(part.shape[1:]))
+        out[idx] = part
+    return out
+
+
 def make_batch(batch, sources, size: int, aug: AugmentConfig, g: torch.Generator):
     """Augmented, normalised images; one sampled caption per item; integer group ids."""
-    imgs = torch.stack([sources[s].images[i] for s, i in batch])
+    items = [sources[s].images[i] for s, i in batch]
     keys = [f"{s}/{sources[s].groups[i]}" for s, i in batch]
     captions = []
     for s, i in batch:
@@ -26,7 +42,7 @@ def make_batch(batch, sources, size: int, aug: AugmentConfig, g: torch.Generator
         captions.append(caps[int(torch.randint(0, len(caps), (1,), generator=g))])
     ids = {k: n for n, k in enumerate(dict.fromkeys(keys))}
     groups = torch.tensor([ids[k] for k in keys])
-    x = normalize(augment_batch(imgs, size, aug, g), (0.0,) * 3, (1.0,) * 3)  # [0,255] -> [0,1]
+    x = normalize(_augment_mixed_sizes(items, size, aug, g), (0.0,) * 3, (1.0,) * 3)  # [0,255] -> [0,1]
     x = (x - torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
     return x, captions, groups
 

@@ -53,8 +53,14 @@ def make_val(cfg: dict, image_size: int, cache_dir: Path):
     return load_images(sub.paths, image_size, cache_dir), sub.labels, list(sub.classes)
 
 
-def run(cfg: dict, out: Path, resume: Path | None = None, cache_dir: Path | None = None) -> dict:
-    """Train per cfg into `out`; returns the last epoch's summary record."""
+def run(cfg: dict, out: Path, resume: Path | None = None, cache_dir: Path | None = None,
+        probe_from: Path | None = None) -> dict:
+    """Train per cfg into `out`; returns the last epoch's summary record.
+
+    probe_from: reuse checkpoint_probe.pt of an earlier run of the same [model]/[lock]/[[datasets]]/[probe]/
+    seed/batch settings instead of fitting the head again (the probe stage is deterministic and uses no global
+    RNG, so the epochs that follow are the same as after a fresh probe; it saves the trunk-feature pass).
+    """
     tc = cfg["train"]
     torch.set_num_threads(tc["threads"])
     seed_everything(cfg["seed"])
@@ -83,7 +89,17 @@ def run(cfg: dict, out: Path, resume: Path | None = None, cache_dir: Path | None
                sources=sources, device=device, image_size=image_size)
     record: dict = {}
     with open(out / "log.jsonl", "a", encoding="utf-8") as log_file:
-        if resume is None and cfg["probe"]["steps"] > 0:
+        if resume is None and probe_from is not None:
+            state = load_checkpoint(probe_from)
+            if state.get("name") != cfg["model"]["config"] or state.get("epoch") != 0:
+                raise ValueError(f"{probe_from}: not a probe-stage checkpoint of {cfg['model']['config']}")
+            model.load_state_dict(state["state_dict"], strict=True)
+            if Path(probe_from).resolve() != (out / "checkpoint_probe.pt").resolve():
+                save_checkpoint(out / "checkpoint_probe.pt", 0, cfg["model"]["config"], model)
+            rec = {"probe_from": str(probe_from)}
+            log_file.write(json.dumps(rec) + "\n")
+            log.info("%s", rec)
+        elif resume is None and cfg["probe"]["steps"] > 0:
             rec = fit_head(ctx, cfg["probe"])
             rec["probe_val_top1"] = round(_val_top1(ctx, val), 4) if val is not None else None
             save_checkpoint(out / "checkpoint_probe.pt", 0, cfg["model"]["config"], model)
@@ -131,11 +147,12 @@ def main(argv=None) -> None:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path("runs/default"))
     ap.add_argument("--resume", type=Path)
+    ap.add_argument("--probe-from", type=Path, help="reuse the probe-stage checkpoint of an earlier run of this config")
     ap.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache", help="decoded-image cache folder")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.time()
-    record = run(load_config(args.config), args.out, args.resume, args.cache)
+    record = run(load_config(args.config), args.out, args.resume, args.cache, args.probe_from)
     record["wall_seconds"] = round(time.time() - t0, 1)
     (args.out / "train_summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     log.info("done in %.1f s: %s", time.time() - t0, record)

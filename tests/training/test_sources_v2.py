@@ -212,3 +212,19 @@ def test_near_duplicate_hash_finds_resized_copies(shared_data, tmp_path):
     pairs = near_pairs(ha, hb, max_bits=6)
     assert [(i, j) for i, j, _ in pairs] == [(0, 0)]
     assert dhash(a) == dhash(a)
+
+
+def test_batches_mix_sources_decoded_at_different_sizes():
+    """AID is decoded at 150 px and RSICD at 160: one batch must hold both, augmented to the model size."""
+    from training.augment import AugmentConfig
+    from training.loop import make_batch
+    from training.sources import Source
+
+    a = Source("a", 1.0, torch.full((2, 3, 150, 150), 10, dtype=torch.uint8), ["a:x", "a:x"], {"a:x": ["x"]})
+    b = Source("b", 1.0, torch.full((2, 3, 160, 160), 200, dtype=torch.uint8), ["b:1", "b:2"],
+               {"b:1": ["one"], "b:2": ["two"]})
+    aug = AugmentConfig(brightness=0, contrast=0, saturation=0)
+    x, caps, groups = make_batch([(0, 0), (1, 0), (0, 1), (1, 1)], [a, b], 64, aug, torch.Generator().manual_seed(0))
+    assert x.shape == (4, 3, 64, 64)
+    assert caps == ["x", "one", "x", "two"] and groups.tolist() == [0, 1, 0, 2]
+    assert x[0].mean() < x[1].mean() and x[2].mean() < x[3].mean()  # each item kept its own pixels
