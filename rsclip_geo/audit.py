@@ -15,39 +15,35 @@ kept; invalid geometries repaired with ``make_valid``):
 - ``n_windows``: windows scored; ``audit_note``: why a unit is not scored, or that its geometry was repaired.
 
 ``attrs['summary']`` holds an AuditSummary (overall and per-class agreement with 95 % intervals);
-``write_audit`` stores it in the output file's metadata.
+``write_audit`` (audit_output.py) stores it in the output file's metadata.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from .audit_labels import Vocabulary, build_vocabulary, label_key, read_label_map
+from .audit_output import METADATA_KEY, check_audit_output, read_audit_summary, write_audit  # noqa: F401 (API)
 from .audit_summary import Agreement, AuditSummary
 from .audit_units import check_layer, read_label_layer, repair_geometries
 from .audit_windows import encode_windows, to_pixels, unit_windows
 from .encoder import ClipModel, load_model
 from .errors import LabelError, RasterInputError, VectorInputError
-from .output_guard import check_outputs_apart
 from .prompts import Label
 from .scene import Scene
 from .scene_embeddings import ProgressCallback
 from .tiling import TileSpec, plan_tiles
-from .writers import VECTOR_DRIVERS, check_output, write_vector
 
 log = logging.getLogger(__name__)
 
 AUDIT_COLUMNS = ("agreement", "best_label", "best_score", "flag", "n_windows", "audit_note")
 FLAG_BELOW = 0.3
 MAX_WINDOWS = 16
-METADATA_KEY = "RSCLIP_GEO_AUDIT"  # GDAL metadata keys: no ":" (GDAL reads "k:v" as domain k)
 
 
 def _label_map(label_map) -> dict[str, Label] | None:
@@ -250,43 +246,3 @@ def _summary(out, columns, px, plan, vocab: Vocabulary, where, sc, field, flag_b
     s.no_window = int(notes.str.contains("no valid window").sum())
     s.no_label = int(notes.str.contains("no label").sum())
     return s
-
-
-def check_audit_output(path: str | os.PathLike, overwrite: bool = False,
-                       inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
-    """Fail before any work when ``path`` cannot be written, exists (without overwrite) or is an input
-    (whatever ``overwrite`` says: the same path, a link to it, the file in a GDAL name)."""
-    check_outputs_apart({"-o": path}, [p for p in inputs if p is None or not hasattr(p, "geometry")])
-    return check_output(path, overwrite, suffixes=tuple(VECTOR_DRIVERS))
-
-
-def write_audit(gdf, path: str | os.PathLike, overwrite: bool = False,
-                inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
-    """Write an audited frame (.gpkg/.parquet/.geojson) with its summary as metadata; never onto an input.
-
-    GeoPackage: layer metadata key ``rsclip_geo:audit`` (JSON) + the printed summary as layer description;
-    GeoParquet: the same key in the schema metadata; GeoJSON: the description only.
-    """
-    check_audit_output(path, overwrite, inputs)
-    summary: AuditSummary = gdf.attrs["summary"]
-    meta = {METADATA_KEY: json.dumps(summary.to_dict(), allow_nan=False)}
-    frame = gdf.copy()
-    frame.attrs = {}
-    return write_vector(frame, path, overwrite=overwrite, metadata=meta, description=summary.describe())
-
-
-def read_audit_summary(path: str | os.PathLike) -> dict:
-    """The summary stored by ``write_audit`` in a GeoPackage or GeoParquet file."""
-    path = Path(path)
-    if path.suffix.lower() in (".parquet", ".geoparquet"):
-        import pyarrow.parquet as pq
-
-        meta = pq.read_schema(path).metadata or {}
-        raw = meta.get(METADATA_KEY.encode())
-    else:
-        import pyogrio
-
-        raw = (pyogrio.read_info(path).get("layer_metadata") or {}).get(METADATA_KEY)
-    if raw is None:
-        raise VectorInputError(f"{path}: holds no audit summary ({METADATA_KEY!r} metadata)")
-    return json.loads(raw)
