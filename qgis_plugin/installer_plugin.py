@@ -24,7 +24,7 @@ class InstallerPlugin:
         self.action = QAction(icon(), "Install rsclip-geo dependencies...", self.iface.mainWindow())
         self.action.setObjectName("rsclipGeoInstallDependencies")
         self.action.triggered.connect(self.open)
-        self.iface.addPluginToMenu(MENU, self.action)
+        self.iface.addPluginToRasterMenu(MENU, self.action)
         self.iface.addToolBarIcon(self.action)
         bar = self.iface.messageBar()
         item = bar.createMessage("rsclip-geo", "needs Python packages this QGIS does not have yet")
@@ -36,7 +36,7 @@ class InstallerPlugin:
 
     def unload(self) -> None:
         if self.action is not None:
-            self.iface.removePluginMenu(MENU, self.action)
+            self.iface.removePluginRasterMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)
 
     def make_dialog(self):

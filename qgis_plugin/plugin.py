@@ -1,4 +1,5 @@
-"""The plugin in the QGIS window: a toolbar (text box + "Search map by text"), menu actions, Processing.
+"""The plugin in the QGIS window: a dock panel, a toolbar (text box + "Search map by text" and every action
+with an icon), the menu under Raster > rsclip-geo, Processing.
 
 Every action builds one parameters object from the chosen layer and the settings,
 then hands it to a QgsTask; the GUI thread never runs the model.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 
 from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction, QLineEdit, QMessageBox, QPushButton
 
 from .icon import icon
@@ -17,6 +19,7 @@ from .settings import Settings
 from .sources import LayerSourceError, run_params
 from .runs import SearchParams
 from .tasks import TASKS, RunResult
+from .ui.panel import RsclipPanel
 
 MENU = "&rsclip-geo"
 # errors that mean a package is missing or broken in the worker's Python: the installer can fix them
@@ -35,6 +38,7 @@ class RsclipGeoPlugin:
         self.toolbar = None
         self.query_box = None
         self.provider = None
+        self.panel = None
         self.running: dict[int, object] = {}  # keep tasks referenced until they finish
         self.last_result: RunResult | None = None
 
@@ -59,31 +63,43 @@ class RsclipGeoPlugin:
         self.query_box.setMinimumWidth(240)
         self.query_box.returnPressed.connect(self.search)
         self.toolbar.addWidget(self.query_box)
-        self.search_action = self._action("Search map by text", self.search, toolbar=True, with_icon=True)
-        self._action("Classify tiles...", lambda: self.run_dialog("classify"), toolbar=True)
-        self._action("Localization heatmap...", lambda: self.run_dialog("heatmap"), toolbar=True)
-        self._action("Count objects...", lambda: self.run_dialog("count"), toolbar=True)
-        self._action("Build index...", lambda: self.run_dialog("index"))
-        self._action("Settings...", self.open_settings)
-        self._action("Check / repair dependencies...", self.check_dependencies)
-        self._action("Diagnostics", self.show_diagnostics)
+        self.search_action = self._action("Search map by text", self.search, "search.svg")
+        self._action("Classify tiles...", lambda: self.run_dialog("classify"), "rendererCategorizedSymbol.svg")
+        self._action("Localization heatmap...", lambda: self.run_dialog("heatmap"), "rendererHeatmapSymbol.svg")
+        self._action("Count objects...", lambda: self.run_dialog("count"), "rendererGraduatedSymbol.svg")
+        self._action("Build index...", lambda: self.run_dialog("index"), "mIconTableLayer.svg")
+        self.panel = RsclipPanel(self.iface, self.start, self.iface.mainWindow())
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.panel)
+        panel_action = self.panel.toggleViewAction()
+        panel_action.setText("rsclip-geo panel")
+        panel_action.setIcon(icon())
+        self._add(panel_action)
+        self._action("Settings...", self.open_settings, "mActionOptions.svg")
+        self._action("Check / repair dependencies...", self.check_dependencies, "mActionShowPluginManager.svg")
+        self._action("Diagnostics", self.show_diagnostics, "mActionIdentify.svg")
 
     def unload(self) -> None:
         for action in self.actions:
-            self.iface.removePluginMenu(MENU, action)
+            self.iface.removePluginRasterMenu(MENU, action)
+        if self.panel is not None:
+            self.iface.removeDockWidget(self.panel)
+            self.panel.deleteLater()
         if self.toolbar is not None:
             self.toolbar.deleteLater()
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
-        self.actions, self.toolbar, self.provider = [], None, None
+        self.actions, self.toolbar, self.provider, self.panel = [], None, None, None
 
-    def _action(self, text: str, slot, toolbar: bool = False, with_icon: bool = False) -> QAction:
-        action = QAction(icon(), text, self.iface.mainWindow()) if with_icon else QAction(text, self.iface.mainWindow())
+    def _action(self, text: str, slot, theme_icon: str) -> QAction:
+        """A menu entry (Raster > rsclip-geo, the metadata's category) and a toolbar button, with an icon."""
+        action = QAction(QgsApplication.getThemeIcon("/" + theme_icon), text, self.iface.mainWindow())
         action.setObjectName("rsclipGeo" + "".join(w.capitalize() for w in text.strip(".").split()))
         action.triggered.connect(slot)
-        self.iface.addPluginToMenu(MENU, action)
-        if toolbar:
-            self.toolbar.addAction(action)
+        return self._add(action)
+
+    def _add(self, action: QAction) -> QAction:
+        self.iface.addPluginToRasterMenu(MENU, action)
+        self.toolbar.addAction(action)
         self.actions.append(action)
         return action
 

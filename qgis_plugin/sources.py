@@ -56,3 +56,37 @@ def run_params(cls, layer, settings, **extra):
                bands=displayed_bands(layer), tile_size_m=settings.tile_size_m, model=settings.model(),
                device=settings.device, batch_size=settings.batch_size, out_dir=str(settings.runs_folder()),
                **extra)
+
+
+def area_raster(layer: QgsRasterLayer, extent, folder) -> str:
+    """A VRT of the part of ``layer``'s file inside ``extent`` (a QgsRectangle in the layer's CRS), on the file's
+    own pixel grid, written once into ``folder`` (an index of it is then reused): the 'visible extent' area.
+    QGIS's own GDAL writes it (the QGIS process imports no rasterio). LayerSourceError when nothing overlaps."""
+    from pathlib import Path
+
+    from osgeo import gdal
+
+    path = raster_file(layer)
+    ds = gdal.Open(path)
+    x0, dx, rx, y0, ry, dy = ds.GetGeoTransform()
+    if rx or ry:
+        raise LayerSourceError(f"layer '{layer.name()}' has a rotated grid; process the whole layer instead")
+    cols = sorted(((extent.xMinimum() - x0) / dx, (extent.xMaximum() - x0) / dx))
+    rows = sorted(((extent.yMaximum() - y0) / dy, (extent.yMinimum() - y0) / dy))
+    c0, c1 = max(0, int(cols[0])), min(ds.RasterXSize, -int(-cols[1] // 1))
+    r0, r1 = max(0, int(rows[0])), min(ds.RasterYSize, -int(-rows[1] // 1))
+    if c1 <= c0 or r1 <= r0:
+        raise LayerSourceError(f"the visible extent does not overlap layer '{layer.name()}'; pan to it or "
+                               "process the whole layer")
+    if (c0, r0, c1, r1) == (0, 0, ds.RasterXSize, ds.RasterYSize):
+        return path
+    out = Path(folder) / f"{Path(path).stem}_x{c0}_y{r0}_{c1 - c0}x{r1 - r0}.vrt"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name("." + out.name)
+        vrt = gdal.Translate(str(tmp), ds, format="VRT", srcWin=[c0, r0, c1 - c0, r1 - r0])
+        if vrt is None:
+            raise LayerSourceError(f"cannot write {out}")
+        vrt = None  # closed: written
+        tmp.replace(out)
+    return str(out)

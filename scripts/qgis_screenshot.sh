@@ -6,8 +6,9 @@
 # scripts/qgis_screenshot.py as startup code.
 #
 #   scripts/qgis_screenshot.sh [OUT.png]      (default docs/qgis_search.png)
+#   CODE=scripts/qgis_panel_screenshot.py scripts/qgis_screenshot.sh docs/qgis_panel.png   (the dock panel)
 # Env: PROFILES (throwaway profiles folder, default /tmp/rsclip-qgis-shot), MODEL (bundle folder;
-# default: the shipped model if built, else the tiny test bundle), QUERY, SCENE.
+# default: the shipped model if built, else the tiny test bundle), QUERY, SCENE, CODE (the startup script).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="$(realpath -m "${1:-$REPO/docs/qgis_search.png}")"
@@ -64,7 +65,7 @@ RSCLIP_SHOT_SCENE="$PROFILES/work/scene.tif" RSCLIP_SHOT_MODEL="$MODEL" RSCLIP_S
 RSCLIP_SHOT_OUT="$OUT" RSCLIP_SHOT_TILE_M="${TILE_M:-160}" \
   timeout 300 xvfb-run -a -s "-screen 0 1600x1000x24" \
   qgis --profiles-path "$PROFILES" --profile default --noversioncheck --nologo \
-       --code "$REPO/scripts/qgis_screenshot.py" || rc=$?
+       --code "$(realpath "${CODE:-$REPO/scripts/qgis_screenshot.py}")" || rc=$?
 cat "$OUT.log" 2>/dev/null || true
 rm -f "$OUT.log"
 if test -s "$OUT"; then  # 256 colours: a third of the size, same look for a UI screenshot

@@ -67,6 +67,28 @@ class Iface:
         if hasattr(self, "_plugins_toolbar"):
             self._plugins_toolbar.removeAction(action)
 
+    def addPluginToRasterMenu(self, name, action):
+        """Raster > name (what the real QgisInterface does for category=Raster plugins)."""
+        if not hasattr(self, "_raster"):
+            self._raster = self._window.menuBar().addMenu("&Raster")
+            self._raster_menus = {}
+        if name not in self._raster_menus:
+            self._raster_menus[name] = self._raster.addMenu(name)
+        self._raster_menus[name].addAction(action)
+
+    def removePluginRasterMenu(self, name, action):
+        if name in getattr(self, "_raster_menus", {}):
+            self._raster_menus[name].removeAction(action)
+
+    def raster_menu_actions(self, name):
+        return self._raster_menus[name].actions() if name in getattr(self, "_raster_menus", {}) else []
+
+    def addDockWidget(self, area, dock):
+        self._window.addDockWidget(area, dock)
+
+    def removeDockWidget(self, dock):
+        self._window.removeDockWidget(dock)
+
     def addPluginToMenu(self, name, action):
         if name not in self._menus:
             self._menus[name] = self._window.menuBar().addMenu(name)

@@ -136,7 +136,7 @@ def test_groups_open_and_older_ones_fold(naip_layer, project, settings_640m, ifa
 
 def test_scores_legend_is_one_labelled_bar(naip_layer, project, tmp_path):
     from osgeo import gdal
-    from qgis.core import QgsColorRampLegendNode, QgsLayerTree, QgsLayerTreeModel, QgsRasterLayer
+    from qgis.core import QgsApplication, QgsColorRampLegendNode, QgsLayerTree, QgsLayerTreeModel, QgsRasterLayer
     from qgis.PyQt.QtCore import Qt
 
     from qgis_plugin.layers import style_scores
@@ -158,6 +158,9 @@ def test_scores_legend_is_one_labelled_bar(naip_layer, project, tmp_path):
     assert float(settings.minimumLabel().split()[0]) == pytest.approx(shader.minimumValue(), abs=1e-3)
     items = shader.colorRampItemList()
     assert items[0].color.alpha() == 0 and all(item.label for item in items)
+    del nodes, ramps, settings
+    model.deleteLater()  # the model before its tree: Python would free them in any order
+    QgsApplication.processEvents()
 
 
 def test_installer_leaves_no_open_file(tmp_path):

@@ -72,7 +72,7 @@ def test_settings_list_the_pulled_models(qgis_app, tmp_path, monkeypatch):
 
 
 def test_menu_offers_check_and_repair(plugin, iface):
-    menu = [a.text() for a in iface.menu_actions("&rsclip-geo")]
+    menu = [a.text() for a in iface.raster_menu_actions("&rsclip-geo")]
     assert "Check / repair dependencies..." in menu
     task = plugin.check_dependencies()
     assert task is not None

@@ -34,9 +34,12 @@ def test_toolbar_menu_and_provider(plugin, iface):
     texts = [a.text() for a in toolbar.actions()]
     assert "Search map by text" in texts
     assert {"Classify tiles...", "Localization heatmap...", "Count objects..."} <= set(texts)
-    menu = [a.text() for a in iface.menu_actions("&rsclip-geo")]
+    menu = [a.text() for a in iface.raster_menu_actions("&rsclip-geo")]
     assert menu == ["Search map by text", "Classify tiles...", "Localization heatmap...", "Count objects...",
-                    "Build index...", "Settings...", "Check / repair dependencies...", "Diagnostics"]
+                    "Build index...", "rsclip-geo panel", "Settings...", "Check / repair dependencies...",
+                    "Diagnostics"]
+    assert iface.menu_actions("&rsclip-geo") == []  # under Raster (the metadata's category), not Plugins
+    assert all(not a.icon().pixmap(16, 16).isNull() for a in toolbar.actions() if a.text())  # all with an icon
     provider = QgsApplication.processingRegistry().providerById("rsclipgeo")
     assert provider is not None
     assert sorted(a.name() for a in provider.algorithms()) == [
@@ -50,7 +53,7 @@ def test_unload_removes_everything(iface, plugin_settings):
     p = qgis_plugin.classFactory(iface)
     p.initGui()
     p.unload()
-    assert iface.menu_actions("&rsclip-geo") == []
+    assert iface.raster_menu_actions("&rsclip-geo") == []
     assert QgsApplication.processingRegistry().providerById("rsclipgeo") is None
 
 
@@ -193,10 +196,10 @@ def test_missing_dependency_gives_the_installer_instead(iface, monkeypatch, qgis
     assert isinstance(p, InstallerPlugin)
     p.initProcessing()  # qgis_process calls it: must not fail
     p.initGui()
-    assert [a.text() for a in iface.menu_actions("&rsclip-geo")] == ["Install rsclip-geo dependencies..."]
+    assert [a.text() for a in iface.raster_menu_actions("&rsclip-geo")] == ["Install rsclip-geo dependencies..."]
     assert "needs Python packages" in iface.messages[-1][0]
     dialog = InstallDialog(iface.mainWindow(), p.problems)
     text = dialog.findChildren(QLabel)[0].text()
     assert "rsclip-missing-dist>=1.0: not installed" in text and str(deps.deps_dir()) in text
     p.unload()
-    assert iface.menu_actions("&rsclip-geo") == []
+    assert iface.raster_menu_actions("&rsclip-geo") == []
