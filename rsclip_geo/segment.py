@@ -122,26 +122,29 @@ def cell_peaks(cells: np.ndarray, threshold: float) -> np.ndarray:
 def flood_from_markers(score: np.ndarray, region: np.ndarray, seeds: np.ndarray, levels: int = FLOOD_LEVELS
                        ) -> np.ndarray:
     """Marker-based watershed by flooding: labels grow from ``seeds`` (int, 0 = none) over ``region``, level by
-    level from the highest score down (``levels`` quantiles of the region's scores), each level by 3 x 3
-    dilation into the region's unlabelled pixels at or above it; where two fronts meet, the boundary follows the
-    score's valleys. (scipy.ndimage.watershed_ift left most pixels unlabelled on such maps with scipy 1.10.)"""
+    level from the highest score down (``levels`` quantiles of the region's scores). At each level, the
+    unlabelled pixels at or above it that are connected (at that level) to a labelled pixel take the label of the
+    nearest labelled pixel (Euclidean distance transform), so where two fronts meet the boundary follows the
+    score's valleys to within one level. (scipy.ndimage.watershed_ift left most pixels unlabelled on such maps with
+    scipy 1.10; per-pixel dilation was ~1,000x slower.)"""
     from scipy import ndimage
 
     labels = np.where(region, seeds, 0).astype(np.int32)
     values = score[region]
     thresholds = np.unique(np.quantile(values, np.linspace(1, 0, levels + 1)))[::-1]
-    footprint = np.ones((3, 3), bool)
     for level in thresholds:
         allowed = region & (score >= level)
-        for _ in range(region.shape[0] + region.shape[1]):
-            free = allowed & (labels == 0)
-            if not free.any():
-                break
-            grown = ndimage.grey_dilation(labels, footprint=footprint)
-            new = free & (grown > 0)
-            if not new.any():
-                break
-            labels[new] = grown[new]
+        free = allowed & (labels == 0)
+        if not free.any():
+            continue
+        comp, n = ndimage.label(allowed)
+        seeded = np.zeros(n + 1, bool)
+        seeded[np.unique(comp[labels > 0])] = True
+        seeded[0] = False
+        take = free & seeded[comp]
+        if take.any():
+            _, (ri, ci) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+            labels[take] = labels[ri[take], ci[take]]
     return labels
 
 
