@@ -1,7 +1,7 @@
 """Shared parameters and plumbing of the rsclip-geo algorithms.
 
 Every algorithm: a file-based raster layer, optional bands (as R,G,B), a tile
-size in the layer's map units and what happens at the last row/column of tiles, the model (folder; empty: the plugin settings),
+size in metres on the ground (as in the dialogs and the panel, whatever the CRS) and what happens at the last row/column of tiles, the model (folder; empty: the plugin settings),
 device and batch size. The work is the same worker run as the plugin's tasks
 (runs.py in worker.py); Processing's feedback gets the core's progress and
 cancels it. Outputs come back as files, copied into sinks / destinations here.
@@ -14,7 +14,7 @@ Held here once so that each algorithm file says only what is its own: its names
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterBand,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterDistance,
+                       QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
@@ -82,9 +82,9 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
             self.BANDS, "Bands used as R,G,B (1 or 3; empty: the scene's RGB / first three)", None, self.INPUT,
             optional=True, allowMultiple=True))
         if tile:
-            self.addParameter(QgsProcessingParameterDistance(
-                self.TILE_SIZE, "Tile size in map units (0: the model's input size in pixels)", 0.0, self.INPUT,
-                minValue=0.0))
+            self.addParameter(QgsProcessingParameterNumber(
+                self.TILE_SIZE, "Tile size in metres on the ground (0: the model's input size in pixels)",
+                QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
             self.addParameter(QgsProcessingParameterEnum(
                 self.EDGE, "Last row/column of tiles", options=[EDGE_TITLES[e] for e in EDGES], defaultValue=0))
 
@@ -117,15 +117,15 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         bands = tuple(self.parameterAsInts(parameters, self.BANDS, context) or ()) or None
         if bands and len(bands) not in (1, 3):
             raise QgsProcessingException(f"choose 1 or 3 bands (got {len(bands)}: {list(bands)})")
-        tile_px = 0
+        tile_m = 0.0  # metres whatever the CRS (the core converts them geodesically at the scene centre)
         if self.parameterDefinition(self.TILE_SIZE) is not None:
-            tile_px = self.map_units_to_px(layer, self.parameterAsDouble(parameters, self.TILE_SIZE, context))
+            tile_m = max(0.0, self.parameterAsDouble(parameters, self.TILE_SIZE, context))
         edge = EDGES[0]
         if self.parameterDefinition(self.EDGE) is not None:
             edge = EDGES[self.parameterAsEnum(parameters, self.EDGE, context)]
         folder = self.parameterAsFile(parameters, self.MODEL, context)
         return self.params_class(scene=path, scene_name=layer.name(), crs_wkt=layer.crs().toWkt(), bands=bands,
-                                 tile_size_px=tile_px, edge=edge, model=folder or Settings.load().model(),
+                                 tile_size_m=tile_m, edge=edge, model=folder or Settings.load().model(),
                                  device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                                  batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context), **extra)
 

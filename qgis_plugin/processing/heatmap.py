@@ -13,7 +13,7 @@ from .outputs import raster_to_destination, style_on_load
 class HeatmapAlgorithm(RsclipAlgorithm):
     """Where in the scene a text query matches: multi-scale sliding windows (half-window overlap), each window's
     similarity spread over the cells it covers, averaged, min-max normalised to [0, 1] and smoothed (the SeLo
-    method of GeoRSCLIP). Window sizes are in the layer's map units, comma-separated; empty chooses sizes from the
+    method of GeoRSCLIP). Window sizes are in metres on the ground, comma-separated; empty chooses sizes from the
     scene and the model."""
 
     QUERY, WINDOWS = "QUERY", "WINDOWS"
@@ -24,21 +24,22 @@ class HeatmapAlgorithm(RsclipAlgorithm):
     def add_own_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterString(self.QUERY, "Query"))
         self.addParameter(QgsProcessingParameterString(
-            self.WINDOWS, "Window sizes in map units, comma-separated (empty: automatic)", optional=True))
+            self.WINDOWS, "Window sizes in metres, comma-separated (empty: automatic)", optional=True))
 
     def add_outputs(self) -> None:
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Heatmap"))
 
     def processAlgorithm(self, parameters, context, feedback):
-        layer, _ = self.scene_layer(parameters, context)
         text = self.parameterAsString(parameters, self.WINDOWS, context)
         try:
             sizes = [float(v) for v in text.split(",") if v.strip()]
         except ValueError:
             raise QgsProcessingException(f"window sizes must be numbers like 200,400; got {text!r}") from None
+        if any(s <= 0 for s in sizes):
+            raise QgsProcessingException(f"window sizes must be > 0 m; got {text!r}")
         _, result = self.run_action(parameters, context, feedback,
                                     query=self.parameterAsString(parameters, self.QUERY, context),
-                                    scales_px=tuple(self.map_units_to_px(layer, s) for s in sizes))
+                                    scales_m=tuple(sizes))
         path = raster_to_destination(result["outputs"]["heatmap"],
                                      self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
         style_on_load(context, path, style_scores, 0.0, 1.0, 0.4)  # lo, hi, cut

@@ -136,7 +136,8 @@ def test_groups_open_and_older_ones_fold(naip_layer, project, settings_640m, ifa
 
 def test_scores_legend_is_one_labelled_bar(naip_layer, project, tmp_path):
     from osgeo import gdal
-    from qgis.core import QgsApplication, QgsColorRampLegendNode, QgsLayerTree, QgsLayerTreeModel, QgsRasterLayer
+    from qgis.core import QgsColorRampLegendNode, QgsLayerTree, QgsLayerTreeModel, QgsRasterLayer
+    from qgis.PyQt import sip
     from qgis.PyQt.QtCore import Qt
 
     from qgis_plugin.layers import style_scores
@@ -159,8 +160,7 @@ def test_scores_legend_is_one_labelled_bar(naip_layer, project, tmp_path):
     items = shader.colorRampItemList()
     assert items[0].color.alpha() == 0 and all(item.label for item in items)
     del nodes, ramps, settings
-    model.deleteLater()  # the model before its tree: Python would free them in any order
-    QgsApplication.processEvents()
+    sip.delete(model)  # the model before its tree: Python would free them in any order
 
 
 def test_installer_leaves_no_open_file(tmp_path):
@@ -174,3 +174,32 @@ def test_installer_leaves_no_open_file(tmp_path):
         gc.collect()
     assert rc == 0
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_processing_sizes_are_metres_in_a_geographic_crs(project, naip_layer, tiny_bundle, tmp_path):
+    """A 640 m tile on the NAIP scene warped to EPSG:4326 (was: 640 map units = 640 degrees, an error)."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
+
+    from qgis_plugin.processing.provider import RsclipProvider
+
+    geo = str(tmp_path / "naip_4326.tif")
+    gdal.Warp(geo, naip_layer.source(), dstSRS="EPSG:4326")
+    layer = QgsRasterLayer(geo, "naip 4326", "gdal")
+    assert layer.isValid() and layer.crs().isGeographic()
+    project.addMapLayer(layer)
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("rsclipgeo") is None:
+        registry.addProvider(RsclipProvider())
+    res = processing.run("rsclipgeo:classifytiles", {"INPUT": layer, "TILE_SIZE": 640.0, "MODEL": str(tiny_bundle),
+                                                     "DEVICE": 1, "LABELS": "red,green",
+                                                     "OUTPUT": str(tmp_path / "geo.gpkg")})
+    n = QgsVectorLayer(res["OUTPUT"], "geo", "ogr").featureCount()
+    assert 40 <= n <= 60  # about the 48 tiles of 640 m of the projected scene
+    res = processing.run("rsclipgeo:localizationheatmap", {"INPUT": layer, "WINDOWS": "640,1280", "QUERY": "green",
+                                                           "MODEL": str(tiny_bundle), "DEVICE": 1,
+                                                           "OUTPUT": str(tmp_path / "heat.tif")})
+    heat = QgsRasterLayer(res["OUTPUT"], "heat", "gdal")
+    assert heat.isValid() and heat.extent() == layer.extent()
+    registry.removeProvider("rsclipgeo")
