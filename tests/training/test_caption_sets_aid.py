@@ -8,10 +8,10 @@ import pytest
 
 from rsclip_geo.evaluation.datasets import read_captions
 from training.caption_sets.__main__ import build_set
-from training.caption_sets.aid_heldout import (HELDOUT_TEMPLATES, group_order, heldout_captions,
+from training.caption_sets.aid_heldout import (HELDOUT_TEMPLATES, SEEN_CLASSES, group_order, heldout_captions,
                                                training_captions, training_overlap)
 from training.data.aid import UNSEEN_CLASSES, load_split
-from training.data.aid_captions import AID_PHRASES, TRAIN_TEMPLATES, check_no_unseen_words
+from training.data.aid_captions import TRAIN_TEMPLATES, check_no_unseen_words
 from training.data.readers import read_karpathy_json
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -75,7 +75,7 @@ def test_groups_hold_one_image_per_class_and_no_shared_caption(built):
 
 
 def test_heldout_captions_are_not_training_captions():
-    all_classes = list(AID_PHRASES) + list(UNSEEN_CLASSES)
+    all_classes = list(SEEN_CLASSES) + list(UNSEEN_CLASSES)
     caps = [c for name in all_classes for c in heldout_captions(name)]
     assert len(caps) == 5 * 30 and len(set(caps)) == len(caps)
     assert training_overlap(caps) == []
@@ -88,7 +88,7 @@ def test_heldout_captions_are_not_training_captions():
                              "A satellite photo of a pond.", "An orthophoto of a pond."]) == \
         ["An aerial image showing a forest.", "A dense green tree canopy covering the whole image.",
          "A satellite photo of a pond."]
-    check_no_unseen_words([c for name in AID_PHRASES for c in heldout_captions(name)])  # seen captions stay clean
+    check_no_unseen_words([c for name in SEEN_CLASSES for c in heldout_captions(name)])  # seen captions stay clean
     assert heldout_captions("Pond")[0] == "This aerial photograph shows a pond."
     assert heldout_captions("BareLand")[1] == "Bare land seen from high above."
     assert np.all([name.lower()[:4] in " ".join(heldout_captions(name)).lower().replace(" ", "")

@@ -215,11 +215,17 @@ def test_committed_split_is_fixed_and_excludes_unseen(shared_data):
 
 
 def test_training_captions_never_name_unseen_classes():
+    """The held-out-classes ablation (v1 split): captions of its 24 training classes never name a held-out
+    class; the v2 split trains all 30, each with its own phrases."""
+    from training.data.aid import SPLIT30_FILE
     from training.data.aid_captions import AID_PHRASES, check_no_unseen_words, class_captions
 
-    assert set(AID_PHRASES) == set(load_split()["train"])
-    for name in AID_PHRASES:
+    assert set(AID_PHRASES) == set(load_split(SPLIT30_FILE)["train"])
+    for name in load_split()["train"]:
         check_no_unseen_words(class_captions(name, description_share=0.5))
+    for name in UNSEEN_CLASSES:
+        with pytest.raises(ValueError, match="unseen"):
+            check_no_unseen_words(class_captions(name))
     with pytest.raises(ValueError, match="unseen"):
         check_no_unseen_words(["a satellite photo of a sandy beach."])
 
