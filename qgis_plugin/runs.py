@@ -295,8 +295,10 @@ def _register_audit() -> None:
     """The label audit (audit_run.py) adds itself to PARAMS/ACTIONS when imported; the worker imports by file."""
     try:
         from . import audit_run  # noqa: F401
+        from . import segment_run  # noqa: F401
     except ImportError:  # imported by file in the worker: no parent package
         import audit_run  # noqa: F401
+        import segment_run  # noqa: F401
 
 
 _register_audit()

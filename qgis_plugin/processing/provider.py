@@ -27,7 +27,8 @@ class RsclipProvider(QgsProcessingProvider):
         from .heatmap import HeatmapAlgorithm
         from .index import BuildIndexAlgorithm
         from .search import SearchAlgorithm
+        from .segment import FindObjectsAlgorithm
 
         for alg in (ClassifyTilesAlgorithm, SearchAlgorithm, HeatmapAlgorithm, CountObjectsAlgorithm,
-                    BuildIndexAlgorithm, AuditLabelsAlgorithm):
+                    BuildIndexAlgorithm, AuditLabelsAlgorithm, FindObjectsAlgorithm):
             self.addAlgorithm(alg())

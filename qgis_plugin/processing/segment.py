@@ -1,0 +1,88 @@
+"""Processing: find the objects a text query names, as polygons styled and labelled with their score."""
+
+from __future__ import annotations
+
+from qgis.core import (QgsProcessing, QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterString)
+
+from ..segment_run import SegmentParams
+from .base import RsclipAlgorithm
+from .outputs import file_to_sink, raster_to_destination, style_on_load
+
+
+def style_objects(layer, colour=(0, 200, 255)) -> None:
+    """Outlined, lightly filled polygons (the scene stays visible), best drawn last, labelled with their score."""
+    from qgis.core import (QgsFeatureRequest, QgsFillSymbol, QgsPalLayerSettings, QgsSingleSymbolRenderer,
+                           QgsTextBufferSettings, QgsTextFormat, QgsVectorLayerSimpleLabeling)
+    from qgis.PyQt.QtGui import QColor
+
+    rgb = ",".join(map(str, colour))
+    symbol = QgsFillSymbol.createSimple({"color": rgb + ",50", "outline_color": rgb, "outline_width": "0.6",
+                                         "outline_width_unit": "MM"})
+    renderer = QgsSingleSymbolRenderer(symbol)
+    renderer.setOrderBy(QgsFeatureRequest.OrderBy([QgsFeatureRequest.OrderByClause("score", True)]))
+    renderer.setOrderByEnabled(True)
+    layer.setRenderer(renderer)
+    settings = QgsPalLayerSettings()
+    settings.fieldName = "format_number(\"score\", 3)"
+    settings.isExpression = True
+    settings.placement = QgsPalLayerSettings.OverPoint
+    text = QgsTextFormat()
+    text.setColor(QColor(*colour))
+    text.setSize(9)
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setColor(QColor(0, 0, 0))
+    text.setBuffer(buffer)
+    settings.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+    layer.setLabelsEnabled(True)
+    layer.triggerRepaint()
+
+
+class FindObjectsAlgorithm(RsclipAlgorithm):
+    """Find the objects a text names (e.g. 'storage tanks') as one polygon each, with their score (the best cosine
+    similarity inside) and area in m2. Needs a model with a dense head (rsclip-geo models export --dense): one pass
+    per window scores every 32 px cell; the map is thresholded (auto: Otsu on the scene's scores, or a number),
+    touching objects are split at local maxima. Optionally refined by a SAM/MobileSAM ONNX folder."""
+
+    QUERY, THRESHOLD, MIN_AREA, NEGATIVE, REFINE, DENSE = "QUERY", "THRESHOLD", "MIN_AREA", "NEGATIVE", "REFINE", "DENSE"
+    algorithm_name, display_name = "findobjects", "Find objects by text"
+    action, params_class = "segment", SegmentParams
+    tiled = False
+
+    def add_own_parameters(self) -> None:
+        self.addParameter(QgsProcessingParameterString(self.QUERY, "Objects to find (text)"))
+        self.addParameter(QgsProcessingParameterString(
+            self.THRESHOLD, "Score threshold ('auto' = Otsu on the scene's scores, or a number)", defaultValue="auto"))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_AREA, "Minimum area in m2 (0: half a dense cell)", QgsProcessingParameterNumber.Double, 0.0,
+            minValue=0.0))
+        self.addParameter(QgsProcessingParameterString(
+            self.NEGATIVE, "Texts to steer away from, comma-separated", optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.REFINE, "SAM/MobileSAM ONNX folder for refinement (optional)",
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
+
+    def add_outputs(self) -> None:
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Objects", QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.DENSE, "Dense score map", optional=True,
+                                                                  createByDefault=False))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        _, result = self.run_action(
+            parameters, context, feedback, query=self.parameterAsString(parameters, self.QUERY, context),
+            threshold=self.parameterAsString(parameters, self.THRESHOLD, context) or "auto",
+            min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            negative=self.parameterAsString(parameters, self.NEGATIVE, context) or "",
+            refine=self.parameterAsFile(parameters, self.REFINE, context) or "")
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        dest = file_to_sink(self, parameters, self.OUTPUT, context, result["outputs"]["objects"], layer.crs(),
+                            feedback)
+        style_on_load(context, dest, style_objects)
+        out = {self.OUTPUT: dest}
+        dense = self.parameterAsOutputLayer(parameters, self.DENSE, context)
+        if dense:
+            out[self.DENSE] = raster_to_destination(result["outputs"]["dense"], dense)
+        return out
