@@ -151,17 +151,22 @@ def _resize(chw: np.ndarray, valid: np.ndarray, size: tuple[int, int], interpola
     return out, v
 
 
-def _read_window(scene: Scene, plan: WindowPlan, r: int, c: int, stride: int, model: ClipModel):
-    """(normalised float32 [3, h, w], cell validity fraction [h/stride, w/stride]) for the window at cell (r, c)."""
+def _row_windows(scene: Scene, plan: WindowPlan, r: int, stride: int, model: ClipModel):
+    """Yield (c, normalised float32 [3, h, w], cell validity fraction [h/stride, w/stride]) for the windows of row
+    ``r``: one GDAL read of the strip they share (windows overlap: each pixel is read once per row, not per window)."""
     px = plan.cell_px
-    col0, row0 = int(round(c * px)), int(round(r * px))
-    width, height = int(round(plan.win_cols * px)), int(round(plan.win_rows * px))
+    row0, height = int(round(r * px)), int(round(plan.win_rows * px))
+    width = int(round((plan.cols[-1] + plan.win_cols) * px))
     with scene.gdal_env():
-        chw, valid = scene.read_chw(Window(col0, row0, width, height))
+        strip, strip_valid = scene.read_chw(Window(0, row0, width, height))
     spec = model.bundle.image
-    chw, valid = _resize(chw, valid, (plan.win_cols * stride, plan.win_rows * stride), spec.interpolation)
-    frac = valid.reshape(plan.win_rows, stride, plan.win_cols, stride).mean(axis=(1, 3))
-    return _normalise(chw, valid, spec.mean, spec.std), frac
+    for c in plan.cols:
+        col0 = int(round(c * px))
+        w = int(round(plan.win_cols * px))
+        chw, valid = _resize(strip[:, :, col0:col0 + w], strip_valid[:, col0:col0 + w],
+                             (plan.win_cols * stride, plan.win_rows * stride), spec.interpolation)
+        frac = valid.reshape(plan.win_rows, stride, plan.win_cols, stride).mean(axis=(1, 3))
+        yield c, _normalise(chw, valid, spec.mean, spec.std), frac
 
 
 def _query_vectors(model: ClipModel, query: str, negatives: Sequence[str], raw: bool) -> tuple[np.ndarray, ...]:
@@ -184,24 +189,35 @@ def cell_scores(scene: Scene, model: ClipModel, q: np.ndarray, negatives: np.nda
     per_run = max(1, (model.batch_size * model.bundle.image.size ** 2) // (plan.win_rows * plan.win_cols * stride ** 2))
     total = np.zeros((plan.n_rows, plan.n_cols), np.float64)
     count = np.zeros_like(total)
-    jobs = [(r, c) for r in plan.rows for c in plan.cols]
     done = 0
-    for i in range(0, len(jobs), per_run):
-        chunk = jobs[i:i + per_run]
-        read = [_read_window(scene, plan, r, c, stride, model) for r, c in chunk]
-        emb = model.encode_dense(np.stack([x for x, _ in read]))
+
+    def run(batch):
+        emb = model.encode_dense(np.stack([x for _, _, x, _ in batch]))
         emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
         score = emb @ q
         if len(negatives):
             score -= negative_weight * (emb @ negatives.T).sum(axis=-1)
-        for (r, c), (_, frac), s in zip(chunk, read, score):
+        for (r, c, _, frac), s in zip(batch, score):
             h, w = min(plan.win_rows, plan.n_rows - r), min(plan.win_cols, plan.n_cols - c)
             ok = frac[:h, :w] >= 1.0 - max_invalid
             total[r:r + h, c:c + w] += np.where(ok, s[:h, :w], 0.0)
             count[r:r + h, c:c + w] += ok
-        done += len(chunk)
+
+    batch: list = []
+    for r in plan.rows:
+        for c, x, frac in _row_windows(scene, plan, r, stride, model):
+            batch.append((r, c, x, frac))
+            if len(batch) == per_run:
+                run(batch)
+                done += len(batch)
+                batch = []
+                if progress is not None:
+                    progress(done, len(plan))
+    if batch:
+        run(batch)
+        done += len(batch)
         if progress is not None:
-            progress(done, len(jobs))
+            progress(done, len(plan))
     return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
