@@ -192,6 +192,34 @@ def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2) -> dict:
     return out
 
 
+ROWS = (("aid30_zero_shot", "top1", "AID-30 held-out, zero-shot top-1 (2,000 images, 30-way)"),
+        ("aid30_val_sample60", "top1", "AID-30 seeded 60-image sample (the CI test)"),
+        ("aid30_probe", "linear", "AID-30 linear probe (train part -> held-out)"),
+        ("aid30_probe", "knn", "AID-30 k-NN (k=20)"),
+        ("rsicd_test_zero_shot", "top1", "RSICD test by scene class, zero-shot top-1 (1,093 images, 31-way)"),
+        ("rsicd_test_retrieval", "mean_recall", "RSICD test retrieval, mean recall of R@1/5/10 both ways"),
+        ("ucm_test_zero_shot", "top1", "UCM test, zero-shot top-1 (420 images, 21-way; never trained on)"),
+        ("eurosat_test_zero_shot", "top1", "EuroSAT RGB test, zero-shot top-1 (4,050 images, 10-way; never trained on)"),
+        ("resisc10_test_zero_shot", "top1", "RESISC45 10-class test, zero-shot top-1 (1,500 images; never trained on)"),
+        ("nwpu_test_counting", "exact", "NWPU VHR-10 test counting crops: exact"),
+        ("nwpu_test_counting", "within1", "NWPU VHR-10 test counting crops: within 1"),
+        ("nwpu_test_counting", "mae", "NWPU VHR-10 test counting crops: MAE"),
+        ("nwpu_test_counting", "baseline_mae", "... MAE of the best constant guess (the median count)"))
+
+
+def markdown_table(reports: dict[str, dict]) -> str:
+    """One row per figure, one column per report (e.g. the shipped bundle and the ablation)."""
+    names = list(reports)
+    lines = ["| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key, field, label in ROWS:
+        cells = []
+        for n in names:
+            v = reports[n].get(key, {}).get(field)
+            cells.append("-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)
@@ -199,6 +227,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, default=None, help="fetched data root (default $RSCLIP_DATA or .cache/data)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--compare", type=Path, nargs="*", default=[], metavar="REPORT.json",
+                    help="print a markdown table of this bundle next to earlier reports (e.g. the ablation)")
     args = ap.parse_args(argv)
     rep = report(args.bundle, args.aid, args.data or data_root(), args.threads)
     from rsclip_geo.evaluation.report import to_json
@@ -208,6 +238,9 @@ def main(argv=None) -> None:
         args.json.write_text(text + "\n", encoding="utf-8")
     brief = {k: (v.get("top1", v.get("mae", v)) if isinstance(v, dict) else v) for k, v in rep.items()}
     print(json.dumps(brief, indent=1, default=str))
+    if args.compare:
+        others = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in args.compare}
+        print(markdown_table({str(args.bundle): json.loads(text), **others}))
 
 
 if __name__ == "__main__":
