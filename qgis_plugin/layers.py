@@ -212,7 +212,8 @@ def add_result(result, project: QgsProject | None = None, view=None) -> list[str
 
 
 def _search(result, group, crs, project):
-    hits = load_vector(result.outputs["hits"], "hits", crs)
+    query = getattr(result.params, "query", "")
+    hits = load_vector(result.outputs["hits"], f"hits: {query}" if query else "hits", crs)
     style_hits(hits)
     scores = load_raster(result.outputs["scores"], "tile scores", crs)
     style_scores(scores)

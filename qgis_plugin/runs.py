@@ -121,6 +121,7 @@ class SearchParams(RunParams):
     query: str = ""
     top: int = 20
     negative: str = ""  # comma-separated texts to steer away from
+    standout: float = 0.0  # keep only hits this many standard deviations above the scene's mean score (0: all)
 
 
 @dataclass
@@ -195,16 +196,33 @@ def search(p: SearchParams, model, progress: Progress) -> dict:
     hits = core_search(p.scene, p.query, top=p.top, negative=negative, model=model, scales=[p.tile()],
                        progress=progress, **p.scene_options())
     index = hits.attrs["indexes"][0]
-    grid, transform = similarity_grid(index, hits.attrs["scores"][0])
+    scores = hits.attrs["scores"][0]
+    hits, dropped = standing_out(hits, scores, p.standout)
+    grid, transform = similarity_grid(index, scores)
     folder = run_folder("search", p, progress)
     outputs = {"hits": write_vector(hits, folder / "hits.gpkg"),
                "scores": write_float_raster(folder / "scores.tif", grid, transform, index.frame.crs,
                                             description=f"score: {p.query}")}
     best = float(hits["score"].iloc[0]) if len(hits) else None
     message = f"{len(hits)} hits for '{p.query}' among {len(index)} tiles" + (
-        f"; best score {best:.3f}" if best is not None else "")
+        f"; best score {best:.3f}" if best is not None else "") + (
+        f"; {dropped} of the top {p.top} did not stand out by {p.standout:g} sd" if dropped else "")
     return {"outputs": outputs, "info": {"n_hits": len(hits), "n_tiles": len(index), "best": best},
             "message": message}
+
+
+def standing_out(hits, scores, standout: float):
+    """The hits whose score is at least ``standout`` standard deviations above the mean of all the scene's tile
+    scores (a relative cut: on any scene size only tiles where the query stands out), and how many were dropped."""
+    import numpy as np
+
+    if standout <= 0 or len(scores) < 2 or not len(hits):
+        return hits, 0
+    mean, sd = float(np.mean(scores)), float(np.std(scores))
+    if sd <= 1e-9:  # every tile scores the same: nothing stands out
+        return hits.iloc[:0].copy(), len(hits)
+    keep = hits[hits["score"].to_numpy() >= mean + standout * sd].copy()
+    return keep, len(hits) - len(keep)
 
 
 def classify(p: ClassifyParams, model, progress: Progress) -> dict:

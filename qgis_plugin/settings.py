@@ -29,6 +29,7 @@ class Settings:
     batch_size: int = 16
     tile_size_m: float = 0.0  # 0: the model's input size in pixels
     top: int = 20
+    standout: float = 0.0  # search: only hits this many standard deviations above the mean score (0: top N only)
     output_folder: str = ""  # empty: <project folder>/rsclip-geo, or a folder in the QGIS profile
 
     @classmethod
@@ -57,6 +58,7 @@ class Settings:
         self.batch_size = max(1, int(self.batch_size))
         self.tile_size_m = max(0.0, float(self.tile_size_m))
         self.top = max(1, int(self.top))
+        self.standout = min(10.0, max(0.0, float(self.standout)))
         return self
 
     def model(self) -> str | None:

@@ -52,6 +52,8 @@ def displayed_bands(layer: QgsRasterLayer) -> tuple[int, ...] | None:
 
 def run_params(cls, layer, settings, **extra):
     """A task's parameters for ``layer`` with the plugin settings (model, device, batch, tile, output)."""
+    if "standout" in getattr(cls, "__dataclass_fields__", {}) and "standout" not in extra:
+        extra["standout"] = settings.standout
     return cls(scene=raster_file(layer), scene_name=layer.name(), crs_wkt=layer.crs().toWkt(),
                bands=displayed_bands(layer), tile_size_m=settings.tile_size_m, model=settings.model(),
                device=settings.device, batch_size=settings.batch_size, out_dir=str(settings.runs_folder()),

@@ -14,10 +14,11 @@ from .outputs import raster_to_destination, style_on_load
 class SearchAlgorithm(RsclipAlgorithm):
     """Ranks the tiles of the scene by similarity to a text query (e.g. 'a baseball field'). The scene is indexed
     once (an .rsclip-index.parquet beside it) and the index is reused while the scene, model and tiling stay the
-    same. Outputs: the top hits as ranked polygons, and optionally every tile's score as a raster (one pixel per
-    tile)."""
+    same. Outputs: the top hits as ranked polygons (optionally only those that stand out: at least N standard
+    deviations above the scene's mean tile score), and optionally every tile's score as a raster on the scene's
+    grid."""
 
-    QUERY, TOP, NEGATIVE, SCORES = "QUERY", "TOP", "NEGATIVE", "SCORES"
+    QUERY, TOP, NEGATIVE, SCORES, STANDOUT = "QUERY", "TOP", "NEGATIVE", "SCORES", "STANDOUT"
     algorithm_name, display_name = "searchbytext", "Search by text"
     action, params_class = "search", SearchParams
 
@@ -27,6 +28,9 @@ class SearchAlgorithm(RsclipAlgorithm):
                                                        QgsProcessingParameterNumber.Integer, 20, minValue=1))
         self.addParameter(QgsProcessingParameterString(self.NEGATIVE, "Steer away from (comma-separated)",
                                                        optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.STANDOUT, "Only hits this many standard deviations above the mean score (0: the top hits)",
+            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=10.0))
 
     def add_outputs(self) -> None:
         self.add_tiles_sink("Hits")
@@ -37,7 +41,8 @@ class SearchAlgorithm(RsclipAlgorithm):
         _, result = self.run_action(parameters, context, feedback,
                                     query=self.parameterAsString(parameters, self.QUERY, context),
                                     top=self.parameterAsInt(parameters, self.TOP, context),
-                                    negative=self.parameterAsString(parameters, self.NEGATIVE, context))
+                                    negative=self.parameterAsString(parameters, self.NEGATIVE, context),
+                                    standout=self.parameterAsDouble(parameters, self.STANDOUT, context))
         results = {self.OUTPUT: self.tiles_to_sink(parameters, context, feedback, result["outputs"]["hits"],
                                                    style_hits)}
         scores = self.parameterAsOutputLayer(parameters, self.SCORES, context)

@@ -53,7 +53,16 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("Batch size", self.batch)
         form.addRow("Tile size (m on the ground)", self.tile)
+        self.standout = QDoubleSpinBox(self)
+        self.standout.setRange(0.0, 10.0)
+        self.standout.setSingleStep(0.5)
+        self.standout.setSpecialValueText("off (the top hits)")
+        self.standout.setSuffix(" sd")
+        self.standout.setValue(s.standout)
+        self.standout.setToolTip("keep only hits whose score is this many standard deviations above the mean "
+                                 "score of the scene's tiles: hits only where the query stands out")
         form.addRow("Search hits", self.top)
+        form.addRow("Hits must stand out by", self.standout)
         form.addRow("Output folder (empty: beside the project)", self.output)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
         buttons.accepted.connect(self.accept)
@@ -66,7 +75,7 @@ class SettingsDialog(QDialog):
         return Settings(model_source=MODEL_SOURCES[max(0, self.source_buttons.checkedId())],
                         model_folder=self.folder.filePath(), model_name=self.pulled.currentText().strip(),
                         device=self.device.currentText(), batch_size=self.batch.value(),
-                        tile_size_m=self.tile.value(), top=self.top.value(),
+                        tile_size_m=self.tile.value(), top=self.top.value(), standout=self.standout.value(),
                         output_folder=self.output.filePath()).checked()
 
     def accept(self) -> None:

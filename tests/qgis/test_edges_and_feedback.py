@@ -203,3 +203,27 @@ def test_processing_sizes_are_metres_in_a_geographic_crs(project, naip_layer, ti
     heat = QgsRasterLayer(res["OUTPUT"], "heat", "gdal")
     assert heat.isValid() and heat.extent() == layer.extent()
     registry.removeProvider("rsclipgeo")
+
+
+def test_standout_keeps_only_hits_well_above_the_scene_mean(naip_layer, project, settings_640m):
+    import numpy as np
+    import pandas as pd
+
+    from qgis_plugin.runs import SearchParams, standing_out
+    from qgis_plugin.tasks import SearchTask
+
+    scores = np.array([0.1, 0.2, 0.2, 0.3, 0.9], np.float32)  # mean 0.34, sd 0.28
+    hits = pd.DataFrame({"rank": [1, 2, 3], "score": [0.9, 0.3, 0.2]})
+    kept, dropped = standing_out(hits, scores, 1.5)
+    assert list(kept["rank"]) == [1] and dropped == 2
+    assert standing_out(hits, scores, 0.0)[1] == 0  # off: the top N as before
+    assert standing_out(hits, np.full(5, 0.2, np.float32), 0.5)[1] == 3  # all equal: nothing stands out
+
+    settings_640m.standout, settings_640m.top = 1.0, 48
+    task = SearchTask(_params(SearchParams, naip_layer, settings_640m, query="green", top=48))
+    assert task.params.standout == 1.0
+    ok, result = run_task(task)
+    assert ok, result.message
+    n = result.info["n_hits"]
+    assert 0 < n < 48 and f"{48 - n} of the top 48 did not stand out by 1 sd" in result.message
+    assert project.mapLayer(result.layers[0]).featureCount() == n

@@ -43,7 +43,8 @@ def test_toolbar_menu_and_provider(plugin, iface):
     provider = QgsApplication.processingRegistry().providerById("rsclipgeo")
     assert provider is not None
     assert sorted(a.name() for a in provider.algorithms()) == [
-        "auditlabels", "buildindex", "classifytiles", "countobjects", "localizationheatmap", "searchbytext"]
+        "auditlabels", "buildindex", "classifytiles", "countobjects", "findobjects", "localizationheatmap",
+        "searchbytext"]
 
 
 def test_unload_removes_everything(iface, plugin_settings):
@@ -74,8 +75,8 @@ def test_search_from_the_toolbar_adds_ranked_hits_and_scores(plugin, scene_layer
     groups = [g for g in project.layerTreeRoot().children() if isinstance(g, QgsLayerTreeGroup)]
     assert [g.name() for g in groups] == ["Search: 'green' (rgbn)"]
     layers = {node.layer().name(): node.layer() for node in groups[0].findLayers()}
-    assert set(layers) == {"hits", "tile scores"}
-    hits, scores = layers["hits"], layers["tile scores"]
+    assert set(layers) == {"hits: green", "tile scores"}  # the layer names carry the query
+    hits, scores = layers["hits: green"], layers["tile scores"]
     assert isinstance(hits, QgsVectorLayer) and isinstance(scores, QgsRasterLayer)
     for layer in (hits, scores):
         assert layer.crs() == scene_layer.crs() and layer.crs().authid() == "EPSG:32618"
