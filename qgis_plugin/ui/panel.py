@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from qgis.core import (QgsCoordinateTransform, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsSettings)
+from qgis.core import (QgsCoordinateTransform, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsSettings,
+                       QgsVectorLayer)
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
 from qgis.PyQt.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
                                  QLineEdit, QPushButton, QVBoxLayout, QWidget)
@@ -17,7 +18,7 @@ from ..settings import Settings, pulled_model_names
 from ..sources import LayerSourceError, area_raster, displayed_bands, run_params
 
 KEY = "rsclip_geo/panel/"
-AREAS = ("Whole layer", "Visible extent")
+AREAS = ("Whole layer", "Visible extent", "Extent of the selected features")
 ACTIONS = {"search": ("Search", SearchParams), "classify": ("Classify tiles", ClassifyParams),
            "heatmap": ("Heatmap", HeatmapParams), "count": ("Count", CountParams)}
 
@@ -83,6 +84,10 @@ class RsclipPanel(QgsDockWidget):
         self.status = QLabel(body)
         self.status.setWordWrap(True)
         box.addWidget(self.status)
+        self.outputs = QLabel(body)
+        self.outputs.setWordWrap(True)
+        self.outputs.setStyleSheet("font-size: small")
+        box.addWidget(self.outputs)
         box.addStretch(1)
         self.setWidget(body)
         self.load()
@@ -110,6 +115,7 @@ class RsclipPanel(QgsDockWidget):
         self.text.setText(q.value(KEY + "text", ""))
         self.labels.setText(q.value(KEY + "labels", ""))
         self.update_card()
+        self.outputs.setText(f"outputs go to {s.runs_folder()} (Settings: output folder)")
 
     def save(self) -> Settings:
         """The panel's inputs remembered; model and tile size become the plugin's settings."""
@@ -182,13 +188,24 @@ class RsclipPanel(QgsDockWidget):
                  "heatmap": dict(query=text), "count": dict(object_name=text)}[action]
         params = run_params(ACTIONS[action][1], layer, settings, **extra)
         params.bands = self.chosen_bands()
-        if self.area.currentText() == "Visible extent":
-            canvas = self.iface.mapCanvas()
-            to_layer = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), layer.crs(),
-                                              QgsProject.instance())
-            extent = to_layer.transformBoundingBox(canvas.extent())
-            params.scene = area_raster(layer, extent, settings.runs_folder() / "areas")
+        area = self.area.currentText()
+        if area != AREAS[0]:
+            crs, extent = self.area_extent(area)
+            to_layer = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
+            params.scene = area_raster(layer, to_layer.transformBoundingBox(extent), settings.runs_folder() / "areas")
         return params
+
+    def area_extent(self, area: str):
+        """(CRS, rectangle) of the chosen area: the map canvas's extent, or the selected features' bounding box
+        (of the active vector layer)."""
+        if area == AREAS[1]:
+            canvas = self.iface.mapCanvas()
+            return canvas.mapSettings().destinationCrs(), canvas.extent()
+        vector = self.iface.activeLayer()
+        if not isinstance(vector, QgsVectorLayer) or not vector.selectedFeatureCount():
+            raise ValueError("select features (e.g. polygons) in the active vector layer first, or choose another "
+                             "area")
+        return vector.crs(), vector.boundingBoxOfSelected()
 
     def run(self, action: str):
         try:

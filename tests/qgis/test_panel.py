@@ -107,6 +107,33 @@ def test_panel_visible_extent_runs_on_that_part_of_the_grid(plugin, iface, naip_
         panel.params("classify")
 
 
+def test_panel_area_of_the_selected_features(plugin, iface, naip_layer, project):
+    from osgeo import gdal
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    panel = plugin.panel
+    panel.layer.setLayer(naip_layer)
+    panel.labels.setText("red, green")
+    panel.area.setCurrentText("Extent of the selected features")
+    fields = QgsVectorLayer("Polygon?crs=EPSG:4326", "fields", "memory")
+    project.addMapLayer(fields)
+    iface.setActiveLayer(fields)
+    with pytest.raises(ValueError, match="select features"):
+        panel.params("classify")
+    # a polygon given in EPSG:4326 inside the scene (NAD83 / UTM 14N, about 486700-487800 E, 5206600-5207800 N)
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromWkt("POLYGON((-99.175 47.013, -99.160 47.013, -99.160 47.024, "
+                                            "-99.175 47.024, -99.175 47.013))"))
+    fields.dataProvider().addFeatures([feature])
+    fields.selectAll()
+    params = panel.params("classify")
+    ds = gdal.Open(params.scene)
+    x0, dx, _, y0, _, dy = ds.GetGeoTransform()
+    assert (x0 - 485899) % 5 == 0 and (5209246 - y0) % 5 == 0 and dx == 5
+    assert 0 < ds.RasterXSize < 934 and 0 < ds.RasterYSize < 723  # a window, not the whole scene
+    assert "outputs go to" in panel.outputs.text()
+
+
 def test_panel_remembers_its_inputs(iface, plugin_settings, naip_layer):
     from qgis_plugin.settings import Settings
     from qgis_plugin.ui.panel import RsclipPanel
