@@ -9,6 +9,9 @@
              class; plus false-positive polygons per image on --negatives test images without the class, and the
              share of each positive image the polygons cover (large polygons make "overlapped" easy).
 3. spacenet  IoU of the 'buildings' polygons with the building mask of the SpaceNet scene in ../shared.
+4. memory    peak RSS of ``segment`` (each run its own process) on generated --memory-sizes scenes (default 4096^2
+             and 16384^2, at --memory-scale 4 scene px per model px to keep the run short; memory does not depend
+             on the scale: cells, output grid and strips are bounded): goal ratio <= 1.2.
 
     .venv/bin/python bench/dense_eval.py --model BUNDLE [--parts aid,nwpu,spacenet] [--nwpu DIR] [--scale 1]
         [--threshold auto] [--seeds 0,1,2] [--max-images N] [--json OUT]
@@ -196,6 +199,40 @@ def spacenet_part(model, args, out: Path) -> dict:
             "truth_fraction": float(truth.mean()), "predicted_fraction": float(pred.mean())}
 
 
+MEMORY_CHILD = """
+import resource, sys, time, warnings, rsclip_geo
+warnings.simplefilter("ignore")
+model = rsclip_geo.load_model({model!r}, device="cpu")
+t = time.perf_counter()
+res = rsclip_geo.segment({scene!r}, "buildings", model=model, scale={scale})
+print(len(res.polygons), res.stats["windows"], time.perf_counter() - t,
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def memory_part(model_path: str, args, out: Path) -> dict:
+    import subprocess
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from throughput import make_scene
+
+    rows = []
+    for size in args.memory_sizes:
+        scene = make_scene(out / f"memory_{size}.tif", size)
+        code = MEMORY_CHILD.format(model=model_path, scene=str(scene), scale=args.memory_scale)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=str(REPO))
+        n, windows, seconds, rss_kb = res.stdout.split()[-4:]
+        rows.append({"scene_px": size, "windows": int(windows), "polygons": int(n), "seconds": float(seconds),
+                     "peak_rss_mb": int(rss_kb) / 1024})
+        scene.unlink()
+        print(f"segment on a {size}^2 scene (scale {args.memory_scale}): {windows} windows, {n} polygons, "
+              f"{float(seconds):.0f} s, peak RSS {int(rss_kb) / 1024:.0f} MB", flush=True)
+    ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    print(f"peak RSS ratio {args.memory_sizes[-1]}^2 / {args.memory_sizes[0]}^2: {ratio:.2f}")
+    return {"runs": rows, "peak_rss_ratio": ratio}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="Bundle folder with a dense head (models export --dense).")
@@ -212,11 +249,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-images", type=int, default=1000)
     ap.add_argument("--negatives", type=int, default=20, help="Test images without the class, for FP/image.")
+    ap.add_argument("--memory-sizes", default="4096,16384")
+    ap.add_argument("--memory-scale", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.selo_scales = [int(s) for s in args.selo_scales.split(",") if s.strip()] or None
+    args.memory_sizes = [int(v) for v in args.memory_sizes.split(",") if v.strip()]
     args.time_grid = tuple(int(v) for v in args.time_grid.lower().split("x"))
     args.threshold = args.threshold if args.threshold == "auto" else float(args.threshold)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -238,6 +278,8 @@ def main(argv=None) -> int:
             report["nwpu"] = nwpu_part(model, args, tmp)
         if "spacenet" in parts:
             report["spacenet"] = spacenet_part(model, args, tmp)
+        if "memory" in parts:
+            report["memory"] = memory_part(args.model, args, tmp)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
