@@ -64,8 +64,11 @@ def card_text(folder: Path | None) -> str:
     if trained:
         lines.append(f"trained on: {trained}")
     evaluation = (meta.get("card") or {}).get("evaluation") or {}
+    aid30 = evaluation.get("aid30_zero_shot") or {}
     seen = evaluation.get("zero_shot_seen_heldout_24way") or {}
-    if "top1" in seen:
+    if "top1" in aid30:
+        lines.append(f"AID zero-shot top-1 (held-out images, 30 classes): {aid30['top1']:.3f}")
+    elif "top1" in seen:
         lines.append(f"AID zero-shot top-1 (held-out images of its 24 classes): {seen['top1']:.3f}")
     lines.append(f"licence: {meta.get('license') or 'not recorded'}")
     return "\n".join(lines)

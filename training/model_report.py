@@ -36,10 +36,6 @@ EUROSAT_NAMES = {"AnnualCrop": "annual crop land", "Forest": "forest", "Herbaceo
                  "SeaLake": "lake or sea"}  # CLIP's EuroSAT class names (Radford et al. 2021, prompts notebook)
 RESISC10 = ("beach", "commercial_area", "desert", "forest", "industrial_area", "island", "lake", "mountain", "river",
             "wetland")  # 'farmland' (two classes merged) and 'residential' (three merged) are left out
-UCM_NAMES = {"agricultural": "agricultural land", "baseballdiamond": "baseball diamond",
-             "mediumresidential": "medium residential", "mobilehomepark": "mobile home park",
-             "parkinglot": "parking lot", "sparseresidential": "sparse residential", "storagetanks": "storage tanks",
-             "tenniscourt": "tennis court", "denseresidential": "dense residential", "golfcourse": "golf course"}
 
 
 def data_root() -> Path:
@@ -106,8 +102,11 @@ def unseen_scene_sets(root: Path, skipped: dict):
     if ucm_csv.is_file() and ucm.is_dir():
         with ucm_csv.open(newline="", encoding="utf-8") as fh:
             rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
-        ds = _listed(ucm, [r["filepath"] for r in rows], [r["label"] for r in rows])
-        yield "ucm_test_zero_shot", ds, [UCM_NAMES.get(c, c) for c in ds.classes]
+        # VT-RSBS writes folders as 'parking_lot/parkinglot19.tif'; the release's folders are 'parkinglot'
+        rel = [f"{Path(r['filepath']).parent.name.replace('_', '')}/{Path(r['filepath']).name}" for r in rows]
+        ds = _listed(ucm, rel, [r["label"] for r in rows])
+        yield "ucm_test_zero_shot", ds, list(ds.classes)  # VT-RSBS labels are already words: 'parking lot'
+
     else:
         skipped["ucm"] = f"{ucm} or {ucm_csv} absent"
     euro = root / "eurosat_rgb"
@@ -142,7 +141,7 @@ def sample60_top1(model, val, val_emb=None) -> dict:
             "draw": "2 per class, training.eval_bundle.sample_per_class(seed=0) over the aid30 val split"}
 
 
-def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2) -> dict:
+def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2, probes: bool = True) -> dict:
     import rsclip_geo
     from rsclip_geo.evaluation.counting import evaluate_counting
     from rsclip_geo.evaluation.datasets import CaptionSet, ImageFolderDataset
@@ -159,12 +158,15 @@ def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2) -> dict:
     zs = evaluate_zero_shot(model, val, image_embeddings=val_emb)
     out["aid30_zero_shot"] = {"top1": zs.top1, "top5": zs.top5, "n": zs.n, "per_class": zs.per_class}
     out["aid30_val_sample60"] = sample60_top1(model, val, val_emb)
-    train_emb = embed_images(model, train.paths)
-    lp = linear_probe(train_emb, train.labels, val_emb, val.labels, val.classes)
-    kn = knn(train_emb, train.labels, val_emb, val.labels, val.classes)
-    fs = few_shot(train_emb, train.labels, val_emb, val.labels, classes=val.classes)
-    out["aid30_probe"] = {"linear": lp.accuracy, "knn": kn.accuracy,
-                          "few_shot": {str(r.shots): r.mean for r in fs}}
+    if probes:
+        train_emb = embed_images(model, train.paths)
+        lp = linear_probe(train_emb, train.labels, val_emb, val.labels, val.classes)
+        kn = knn(train_emb, train.labels, val_emb, val.labels, val.classes)
+        fs = few_shot(train_emb, train.labels, val_emb, val.labels, classes=val.classes)
+        out["aid30_probe"] = {"linear": lp.accuracy, "knn": kn.accuracy,
+                              "few_shot": {str(r.shots): r.mean for r in fs}}
+    else:
+        out["skipped"]["aid30_probe"] = "--no-probes"
     rs = rsicd_test(root)
     if rs is None:
         out["skipped"]["rsicd"] = f"RSICD files not under {root}"
@@ -220,6 +222,21 @@ def markdown_table(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def write_card(bundle: Path, rep: dict) -> None:
+    """card.evaluation of model.json <- the report (per-class tables kept; prediction lists dropped)."""
+    path = Path(bundle) / "model.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    card = meta.setdefault("card", {})
+    card["evaluation"] = {"what": "training/model_report.py on this exact bundle through rsclip_geo.load_model "
+                                  "(int8 text encoder, each text in a run of its own)",
+                          **{k: v for k, v in rep.items() if k not in ("bundle", "model", "seconds")}}
+    if (Path(bundle) / "MODEL_CARD.md").is_file():
+        card["model_card"] = "MODEL_CARD.md"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)
@@ -227,15 +244,20 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, default=None, help="fetched data root (default $RSCLIP_DATA or .cache/data)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-probes", action="store_true", help="skip the linear probe / k-NN / few-shot (minutes)")
+    ap.add_argument("--write-card", action="store_true",
+                    help="store the figures in the bundle's model.json (card.evaluation; not part of its fingerprint)")
     ap.add_argument("--compare", type=Path, nargs="*", default=[], metavar="REPORT.json",
                     help="print a markdown table of this bundle next to earlier reports (e.g. the ablation)")
     args = ap.parse_args(argv)
-    rep = report(args.bundle, args.aid, args.data or data_root(), args.threads)
+    rep = report(args.bundle, args.aid, args.data or data_root(), args.threads, probes=not args.no_probes)
     from rsclip_geo.evaluation.report import to_json
 
     text = to_json(rep)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")
+    if args.write_card:
+        write_card(args.bundle, json.loads(text))
     brief = {k: (v.get("top1", v.get("mae", v)) if isinstance(v, dict) else v) for k, v in rep.items()}
     print(json.dumps(brief, indent=1, default=str))
     if args.compare:
