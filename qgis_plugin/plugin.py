@@ -68,6 +68,7 @@ class RsclipGeoPlugin:
         self._action("Localization heatmap...", lambda: self.run_dialog("heatmap"), "rendererHeatmapSymbol.svg")
         self._action("Count objects...", lambda: self.run_dialog("count"), "rendererGraduatedSymbol.svg")
         self._action("Build index...", lambda: self.run_dialog("index"), "mIconTableLayer.svg")
+        self._action("Audit labels...", self.audit_active_layer, "mIconPolygonLayer.svg")
         self.panel = RsclipPanel(self.iface, self.start, self.iface.mainWindow())
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.panel)
         panel_action = self.panel.toggleViewAction()
@@ -118,6 +119,30 @@ class RsclipGeoPlugin:
         return active if isinstance(active, QgsRasterLayer) else None
 
     # ---- actions ----
+    def audit_parameters(self) -> dict:
+        """Processing parameters of 'Audit labels' for what the user has in front of them: the active layer as
+        the land-cover polygons (when it is a polygon layer) over the current scene."""
+        from qgis.core import QgsVectorLayer, QgsWkbTypes
+
+        params: dict = {}
+        active = self.iface.activeLayer()
+        if isinstance(active, QgsVectorLayer) and active.geometryType() == QgsWkbTypes.PolygonGeometry:
+            params["LABELS"] = active
+        raster = self.current_raster()
+        if raster is not None:
+            params["INPUT"] = raster
+        return params
+
+    def audit_active_layer(self) -> None:
+        """Open 'Audit labels' (Processing dialog) on the active polygon layer over the current scene."""
+        import processing
+
+        params = self.audit_parameters()
+        if "LABELS" not in params:
+            self.iface.messageBar().pushMessage("rsclip-geo", "Audit labels: select a polygon layer with a label "
+                                                "field in the Layers panel first", level=Qgis.Warning, duration=8)
+        processing.execAlgorithmDialog("rsclipgeo:auditlabels", params)
+
     def search_params(self) -> SearchParams:
         """The search the toolbar describes; LayerSourceError / ValueError say what is missing."""
         text = self.query_box.text().strip() if self.query_box else ""

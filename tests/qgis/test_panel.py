@@ -52,7 +52,11 @@ def test_panel_docks_with_the_model_card_and_the_layer_bands(plugin, iface, naip
     assert panel.model_choice() == ("folder", "") and panel.card.text().startswith(name)
     assert "px tiles" in panel.card.text() and "licence:" in panel.card.text()
     panel.model.setCurrentIndex(panel.model.findData("default|"))
-    assert panel.card.text().startswith("rsclip-effnetlite0-minilm-aid") and "trained on: AID" in panel.card.text()
+    from rsclip_geo.paths import DEFAULT_MODEL_DIR
+
+    default_name = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["name"]
+    assert panel.card.text().startswith(default_name) and "trained on: AID" in panel.card.text()
+    assert "AID zero-shot top-1" in panel.card.text()
     panel.layer.setLayer(naip_layer)
     assert panel.chosen_bands() == (1, 2, 3)  # as the layer shows them
     assert "bands 1,2,3" in panel.band_hint.text()
@@ -151,3 +155,19 @@ def test_panel_remembers_its_inputs(iface, plugin_settings, naip_layer):
     with pytest.raises(ValueError, match="type what to look for"):
         again.text.setText("")
         again.params("search")
+
+
+def test_audit_action_uses_the_active_polygon_layer_over_the_current_scene(plugin, iface, naip_layer, project):
+    """Toolbar/menu 'Audit labels...': the active polygon layer and the scene prefill the Processing dialog."""
+    from qgis.core import QgsVectorLayer
+    from qgis.PyQt.QtWidgets import QAction
+
+    names = [a.text() for a in iface.mainWindow().findChildren(QAction) if a in plugin.actions]
+    assert "Audit labels..." in names
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:26914&field=landcover:string", "landcover", "memory")
+    points = QgsVectorLayer("Point?crs=EPSG:26914", "points", "memory")
+    project.addMapLayers([polygons, points])
+    iface.setActiveLayer(polygons)
+    assert plugin.audit_parameters() == {"LABELS": polygons, "INPUT": naip_layer}
+    iface.setActiveLayer(points)  # not polygons: the dialog opens without a labels layer chosen
+    assert plugin.audit_parameters() == {"INPUT": naip_layer}
