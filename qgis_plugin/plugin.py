@@ -68,6 +68,7 @@ class RsclipGeoPlugin:
         self._action("Localization heatmap...", lambda: self.run_dialog("heatmap"), "rendererHeatmapSymbol.svg")
         self._action("Count objects...", lambda: self.run_dialog("count"), "rendererGraduatedSymbol.svg")
         self._action("Build index...", lambda: self.run_dialog("index"), "mIconTableLayer.svg")
+        self._action("Find objects by text...", self.find_objects, "mActionAddPolygon.svg")
         self._action("Audit labels...", self.audit_active_layer, "mIconPolygonLayer.svg")
         self.panel = RsclipPanel(self.iface, self.start, self.iface.mainWindow())
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.panel)
@@ -132,6 +133,24 @@ class RsclipGeoPlugin:
         if raster is not None:
             params["INPUT"] = raster
         return params
+
+    def find_objects_parameters(self) -> dict:
+        """Processing parameters of 'Find objects by text' prefilled from the toolbar: the current scene and the
+        text in the search box."""
+        params: dict = {}
+        raster = self.current_raster()
+        if raster is not None:
+            params["INPUT"] = raster
+        text = self.query_box.text().strip() if self.query_box is not None else ""
+        if text:
+            params["QUERY"] = text
+        return params
+
+    def find_objects(self) -> None:
+        """Open 'Find objects by text' (Processing dialog: objects as polygons; needs a model with a dense head)."""
+        import processing
+
+        processing.execAlgorithmDialog("rsclipgeo:findobjects", self.find_objects_parameters())
 
     def audit_active_layer(self) -> None:
         """Open 'Audit labels' (Processing dialog) on the active polygon layer over the current scene."""

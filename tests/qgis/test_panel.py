@@ -171,3 +171,12 @@ def test_audit_action_uses_the_active_polygon_layer_over_the_current_scene(plugi
     assert plugin.audit_parameters() == {"LABELS": polygons, "INPUT": naip_layer}
     iface.setActiveLayer(points)  # not polygons: the dialog opens without a labels layer chosen
     assert plugin.audit_parameters() == {"INPUT": naip_layer}
+
+
+def test_find_objects_action_uses_the_scene_and_the_search_text(plugin, iface, naip_layer):
+    """Toolbar/menu 'Find objects by text...': the current scene and the search box's text prefill the dialog."""
+    assert "Find objects by text..." in [a.text() for a in plugin.actions]
+    plugin.query_box.setText("  storage tanks ")
+    assert plugin.find_objects_parameters() == {"INPUT": naip_layer, "QUERY": "storage tanks"}
+    plugin.query_box.setText("")
+    assert plugin.find_objects_parameters() == {"INPUT": naip_layer}

@@ -36,7 +36,7 @@ def test_toolbar_menu_and_provider(plugin, iface):
     assert {"Classify tiles...", "Localization heatmap...", "Count objects..."} <= set(texts)
     menu = [a.text() for a in iface.raster_menu_actions("&rsclip-geo")]
     assert menu == ["Search map by text", "Classify tiles...", "Localization heatmap...", "Count objects...",
-                    "Build index...", "Audit labels...", "rsclip-geo panel", "Settings...", "Check / repair dependencies...",
+                    "Build index...", "Find objects by text...", "Audit labels...", "rsclip-geo panel", "Settings...", "Check / repair dependencies...",
                     "Diagnostics"]
     assert iface.menu_actions("&rsclip-geo") == []  # under Raster (the metadata's category), not Plugins
     assert all(not a.icon().pixmap(16, 16).isNull() for a in toolbar.actions() if a.text())  # all with an icon
