@@ -144,14 +144,23 @@ def style_scores(layer: QgsRasterLayer, lo: float | None = None, hi: float | Non
 
 def style_hits(layer: QgsVectorLayer, colour=(255, 0, 170)) -> None:
     """Outlines (the scene stays visible), best hit drawn last, labelled '#rank score'."""
-    symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": ",".join(map(str, colour)),
-                                         "outline_width": "0.7", "outline_width_unit": "MM"})
+    style_labelled_outlines(layer, colour, fill_alpha=0, width_mm=0.7, order_by="rank", ascending=False,
+                            label="concat('#', \"rank\", '  ', format_number(\"score\", 3))", halo=(255, 255, 255))
+
+
+def style_labelled_outlines(layer: QgsVectorLayer, colour, fill_alpha: int, width_mm: float, order_by: str,
+                            ascending: bool, label: str, halo) -> None:
+    """Polygons outlined in `colour` (fill at `fill_alpha`), drawn in `order_by` order so the best come last,
+    labelled with the expression `label` in `colour` on a `halo` buffer: hits and found objects alike."""
+    rgb = ",".join(map(str, colour))
+    symbol = QgsFillSymbol.createSimple({"color": f"{rgb},{fill_alpha}", "outline_color": rgb,
+                                         "outline_width": str(width_mm), "outline_width_unit": "MM"})
     renderer = QgsSingleSymbolRenderer(symbol)
-    renderer.setOrderBy(QgsFeatureRequest.OrderBy([QgsFeatureRequest.OrderByClause("rank", False)]))
+    renderer.setOrderBy(QgsFeatureRequest.OrderBy([QgsFeatureRequest.OrderByClause(order_by, ascending)]))
     renderer.setOrderByEnabled(True)
     layer.setRenderer(renderer)
     settings = QgsPalLayerSettings()
-    settings.fieldName = "concat('#', \"rank\", '  ', format_number(\"score\", 3))"
+    settings.fieldName = label
     settings.isExpression = True
     settings.placement = QgsPalLayerSettings.OverPoint
     text = QgsTextFormat()
@@ -159,7 +168,7 @@ def style_hits(layer: QgsVectorLayer, colour=(255, 0, 170)) -> None:
     text.setSize(9)
     buffer = QgsTextBufferSettings()
     buffer.setEnabled(True)
-    buffer.setColor(QColor(255, 255, 255))
+    buffer.setColor(QColor(*halo))
     text.setBuffer(buffer)
     settings.setFormat(text)
     layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))

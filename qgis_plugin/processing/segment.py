@@ -13,32 +13,10 @@ from .outputs import file_to_sink, raster_to_destination, style_on_load
 
 def style_objects(layer, colour=(0, 200, 255)) -> None:
     """Outlined, lightly filled polygons (the scene stays visible), best drawn last, labelled with their score."""
-    from qgis.core import (QgsFeatureRequest, QgsFillSymbol, QgsPalLayerSettings, QgsSingleSymbolRenderer,
-                           QgsTextBufferSettings, QgsTextFormat, QgsVectorLayerSimpleLabeling)
-    from qgis.PyQt.QtGui import QColor
+    from ..layers import style_labelled_outlines
 
-    rgb = ",".join(map(str, colour))
-    symbol = QgsFillSymbol.createSimple({"color": rgb + ",50", "outline_color": rgb, "outline_width": "0.6",
-                                         "outline_width_unit": "MM"})
-    renderer = QgsSingleSymbolRenderer(symbol)
-    renderer.setOrderBy(QgsFeatureRequest.OrderBy([QgsFeatureRequest.OrderByClause("score", True)]))
-    renderer.setOrderByEnabled(True)
-    layer.setRenderer(renderer)
-    settings = QgsPalLayerSettings()
-    settings.fieldName = "format_number(\"score\", 3)"
-    settings.isExpression = True
-    settings.placement = QgsPalLayerSettings.OverPoint
-    text = QgsTextFormat()
-    text.setColor(QColor(*colour))
-    text.setSize(9)
-    buffer = QgsTextBufferSettings()
-    buffer.setEnabled(True)
-    buffer.setColor(QColor(0, 0, 0))
-    text.setBuffer(buffer)
-    settings.setFormat(text)
-    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
-    layer.setLabelsEnabled(True)
-    layer.triggerRepaint()
+    style_labelled_outlines(layer, colour, fill_alpha=50, width_mm=0.6, order_by="score", ascending=True,
+                            label="format_number(\"score\", 3)", halo=(0, 0, 0))
 
 
 class FindObjectsAlgorithm(RsclipAlgorithm):

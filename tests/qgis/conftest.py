@@ -102,3 +102,17 @@ def plugin_settings(qgis_app, tiny_bundle, tmp_path):
                  tile_size_m=160.0, top=5, output_folder=str(tmp_path / "runs"))
     s.save()
     return s
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app):
+    """Our Processing provider registered for one test module (the plugin's initProcessing does it in QGIS)."""
+    from qgis.core import QgsApplication
+
+    from qgis_plugin.processing.provider import RsclipProvider
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("rsclipgeo") is None:
+        registry.addProvider(RsclipProvider())
+    yield registry.providerById("rsclipgeo")
+    registry.removeProvider("rsclipgeo")

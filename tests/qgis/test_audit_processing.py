@@ -5,19 +5,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="module")
-def provider(qgis_app):
-    from qgis.core import QgsApplication
-
-    from qgis_plugin.processing.provider import RsclipProvider
-
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("rsclipgeo") is None:
-        registry.addProvider(RsclipProvider())
-    yield registry.providerById("rsclipgeo")
-    registry.removeProvider("rsclipgeo")
-
-
 @pytest.fixture
 def layers(project, blocks):
     """The scene and the labels as layers owned by the project (cleared after the test, before QGIS exits)."""

@@ -6,19 +6,6 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="module")
-def provider(qgis_app):
-    from qgis.core import QgsApplication
-
-    from qgis_plugin.processing.provider import RsclipProvider
-
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("rsclipgeo") is None:
-        registry.addProvider(RsclipProvider())
-    yield registry.providerById("rsclipgeo")
-    registry.removeProvider("rsclipgeo")
-
-
 @pytest.fixture
 def scene_layer(project, tmp_path):
     from affine import Affine
