@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from rsclip_geo.tiling import TileSpec  # noqa: E402
+from rsclip_geo.raster.tiling import TileSpec  # noqa: E402
 from tests.utils.audit_maps import cell_polygons, class_raster  # noqa: E402
 from tests.utils.mosaic import CELL, build_mosaic, roc_auc  # noqa: E402
 
@@ -51,7 +51,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def polygons_eval(mosaics, model, wrong_share: float, tile: TileSpec) -> dict:
-    from rsclip_geo.audit import audit
+    from rsclip_geo.tasks.audit.run import audit
 
     per_seed, scores, truth = {}, [], []
     for seed, mosaic in mosaics:
@@ -70,7 +70,7 @@ def polygons_eval(mosaics, model, wrong_share: float, tile: TileSpec) -> dict:
 
 
 def raster_eval(mosaics, model, folder: Path, levels: Sequence[float], tile: TileSpec) -> dict:
-    from rsclip_geo.audit import audit_class_raster
+    from rsclip_geo.tasks.audit.run import audit_class_raster
 
     rows = []
     for seed, mosaic in mosaics:

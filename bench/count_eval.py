@@ -31,8 +31,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from rsclip_geo.evaluation.counting import count_metrics  # noqa: E402
-from rsclip_geo.prompts import humanize_class_name  # noqa: E402
-from rsclip_geo.tiling import TileSpec  # noqa: E402
+from rsclip_geo.runtime.prompts import humanize_class_name  # noqa: E402
+from rsclip_geo.raster.tiling import TileSpec  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 
@@ -102,7 +102,7 @@ def score(source: str, image: Path, object_name: str, points: np.ndarray, counts
 def evaluate(model, dota_dir: Path | None, spacenet: tuple[Path, Path] | None, dota_chip: int = 128,
              spacenet_chip: int = 224, max_count: int = 10, numerals: str = "words") -> list[CountRows]:
     """Count every annotated class of each DOTA image, and buildings in the SpaceNet chip."""
-    from rsclip_geo.count import count_objects
+    from rsclip_geo.tasks.count import count_objects
 
     rows: list[CountRows] = []
     if dota_dir is not None:

@@ -37,10 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
 import rsclip_geo  # noqa: E402
-from rsclip_geo.dense_map import dense_map  # noqa: E402
-from rsclip_geo.heatmap import heatmap  # noqa: E402
-from rsclip_geo.scene import NotGeoreferencedSceneWarning, Scene  # noqa: E402
-from rsclip_geo.segment import segment  # noqa: E402
+from rsclip_geo.tasks.dense_map import dense_map  # noqa: E402
+from rsclip_geo.tasks.heatmap import heatmap  # noqa: E402
+from rsclip_geo.raster.scene import NotGeoreferencedSceneWarning, Scene  # noqa: E402
+from rsclip_geo.tasks.segment import segment  # noqa: E402
 from tests.utils.mosaic import DEFAULT_CLASSES, build_mosaic, class_query, roc_auc, truth_on_grid  # noqa: E402
 
 NWPU_CLASSES = {1: "airplane", 2: "ship", 3: "storage tank", 4: "baseball diamond", 5: "tennis court",

@@ -62,7 +62,7 @@ def stage_aid(aid: Path, out: Path, per_class: int) -> None:
 
 def fp16_bundle(src: Path, dst: Path) -> Path:
     """A copy of bundle ``src`` whose image encoder is float16 (float32 inputs/outputs)."""
-    from rsclip_geo.bundle import read_bundle
+    from rsclip_geo.runtime.bundle import read_bundle
     from rsclip_geo.export.onnx_export import convert_fp16
 
     b = read_bundle(src)
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
 
-    from rsclip_geo.paths import DEFAULT_MODEL_DIR
+    from rsclip_geo.runtime.paths import DEFAULT_MODEL_DIR
 
     if args.device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
         print(f"gpu_bench: onnxruntime {ort.__version__} has no CUDAExecutionProvider "

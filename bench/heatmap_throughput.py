@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import rsclip_geo  # noqa: E402
-from rsclip_geo.heatmap import (DEFAULT_MAX_CELLS, OutputGrid, accumulate, auto_sigma, minmax, selo_specs,  # noqa: E402
+from rsclip_geo.tasks.heatmap import (DEFAULT_MAX_CELLS, OutputGrid, accumulate, auto_sigma, minmax, selo_specs,  # noqa: E402
                                 smooth)
-from rsclip_geo.tiling import plan_tiles  # noqa: E402
+from rsclip_geo.raster.tiling import plan_tiles  # noqa: E402
 from throughput import make_scene  # noqa: E402
 
 

@@ -48,12 +48,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from rsclip_geo.bundle import read_bundle  # noqa: E402
-from rsclip_geo.encoder import ClipModel  # noqa: E402
+from rsclip_geo.runtime.bundle import read_bundle  # noqa: E402
+from rsclip_geo.runtime.encoder import ClipModel  # noqa: E402
 from rsclip_geo.evaluation.zero_shot import zero_shot_from_embeddings  # noqa: E402
 from rsclip_geo.export import parity as par  # noqa: E402
 from rsclip_geo.export.onnx_export import INT8_OP_TYPES, quantize_int8  # noqa: E402
-from rsclip_geo.prompts import humanize_class_name  # noqa: E402
+from rsclip_geo.runtime.prompts import humanize_class_name  # noqa: E402
 
 QUERIES = ("baseball field", "storage tanks", "a harbour with boats", "dense residential area", "bare land",
            "a river crossing farmland")
@@ -101,7 +101,7 @@ def load_aid(aid: Path, per_class: int, size: int, interpolation: str):
     """(held-out seen, unseen) as dicts of resized uint8 images, labels, classes: decoded once for all variants."""
     from PIL import Image
 
-    from rsclip_geo.transform import resize_rgb
+    from rsclip_geo.runtime.preprocess import resize_rgb
     from training.data.aid import aid_subset, load_split
     from training.eval_bundle import sample_per_class
 

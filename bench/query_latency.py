@@ -2,11 +2,11 @@
 
 Builds a synthetic SceneIndex (random L2-normalised embeddings of the bundle's
 dimension on a grid of 224 px tiles, stamped with the model's fingerprint),
-writes it with rsclip_geo.index.write_index and reads it back with read_index,
+writes it with rsclip_geo.embeddings.index.write_index and reads it back with read_index,
 then times, over --runs runs (median and min):
 
   text     query embedding: the bundle's prompt ensemble through the text encoder
-  rank     scores of every tile + top-k (rsclip_geo.search.score_tiles / _top)
+  rank     scores of every tile + top-k (rsclip_geo.tasks.search.score_tiles / _top)
   search   rsclip_geo.search(index, query): text + rank + the hits GeoDataFrame
   file     rsclip_geo.search(index_file, query): the same, reading the Parquet index each time
 
@@ -33,8 +33,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import rsclip_geo  # noqa: E402
-from rsclip_geo.index import INDEX_FORMAT, SceneIndex, read_index, write_index  # noqa: E402
-from rsclip_geo.search import _top, query_embedding, score_tiles, search  # noqa: E402
+from rsclip_geo.embeddings.index import INDEX_FORMAT, SceneIndex, read_index, write_index  # noqa: E402
+from rsclip_geo.tasks.search import _top, query_embedding, score_tiles, search  # noqa: E402
 
 QUERIES = ("baseball field", "storage tanks", "a harbour with boats", "dense residential area", "bare land",
            "a river crossing farmland")

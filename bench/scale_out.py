@@ -60,7 +60,7 @@ def synthetic_bundle(folder: Path, size: int = 224) -> Path:
 
 
 def run(config: str, scenes: list[Path], out: Path, model: str, batch_size: int) -> dict:
-    from rsclip_geo.batch import batch_index
+    from rsclip_geo.batch.jobs import batch_index
 
     startup = 0.0
     if config == "in-process":
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from rsclip_geo.paths import DEFAULT_MODEL_DIR
+    from rsclip_geo.runtime.paths import DEFAULT_MODEL_DIR
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -114,8 +114,8 @@ def main(argv=None) -> int:
         scenes = [Path(shutil.copy(args.scene, tmp / f"copy{i:03d}{args.scene.suffix}")) for i in range(args.copies)]
         configs = ([] if args.no_in_process else ["in-process"]) + [w.strip() for w in args.workers.split(",")]
         rows = [run(c, scenes, tmp / f"out_{c}", model, args.batch_size) for c in configs]
-    from rsclip_geo.dask_client import _cores
-    from rsclip_geo.bundle import read_bundle
+    from rsclip_geo.batch.dask_client import _cores
+    from rsclip_geo.runtime.bundle import read_bundle
 
     name = "synthetic conv (random weights)" if args.synthetic else read_bundle(model).name
     if args.json:

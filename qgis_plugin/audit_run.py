@@ -27,9 +27,9 @@ class AuditParams(RunParams):
 
 
 def audit(p: AuditParams, model, progress: Progress) -> dict:
-    from rsclip_geo.audit import audit as core_audit
-    from rsclip_geo.audit import write_audit
-    from rsclip_geo.tiling import TileSpec
+    from rsclip_geo.tasks.audit.run import audit as core_audit
+    from rsclip_geo.tasks.audit.run import write_audit
+    from rsclip_geo.raster.tiling import TileSpec
 
     tile = TileSpec(size_px=int(p.window_px) if p.window_px else None, edge="shift")
     gdf = core_audit(p.labels, p.scene, p.label_field, model=model, tile=tile, label_map=p.label_map or None,

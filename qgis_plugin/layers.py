@@ -18,7 +18,7 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampLegendNodeSetti
                        QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor
 
-# The colours of the core's class rasters (rsclip_geo.writers.PALETTE; a test keeps them equal), so
+# The colours of the core's class rasters (rsclip_geo.outputs.writers.PALETTE; a test keeps them equal), so
 # vector and raster outputs agree. Copied: the QGIS process never imports the core (see runs.py).
 PALETTE = [
     (0, 114, 178), (230, 159, 0), (0, 158, 115), (213, 94, 0), (204, 121, 167), (86, 180, 233),

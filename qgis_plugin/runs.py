@@ -87,14 +87,14 @@ class RunParams:
     bands: tuple[int, ...] | None = None  # 1-based, as R,G,B (or one band); None: the core's default
     tile_size_m: float = 0.0  # 0: the model's input size in pixels (or tile_size_px)
     tile_size_px: int = 0  # used when tile_size_m is 0 (e.g. map units converted to pixels)
-    edge: str = "shift"  # last row/column: shift (inside, whole scene covered), pad or drop (rsclip_geo.tiling)
+    edge: str = "shift"  # last row/column: shift (inside, whole scene covered), pad or drop (rsclip_geo.raster.tiling)
     model: str | None = None  # None: shipped default; a bundle folder; or a pulled model name
     device: str = "auto"
     batch_size: int = 16
     out_dir: str = ""  # parent folder of the run folder (default: beside the scene)
 
     def tile(self):
-        from rsclip_geo.tiling import TileSpec
+        from rsclip_geo.raster.tiling import TileSpec
 
         if self.tile_size_m and self.tile_size_m > 0:
             return TileSpec(size_m=float(self.tile_size_m), edge=self.edge)
@@ -188,9 +188,9 @@ def run_folder(action: str, p: RunParams, progress: Progress | None = None) -> P
 
 # ---- one function per action: (params, model, progress) -> {"outputs", "info", "message"} ----------
 def search(p: SearchParams, model, progress: Progress) -> dict:
-    from rsclip_geo.search import search as core_search
-    from rsclip_geo.search import similarity_grid
-    from rsclip_geo.writers import write_float_raster, write_vector
+    from rsclip_geo.tasks.search import search as core_search
+    from rsclip_geo.tasks.search import similarity_grid
+    from rsclip_geo.outputs.writers import write_float_raster, write_vector
 
     negative = [n.strip() for n in p.negative.split(",") if n.strip()]
     hits = core_search(p.scene, p.query, top=p.top, negative=negative, model=model, scales=[p.tile()],
@@ -227,9 +227,9 @@ def standing_out(hits, scores, standout: float):
 
 def classify(p: ClassifyParams, model, progress: Progress) -> dict:
     from rsclip_geo import read_labels_file, tile_classify
-    from rsclip_geo.classify import UNKNOWN
-    from rsclip_geo.prompts import parse_labels
-    from rsclip_geo.writers import write_vector
+    from rsclip_geo.tasks.classify import UNKNOWN
+    from rsclip_geo.runtime.prompts import parse_labels
+    from rsclip_geo.outputs.writers import write_vector
 
     labels = read_labels_file(p.labels_file) if p.labels_file else parse_labels(p.labels)
     gdf = tile_classify(p.scene, labels, model=model, tile=p.tile(), top_k=p.top_k, min_score=p.min_score,
@@ -242,7 +242,7 @@ def classify(p: ClassifyParams, model, progress: Progress) -> dict:
 
 
 def heatmap(p: HeatmapParams, model, progress: Progress) -> dict:
-    from rsclip_geo.heatmap import heatmap as core_heatmap
+    from rsclip_geo.tasks.heatmap import heatmap as core_heatmap
 
     heat = core_heatmap(p.scene, p.query, scales=list(p.scales_px) or None, scales_m=list(p.scales_m) or None,
                         model=model, progress=progress, **p.scene_options())
@@ -256,8 +256,8 @@ def heatmap(p: HeatmapParams, model, progress: Progress) -> dict:
 
 
 def count(p: CountParams, model, progress: Progress) -> dict:
-    from rsclip_geo.count import count_objects
-    from rsclip_geo.writers import write_vector
+    from rsclip_geo.tasks.count import count_objects
+    from rsclip_geo.outputs.writers import write_vector
 
     gdf = count_objects(p.scene, p.object_name, max_count=p.max_count, model=model, tile=p.tile(),
                         progress=progress, **p.scene_options())
@@ -270,7 +270,7 @@ def count(p: CountParams, model, progress: Progress) -> dict:
 
 
 def index(p: IndexParams, model, progress: Progress) -> dict:
-    from rsclip_geo.index import build_index, load_or_build_index, sidecar_path, write_index
+    from rsclip_geo.embeddings.index import build_index, load_or_build_index, sidecar_path, write_index
 
     if p.output:
         built = build_index(p.scene, model, [p.tile()], progress=progress, **p.scene_options())

@@ -25,7 +25,7 @@ class SegmentParams(RunParams):
 
 
 def segment(p: SegmentParams, model, progress: Progress) -> dict:
-    from rsclip_geo.segment import segment as core_segment
+    from rsclip_geo.tasks.segment import segment as core_segment
 
     threshold = p.threshold.strip() or "auto"
     result = core_segment(p.scene, p.query, model=model, threshold=threshold,

@@ -11,7 +11,7 @@ from qgis.core import QgsProject, QgsSettings
 PREFIX = "rsclip_geo/"
 MODEL_SOURCES = ("default", "folder", "pulled")
 DEVICES = ("auto", "cpu", "cuda")
-# rsclip_geo.tiling.EDGE_POLICIES, default first (copied: the QGIS process never imports the core; a test keeps them equal)
+# rsclip_geo.raster.tiling.EDGE_POLICIES, default first (copied: the QGIS process never imports the core; a test keeps them equal)
 EDGES = ("shift", "pad", "drop")
 EDGE_TITLES = {"shift": "shift the last tile inside (the whole scene is analysed)",
                "pad": "pad (a partial last tile; skipped when mostly outside the scene)",
@@ -82,7 +82,7 @@ class Settings:
 
 
 def pulled_models_dir() -> Path:
-    """Where `rsclip-geo models pull` puts bundles: rsclip_geo.paths.pulled_models_dir(), copied because the QGIS
+    """Where `rsclip-geo models pull` puts bundles: rsclip_geo.runtime.paths.pulled_models_dir(), copied because the QGIS
     process never imports the core ($RSCLIP_GEO_CACHE, else $XDG_CACHE_HOME or ~/.cache, + rsclip-geo/models;
     a test keeps the two equal). The worker inherits QGIS's environment, so it resolves the same folder."""
     env = os.environ.get("RSCLIP_GEO_CACHE")

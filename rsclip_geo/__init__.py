@@ -6,22 +6,22 @@ scene's CRS. The inference path needs onnxruntime, numpy and a tokenizer,
 never torch.
 """
 
-from .audit import audit, audit_class_raster, read_audit_summary, write_audit  # the function shadows the submodule: rsclip_geo.audit(...)
-from .bundle import ModelBundle, read_bundle
-from .classify import RunSummary, tile_classify
-from .count import count_objects
-from .encoder import ClipModel, load_model
-from .heatmap import Heatmap, write_heatmap
-from .heatmap import heatmap  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.heatmap(...))
+from .tasks.audit.run import audit, audit_class_raster, read_audit_summary, write_audit
+from .runtime.bundle import ModelBundle, read_bundle
+from .tasks.classify import RunSummary, tile_classify
+from .tasks.count import count_objects
+from .runtime.encoder import ClipModel, load_model
+from .tasks.heatmap import Heatmap, write_heatmap
+from .tasks.heatmap import heatmap
 from .errors import (BundleError, DatasetError, DeviceError, DownloadError, IndexFileError, LabelError, MissingDependencyError, OutputError,
                      RasterInputError, RsclipError, TokenizerError, VectorInputError)
-from .index import SceneIndex, build_index, load_or_build_index, read_index, write_index
-from .prompts import DEFAULT_TEMPLATES, Label, read_labels_file
-from .search import search  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.search(...))
-from .scene import Scene
-from .segment import Segmentation
-from .segment import segment  # noqa: E402  (the function shadows the submodule name on purpose: rsclip_geo.segment(...))
-from .tiling import TileSpec, plan_tiles
+from .embeddings.index import SceneIndex, build_index, load_or_build_index, read_index, write_index
+from .runtime.prompts import DEFAULT_TEMPLATES, Label, read_labels_file
+from .tasks.search import search
+from .raster.scene import Scene
+from .tasks.segment import Segmentation
+from .tasks.segment import segment
+from .raster.tiling import TileSpec, plan_tiles
 
 __version__ = "0.1.0"
 

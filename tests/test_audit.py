@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from shapely.geometry import Polygon, box
 
 import rsclip_geo
-from rsclip_geo.audit import AUDIT_COLUMNS, audit, audit_class_raster, read_audit_summary, write_audit
-from rsclip_geo.audit_windows import unit_windows
+from rsclip_geo.tasks.audit.run import AUDIT_COLUMNS, audit, audit_class_raster, read_audit_summary, write_audit
+from rsclip_geo.tasks.audit.windows import unit_windows
 from rsclip_geo.cli import main
 from rsclip_geo.errors import LabelError, OutputError, VectorInputError
-from rsclip_geo.tiling import TileSpec, plan_tiles
-from rsclip_geo.writers import write_class_raster
+from rsclip_geo.raster.tiling import TileSpec, plan_tiles
+from rsclip_geo.outputs.writers import write_class_raster
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
 BLOCK = 32  # px; 10 m pixels -> 320 m blocks; the tiny model's windows are 16 px

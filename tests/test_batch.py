@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rsclip_geo.batch import (batch_classify, batch_index, model_load_count, read_classification, run_jobs,
+from rsclip_geo.batch.jobs import (batch_classify, batch_index, model_load_count, read_classification, run_jobs,
                               threads_by_worker)
 from rsclip_geo.cli import main
 from rsclip_geo.errors import MissingDependencyError
-from rsclip_geo.index import read_index
-from rsclip_geo.search import search
-from rsclip_geo.tiling import TileSpec
+from rsclip_geo.embeddings.index import read_index
+from rsclip_geo.tasks.search import search
+from rsclip_geo.raster.tiling import TileSpec
 from tests.utils.rasters import truncate_file
 from tests.utils.tiny_bundle import build_tiny_bundle
 
@@ -132,7 +132,7 @@ def test_changed_parameter_or_model_or_scene_reruns_affected(scenes, tiny_bundle
     assert len(s.skipped) == 2
     # a parameter changed: every scene is re-run, on the cluster
     s = batch_index(own, out, tiny_bundle, client=client, **{**kw, "scales": [TileSpec(size_px=160)]})
-    assert len(s.done) == 3 and {r.reason for r in s.done} == {"the tiling parameters differ"}
+    assert len(s.done) == 3 and {r.reason for r in s.done} == {"the tile sizes/overlaps differ"}
     assert all(read_index(r.output).frame["tile_px"].eq(160).all() for r in s.done)
     s = batch_index(own, out, tiny_bundle, dtype="float32", **{**kw, "scales": [TileSpec(size_px=160)]})
     assert {r.reason for r in s.done} == {"the embedding dtype differs"} and len(s.done) == 3
@@ -164,8 +164,8 @@ def test_model_loaded_once_per_worker(scenes, tiny_bundle, client, tmp_path):
 def test_worker_with_other_model_files_fails_its_scenes(scenes, tiny_bundle, client, tmp_path):
     from dataclasses import replace
 
-    from rsclip_geo.batch import ModelSpec, plan_jobs
-    from rsclip_geo.collection import read_collection
+    from rsclip_geo.batch.jobs import ModelSpec, plan_jobs
+    from rsclip_geo.batch.collection import read_collection
 
     spec = ModelSpec(str(tiny_bundle), "cpu", None, 3, fingerprint="0" * 64, name="tiny-rgb")
     params = {"scales": [TILE], "max_invalid": 0.5, "dtype": "float16", "scene_options": {}}
@@ -176,14 +176,14 @@ def test_worker_with_other_model_files_fails_its_scenes(scenes, tiny_bundle, cli
     assert all("differs from the one the job was planned with" in r.error for r in results)
     assert not list((tmp_path / "out").glob("*.parquet"))
     # the same path, device and batch size with the right fingerprint: loaded afresh, works
-    from rsclip_geo.bundle import bundle_fingerprint, read_bundle
+    from rsclip_geo.runtime.bundle import bundle_fingerprint, read_bundle
 
     good = [replace(j, model=replace(spec, fingerprint=bundle_fingerprint(read_bundle(tiny_bundle)))) for j in jobs]
     assert [r.status for r in run_jobs(good, client=client)[0]] == ["done", "done"]
 
 
 def test_onnxruntime_threads_fit_the_cores(client):
-    from rsclip_geo.dask_client import _cores
+    from rsclip_geo.batch.dask_client import _cores
 
     threads = threads_by_worker(client)
     assert set(threads) == set(client.nthreads())
@@ -247,8 +247,8 @@ def test_cli_local_cluster_workers(scenes, tiny_bundle, tmp_path):
 
 
 def test_foreign_file_at_partition_path_needs_overwrite(scenes, tiny_bundle, tmp_path):
-    from rsclip_geo.batch import partition_path
-    from rsclip_geo.collection import read_collection
+    from rsclip_geo.batch.jobs import partition_path
+    from rsclip_geo.batch.collection import read_collection
 
     ref = read_collection([scenes[0]]).scenes[0]
     out = tmp_path / "out"
@@ -303,7 +303,7 @@ def test_stac_collection_to_searchable_dataset(scenes, tiny_bundle, tiny_model, 
 
 # ---- optional dependency ----------------------------------------------------------------
 def test_core_does_not_import_dask():
-    code = ("import sys, rsclip_geo, rsclip_geo.batch, rsclip_geo.collection, rsclip_geo.cli.batch; "
+    code = ("import sys, rsclip_geo, rsclip_geo.batch.jobs, rsclip_geo.batch.collection, rsclip_geo.cli.batch; "
             "bad = [m for m in ('dask', 'distributed') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 

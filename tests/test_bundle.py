@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 import rsclip_geo
-from rsclip_geo.bundle import FORMAT_VERSION, read_bundle
+from rsclip_geo.runtime.bundle import FORMAT_VERSION, read_bundle
 from rsclip_geo.errors import BundleError
 
 
@@ -108,7 +108,7 @@ def test_dynamic_length_needs_a_dynamic_graph(bundle_copy):
 
 def test_precision_declared_or_read_from_file_names(bundle_copy, tmp_path):
     """Bundles written before the 'precision' field keep their model.json (and fingerprint) as they were."""
-    from rsclip_geo.bundle import bundle_fingerprint
+    from rsclip_geo.runtime.bundle import bundle_fingerprint
 
     bundle = read_bundle(bundle_copy)
     assert bundle.precision == {} and "precision" not in bundle.to_dict()

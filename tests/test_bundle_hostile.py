@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import rsclip_geo
-from rsclip_geo.bundle import read_bundle
+from rsclip_geo.runtime.bundle import read_bundle
 from rsclip_geo.errors import BundleError
 
 VOCAB = "bpe_simple_vocab_16e6.txt.gz"

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rsclip_geo import catalog, hub
+from rsclip_geo.hub import catalog
+from rsclip_geo.hub import pull as hub
 from rsclip_geo.cli import main
 from rsclip_geo.errors import BundleError, DownloadError
-from rsclip_geo.paths import DEFAULT_MODEL_DIR
+from rsclip_geo.runtime.paths import DEFAULT_MODEL_DIR
 
 REQUIRED = {
     # name: (repo, file, architecture)
@@ -157,7 +158,7 @@ def test_models_info_of_a_catalog_name_not_pulled(cache):
 
 
 def test_catalog_hub_and_cli_do_not_import_torch():
-    code = ("import sys, rsclip_geo.catalog, rsclip_geo.hub, rsclip_geo.export, rsclip_geo.cli.models; "
+    code = ("import sys, rsclip_geo.hub.catalog, rsclip_geo.hub.pull, rsclip_geo.export, rsclip_geo.cli.models; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'open_clip', 'onnx', 'huggingface_hub', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rsclip_geo.collection import SceneRef, read_collection, read_stac
+from rsclip_geo.batch.collection import SceneRef, read_collection, read_stac
 from rsclip_geo.errors import DatasetError
 from tests.utils.rasters import write_geotiff
 

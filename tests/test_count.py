@@ -19,9 +19,9 @@ import rsclip_geo
 from rsclip_geo.cli import main
 from rsclip_geo.errors import LabelError
 from rsclip_geo.evaluation.counting import count_metrics
-from rsclip_geo.index import sidecar_path
-from rsclip_geo.scene import NotGeoreferencedSceneWarning
-from rsclip_geo.tiling import TileSpec
+from rsclip_geo.embeddings.index import sidecar_path
+from rsclip_geo.raster.scene import NotGeoreferencedSceneWarning
+from rsclip_geo.raster.tiling import TileSpec
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
 REPO = Path(__file__).resolve().parents[1]

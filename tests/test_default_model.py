@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rsclip_geo
-from rsclip_geo.paths import DEFAULT_MODEL_DIR
+from rsclip_geo.runtime.paths import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").is_file(), reason="default model not built")
 

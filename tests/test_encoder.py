@@ -59,7 +59,7 @@ def test_zero_shot_probabilities(tiny_model):
 
 def test_label_prompts_override_templates(tiny_model):
     """A label with its own prompts is scored by those prompts, not by its name."""
-    from rsclip_geo.prompts import Label
+    from rsclip_geo.runtime.prompts import Label
 
     classes = tiny_model.class_embeddings([Label("water", ("blue",)), Label("vegetation", ("green",))])
     probs = tiny_model.probabilities(tiny_model.encode_images([_solid(BLUE), _solid(GREEN)]), classes)
@@ -131,7 +131,7 @@ def test_fp16_bundle_on_cpu_runs_close_to_fp32_or_is_refused(fp16_bundle, tiny_b
     assert {i.data_type for i in graph.initializer} == {onnx.TensorProto.FLOAT16}
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
     try:
-        with caplog.at_level("WARNING", logger="rsclip_geo.encoder"):
+        with caplog.at_level("WARNING", logger="rsclip_geo.runtime.encoder"):
             fp16 = rsclip_geo.load_model(fp16_bundle, device="cpu")
     except DeviceError as exc:
         assert "CUDA" in str(exc) and "fp16.onnx" in str(exc)

@@ -13,7 +13,7 @@ from rsclip_geo.errors import LabelError, RasterInputError, RsclipError
 from rsclip_geo.evaluation import (DatasetError, ImageFolderDataset, evaluate_zero_shot, load_rgb,
                                    zero_shot_from_embeddings)
 from rsclip_geo.evaluation.zero_shot import topk_hits
-from rsclip_geo.prompts import read_templates_file
+from rsclip_geo.runtime.prompts import read_templates_file
 from tests.utils.rasters import BLUE, GREEN, RED, write_geotiff
 
 COLOURS = {"red": RED, "green": GREEN, "blue": BLUE}
@@ -181,7 +181,7 @@ def test_unreadable_image_names_the_file(tiny_model, colours):
 
 # ---- real images with the shipped model ----------------------------------------------------------
 def test_real_aid_images_with_default_model(shared_data, tmp_path):
-    from rsclip_geo.paths import DEFAULT_MODEL_DIR
+    from rsclip_geo.runtime.paths import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "model.json").is_file():
         pytest.skip(f"shipped default model not installed at {DEFAULT_MODEL_DIR}")

@@ -22,7 +22,7 @@ open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
-from rsclip_geo.bundle import read_bundle  # noqa: E402
+from rsclip_geo.runtime.bundle import read_bundle  # noqa: E402
 from rsclip_geo.errors import BundleError, MissingDependencyError, OutputError  # noqa: E402
 from rsclip_geo.export import export_checkpoint, load_checkpoint_state  # noqa: E402
 from rsclip_geo.export.arch import decide_activation  # noqa: E402
@@ -167,7 +167,7 @@ def _session(path: Path):
 
 
 def _tokenizer(bundle):
-    from rsclip_geo.tokenizers import load_tokenizer
+    from rsclip_geo.runtime.tokenizers import load_tokenizer
 
     return load_tokenizer(bundle.text, bundle.tokenizer_path)
 
@@ -257,7 +257,7 @@ def test_onnx_equals_torch_on_new_inputs_and_batch_sizes(bundles, families, fami
 @pytest.mark.parametrize("family", list(CONFIGS))
 def test_bundle_runs_in_the_torch_free_runtime(bundles, families, family):
     from rsclip_geo import load_model
-    from rsclip_geo.transform import Preprocessor
+    from rsclip_geo.runtime.preprocess import Preprocessor
 
     bundle, model = bundles[family], families[family]["model"]
     clip = load_model(bundle.root, device="cpu", batch_size=2)
@@ -610,7 +610,8 @@ def test_preprocessing_comes_from_config_file_tags_or_caller(families, tmp_path)
 
 def test_pull_exports_a_cached_hub_file(families, tmp_path, monkeypatch):
     """`models pull` glue: a file already in the HF cache is exported with the catalog's facts, no network."""
-    from rsclip_geo import catalog, hub
+    from rsclip_geo.hub import catalog
+    from rsclip_geo.hub import pull as hub
 
     monkeypatch.setenv("RSCLIP_GEO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there

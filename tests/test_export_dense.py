@@ -21,9 +21,9 @@ pytest.importorskip("timm")
 
 from click.testing import CliRunner  # noqa: E402
 
-from rsclip_geo.bundle import read_bundle  # noqa: E402
+from rsclip_geo.runtime.bundle import read_bundle  # noqa: E402
 from rsclip_geo.cli import main  # noqa: E402
-from rsclip_geo.encoder import load_model  # noqa: E402
+from rsclip_geo.runtime.encoder import load_model  # noqa: E402
 from rsclip_geo.errors import BundleError  # noqa: E402
 from rsclip_geo.export import export_checkpoint  # noqa: E402
 

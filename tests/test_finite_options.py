@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 import rsclip_geo
 from rsclip_geo.cli import main
-from rsclip_geo.heatmap import selo_specs
-from rsclip_geo.tile_stream import check_max_invalid
-from rsclip_geo.tiling import TileSpec
+from rsclip_geo.tasks.heatmap import selo_specs
+from rsclip_geo.raster.tile_stream import check_max_invalid
+from rsclip_geo.raster.tiling import TileSpec
 from tests.utils.rasters import RED, colour_blocks, write_geotiff
 
 CASES = [  # command args before the option, option, values

@@ -17,11 +17,11 @@ from click.testing import CliRunner
 import rsclip_geo
 from rsclip_geo.cli import main
 from rsclip_geo.errors import LabelError, OutputError, RasterInputError
-from rsclip_geo.heatmap import (DIRECT_TAPS, OutputGrid, _blur_axis, _fft_size, accumulate, default_scales,
+from rsclip_geo.tasks.heatmap import (DIRECT_TAPS, OutputGrid, _blur_axis, _fft_size, accumulate, default_scales,
                                 gaussian_kernel, output_grid, selo_specs, smooth)
-from rsclip_geo.index import sidecar_path
-from rsclip_geo.paths import DEFAULT_MODEL_DIR
-from rsclip_geo.scene import Scene
+from rsclip_geo.embeddings.index import sidecar_path
+from rsclip_geo.runtime.paths import DEFAULT_MODEL_DIR
+from rsclip_geo.raster.scene import Scene
 from tests.utils.mosaic import build_mosaic, class_query, roc_auc, truth_on_grid
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 

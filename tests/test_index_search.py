@@ -13,10 +13,10 @@ import rsclip_geo
 from rsclip_geo.cli import main
 from rsclip_geo.errors import OutputError, RasterInputError
 from rsclip_geo.errors import IndexFileError
-from rsclip_geo.index import (build_index, load_or_build_index, read_index, read_index_meta,
+from rsclip_geo.embeddings.index import (build_index, load_or_build_index, read_index, read_index_meta,
                               sidecar_path, write_index)
-from rsclip_geo.search import search, similarity_grid
-from rsclip_geo.tiling import TileSpec
+from rsclip_geo.tasks.search import search, similarity_grid
+from rsclip_geo.raster.tiling import TileSpec
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
 LAYOUT = [[RED, GREEN, BLUE], [BLUE, RED, GREEN]]
@@ -214,8 +214,8 @@ def test_cli_index_then_search_with_heatmap(tiny_bundle, scene, tmp_path):
 
 def test_model_fingerprint_is_hashed_once_per_model(tiny_bundle, scene, monkeypatch):
     """Index checks run on every search; hashing the ONNX files each time cost 60 ms per query (default model)."""
-    import rsclip_geo.encoder as encoder_module
-    from rsclip_geo.bundle import bundle_fingerprint
+    import rsclip_geo.runtime.encoder as encoder_module
+    from rsclip_geo.runtime.bundle import bundle_fingerprint
 
     model = rsclip_geo.load_model(tiny_bundle, device="cpu")
     calls = []
@@ -231,7 +231,7 @@ def test_large_index_round_trips_across_row_groups(tiny_model, scene, tmp_path):
     import pyarrow.parquet as pq
     import shapely
 
-    from rsclip_geo.index import ROW_GROUP_ROWS, SceneIndex
+    from rsclip_geo.embeddings.index import ROW_GROUP_ROWS, SceneIndex
 
     small = build_index(scene, tiny_model, T32)
     n = ROW_GROUP_ROWS + 1234

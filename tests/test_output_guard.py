@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from rsclip_geo.cli import main
 from rsclip_geo.errors import OutputError
-from rsclip_geo.output_guard import check_outputs_apart
+from rsclip_geo.outputs.guard import check_outputs_apart
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
 LAYOUT = [[RED, GREEN, BLUE], [BLUE, RED, GREEN]]

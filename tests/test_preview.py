@@ -9,8 +9,8 @@ from PIL import Image
 
 import rsclip_geo
 from rsclip_geo.cli import main
-from rsclip_geo.preview import (LEGEND_HEIGHT, NODATA_RGB, heatmap_preview, preview_shape, quicklook)
-from rsclip_geo.scene import Scene
+from rsclip_geo.outputs.preview import (LEGEND_HEIGHT, NODATA_RGB, heatmap_preview, preview_shape, quicklook)
+from rsclip_geo.raster.scene import Scene
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
 LAYOUT = [[RED, GREEN, BLUE], [BLUE, BLUE, RED]]  # red tiles: (0, 0) and (1, 2)

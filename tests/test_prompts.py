@@ -3,7 +3,7 @@
 import pytest
 
 from rsclip_geo.errors import LabelError
-from rsclip_geo.prompts import Label, humanize_class_name, parse_labels, read_labels_file
+from rsclip_geo.runtime.prompts import Label, humanize_class_name, parse_labels, read_labels_file
 
 
 @pytest.mark.parametrize("raw, expected", [

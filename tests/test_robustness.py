@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from rsclip_geo.errors import IndexFileError, OutputError, RasterInputError
-from rsclip_geo.index import (build_index, load_or_build_index, read_index, read_index_meta, scene_fingerprint,
+from rsclip_geo.embeddings.key import scene_fingerprint
+from rsclip_geo.embeddings.index import (build_index, load_or_build_index, read_index, read_index_meta,
                               sidecar_path, write_index)
-from rsclip_geo.tiling import TileSpec
+from rsclip_geo.raster.tiling import TileSpec
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
 LAYOUT = [[RED, GREEN, BLUE], [BLUE, RED, GREEN]]
@@ -95,8 +96,8 @@ def test_sidecar_with_damaged_data_pages_is_rebuilt(tiny_model, scene, caplog):
 
 
 def test_heatmap_reuse_with_damaged_sidecar_rebuilds(tiny_model, scene, caplog):
-    from rsclip_geo.index_reuse import scale_embeddings
-    from rsclip_geo.scene import Scene
+    from rsclip_geo.embeddings.reuse import scale_embeddings
+    from rsclip_geo.raster.scene import Scene
 
     load_or_build_index(scene, tiny_model, T32)
     _damage_data_pages(sidecar_path(scene))
@@ -114,8 +115,8 @@ def _enospc(*args, **kwargs):
 def test_search_works_when_the_sidecar_cannot_be_saved(tiny_model, scene, monkeypatch):
     import pyarrow.parquet as pq
 
-    from rsclip_geo.index import IndexNotSavedWarning
-    from rsclip_geo.search import search
+    from rsclip_geo.embeddings.index import IndexNotSavedWarning
+    from rsclip_geo.tasks.search import search
 
     monkeypatch.setattr(pq, "write_table", _enospc)
     with pytest.warns(IndexNotSavedWarning, match="No space left"):
@@ -151,7 +152,7 @@ def test_disk_full_while_writing_a_vector_is_a_clear_output_error(tmp_path, monk
     import pyarrow.parquet as pq
     import pyogrio.geopandas
 
-    from rsclip_geo.writers import write_vector
+    from rsclip_geo.outputs.writers import write_vector
 
     if ext == ".parquet":
         monkeypatch.setattr(pq, "write_table", _half_write_then_fail(kind))
@@ -168,7 +169,7 @@ def test_disk_full_while_writing_a_raster_is_a_clear_output_error(tmp_path, monk
     import rasterio.shutil
     from affine import Affine
 
-    from rsclip_geo.writers import write_float_raster
+    from rsclip_geo.outputs.writers import write_float_raster
 
     monkeypatch.setattr(rasterio.shutil, "copy", _half_write_then_fail("oserror"))
     out = tmp_path / "heat.tif"
@@ -216,7 +217,7 @@ def test_too_many_labels_for_the_class_raster_are_refused_before_any_work(tiny_b
 def test_254_labels_fit_the_class_raster(tmp_path):
     from affine import Affine
 
-    from rsclip_geo.writers import write_class_raster
+    from rsclip_geo.outputs.writers import write_class_raster
 
     names = [f"c{i}" for i in range(254)]
     out = write_class_raster(tmp_path / "c.tif", np.arange(254, dtype=np.uint8).reshape(2, 127),
@@ -230,7 +231,7 @@ def test_254_labels_fit_the_class_raster(tmp_path):
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from rsclip_geo.writers import atomic_path
+from rsclip_geo.outputs.writers import atomic_path
 with atomic_path(sys.argv[1]) as tmp:
     Path(tmp).write_bytes(b"half a GeoPackage")
     print(tmp.name, flush=True)
@@ -244,7 +245,7 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path, sig
     import subprocess
     import sys
 
-    from rsclip_geo.writers import write_vector
+    from rsclip_geo.outputs.writers import write_vector
 
     out = tmp_path / "labels.gpkg"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True)
@@ -263,7 +264,7 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path, sig
 
 
 def test_old_temp_file_of_another_host_is_removed(tmp_path):
-    from rsclip_geo.writers import STALE_TEMP_S, clean_stale_temp
+    from rsclip_geo.outputs.writers import STALE_TEMP_S, clean_stale_temp
 
     out = tmp_path / "hits.parquet"
     old = tmp_path / ".hits.parquet.rsclip-tmp-0badf00d-12345-abcd1234.parquet"
@@ -277,7 +278,7 @@ def test_old_temp_file_of_another_host_is_removed(tmp_path):
 
 # ---- 17: hostile labels files -----------------------------------------------------------------------------------
 def test_labels_file_with_utf8_bom(tmp_path):
-    from rsclip_geo.prompts import read_labels_file, read_templates_file
+    from rsclip_geo.runtime.prompts import read_labels_file, read_templates_file
 
     p = tmp_path / "labels.txt"
     p.write_bytes("\ufeffwater\nforest: dense trees | a forest\n".encode("utf-8"))
@@ -290,7 +291,7 @@ def test_labels_file_with_utf8_bom(tmp_path):
 
 def test_labels_file_with_nul_bytes_is_refused(tmp_path):
     from rsclip_geo.errors import LabelError
-    from rsclip_geo.prompts import read_labels_file
+    from rsclip_geo.runtime.prompts import read_labels_file
 
     p = tmp_path / "labels.txt"
     p.write_bytes("water\nfor\0est\n".encode("utf-16"))  # UTF-16, as some editors save: NUL in every character
@@ -301,7 +302,7 @@ def test_labels_file_with_nul_bytes_is_refused(tmp_path):
 
 def test_huge_labels_file_and_dev_zero_are_refused_without_reading_them_whole(tmp_path):
     from rsclip_geo.errors import LabelError
-    from rsclip_geo.prompts import MAX_LABELS, read_labels_file
+    from rsclip_geo.runtime.prompts import MAX_LABELS, read_labels_file
 
     if os.path.exists("/dev/zero"):
         with pytest.raises(LabelError, match="larger than 1 MiB"):
@@ -318,7 +319,7 @@ def test_huge_labels_file_and_dev_zero_are_refused_without_reading_them_whole(tm
 
 # ---- 18: a searched folder may hold other Parquet files (hits saved beside the indexes) --------------------------
 def test_folder_search_skips_parquet_files_that_are_not_indexes(tiny_model, scene, tmp_path):
-    from rsclip_geo.search import search
+    from rsclip_geo.tasks.search import search
 
     folder = tmp_path / "indexes"
     folder.mkdir()
@@ -330,7 +331,7 @@ def test_folder_search_skips_parquet_files_that_are_not_indexes(tiny_model, scen
 
 
 def test_folder_of_parquet_files_none_an_index_is_a_clear_error(tiny_model, tmp_path):
-    from rsclip_geo.search import search
+    from rsclip_geo.tasks.search import search
 
     _frame().to_parquet(tmp_path / "hits.parquet")
     with pytest.raises(RasterInputError, match="none an index: hits.parquet"):
@@ -386,7 +387,7 @@ def test_tiles_below_a_few_pixels_are_refused_naming_the_pixel_size(tiny_bundle,
     from click.testing import CliRunner
 
     from rsclip_geo.cli import main
-    from rsclip_geo.tiling import plan_tiles
+    from rsclip_geo.raster.tiling import plan_tiles
 
     out = tmp_path / "labels.gpkg"
     result = CliRunner().invoke(main, ["tile-classify", str(scene), "--labels", "red,green", "-o", str(out),
@@ -408,7 +409,7 @@ def test_single_label_warns_that_probabilities_are_meaningless(tiny_model, tiny_
     import rsclip_geo
     from click.testing import CliRunner
 
-    from rsclip_geo.classify import SingleLabelWarning
+    from rsclip_geo.tasks.classify import SingleLabelWarning
     from rsclip_geo.cli import main
 
     with pytest.warns(SingleLabelWarning, match="background/negative label"):
@@ -426,7 +427,7 @@ def test_single_label_warns_that_probabilities_are_meaningless(tiny_model, tiny_
 
 # ---- 23: a symlinked scene: the sidecar goes beside the link the user gave ---------------------------------------
 def test_symlinked_scene_gets_its_sidecar_beside_the_link(tiny_model, tmp_path):
-    from rsclip_geo.search import search
+    from rsclip_geo.tasks.search import search
 
     data, work = tmp_path / "data", tmp_path / "work"
     data.mkdir()
@@ -471,7 +472,7 @@ def test_preview_draws_non_latin1_labels_and_queries(tiny_bundle, scene, tmp_pat
 def test_unicode_font_is_used_and_the_bitmap_fallback_never_raises():
     from PIL import Image, ImageDraw, ImageFont
 
-    from rsclip_geo import preview
+    from rsclip_geo.outputs import preview
 
     font = preview._font(13)
     if any(p.is_file() for p in preview._font_candidates()):
@@ -488,7 +489,7 @@ def test_unicode_font_is_used_and_the_bitmap_fallback_never_raises():
 def test_a_failing_preview_leaves_no_outputs(tiny_bundle, scene, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from rsclip_geo import preview
+    from rsclip_geo.outputs import preview
     from rsclip_geo.cli import main
 
     def broken(*args, **kwargs):
@@ -518,9 +519,9 @@ def _sparse_scene(path, width, height):
 
 
 def test_strip_reads_of_a_wide_scene_stay_under_the_byte_bound(tmp_path):
-    from rsclip_geo.scene import Scene
-    from rsclip_geo.tile_stream import MAX_STRIP_BYTES, read_bytes_per_pixel, strip_windows
-    from rsclip_geo.tiling import plan_tiles
+    from rsclip_geo.raster.scene import Scene
+    from rsclip_geo.raster.tile_stream import MAX_STRIP_BYTES, read_bytes_per_pixel, strip_windows
+    from rsclip_geo.raster.tiling import plan_tiles
 
     path = _sparse_scene(tmp_path / "wide.tif", 200_000, 4096)
     with Scene(path) as sc:
@@ -544,9 +545,9 @@ def test_a_tile_too_large_to_read_is_refused_before_any_work(tmp_path, tiny_mode
 
 
 def test_byte_bounded_strips_give_the_same_tiles(scene, monkeypatch, tiny_model):
-    from rsclip_geo import tile_stream
-    from rsclip_geo.scene import Scene
-    from rsclip_geo.tiling import plan_tiles
+    from rsclip_geo.raster import tile_stream
+    from rsclip_geo.raster.scene import Scene
+    from rsclip_geo.raster.tiling import plan_tiles
 
     with Scene(scene) as sc:
         plan = plan_tiles(sc.width, sc.height, sc.transform, sc.crs, TileSpec(size_px=32), 16)
@@ -572,7 +573,7 @@ def test_multi_crs_hits_across_the_antimeridian_are_split(tiny_model, tmp_path):
     from affine import Affine
     from pyproj import Geod
 
-    from rsclip_geo.search import search
+    from rsclip_geo.tasks.search import search
 
     # UTM 60N: x = 714,984 m is 180 degrees at 50 N; 100 m pixels, 32-px (3.2 km) tiles; the first column of
     # tiles straddles the antimeridian. The second scene (UTM 1N) is just east of it.
@@ -601,7 +602,7 @@ def test_zero_band_container_names_its_subdatasets(tmp_path, tiny_model):
     from affine import Affine
 
     import rsclip_geo
-    from rsclip_geo.scene import Scene
+    from rsclip_geo.raster.scene import Scene
 
     with rasterio.Env() as env:
         if "GPKG" not in env.drivers():

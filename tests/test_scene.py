@@ -17,8 +17,8 @@ from shapely.geometry import box
 from shapely.ops import unary_union
 
 from rsclip_geo.errors import RasterInputError
-from rsclip_geo.scene import NotGeoreferencedSceneWarning, Scene
-from rsclip_geo.tiling import TileSpec, pixel_size_m, plan_tiles
+from rsclip_geo.raster.scene import NotGeoreferencedSceneWarning, Scene
+from rsclip_geo.raster.tiling import TileSpec, pixel_size_m, plan_tiles
 from tests.utils.rasters import set_colorinterp, truncate_file, write_geotiff, write_with_mask
 
 RED, GREEN, BLUE = 200, 100, 50
@@ -335,7 +335,7 @@ REAL = [  # file, tile size m, CRS, nominal pixel size, tile px, bands used by d
 
 @pytest.mark.parametrize("name,size_m,epsg,res,tile_px,bands", REAL)
 def test_real_scene_plans(shared_data, tiny_model, name, size_m, epsg, res, tile_px, bands):
-    from rsclip_geo.classify import tile_classify
+    from rsclip_geo.tasks.classify import tile_classify
 
     path = shared_data / "scenes" / name
     with rasterio.open(path) as ds:

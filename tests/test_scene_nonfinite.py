@@ -8,8 +8,8 @@ import pytest
 from rasterio.windows import Window
 
 import rsclip_geo
-from rsclip_geo.scene import Scene
-from rsclip_geo.tiling import TileSpec
+from rsclip_geo.raster.scene import Scene
+from rsclip_geo.raster.tiling import TileSpec
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
 LAYOUT = [[RED, GREEN, BLUE, RED], [BLUE, RED, GREEN, GREEN], [GREEN, BLUE, RED, BLUE]]

@@ -17,8 +17,8 @@ from affine import Affine
 from click.testing import CliRunner
 
 from rsclip_geo.cli import main
-from rsclip_geo.tile_grid import on_scene_grid
-from rsclip_geo.tiling import TileSpec, plan_tiles
+from rsclip_geo.raster.tile_grid import on_scene_grid
+from rsclip_geo.raster.tiling import TileSpec, plan_tiles
 
 T = Affine(5, 0, 485899, 0, -5, 5209246)
 

@@ -13,14 +13,14 @@ from pyproj import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from shapely.geometry import box
 
-import rsclip_geo.scene as scene_module
-from rsclip_geo.bundle import ImageSpec
-from rsclip_geo.classify import tile_classify
+import rsclip_geo.raster.scene as scene_module
+from rsclip_geo.runtime.bundle import ImageSpec
+from rsclip_geo.tasks.classify import tile_classify
 from rsclip_geo.errors import RasterInputError
-from rsclip_geo.scene import NotGeoreferencedSceneWarning, Scene
-from rsclip_geo.tile_stream import StreamStats, stream_tiles
-from rsclip_geo.tiling import TileSpec, plan_tiles
-from rsclip_geo.transform import Preprocessor
+from rsclip_geo.raster.scene import NotGeoreferencedSceneWarning, Scene
+from rsclip_geo.raster.tile_stream import StreamStats, stream_tiles
+from rsclip_geo.raster.tiling import TileSpec, plan_tiles
+from rsclip_geo.runtime.preprocess import Preprocessor
 from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, truncate_file, write_geotiff
 
 # identity preprocessing (no resize, mean 0, std 1): pixels * 255 gives back the tile's RGB

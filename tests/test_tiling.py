@@ -12,7 +12,7 @@ from shapely.geometry import Polygon, box
 from shapely.ops import unary_union
 
 from rsclip_geo.errors import RasterInputError
-from rsclip_geo.tiling import TileSpec, pixel_size_m, plan_tiles
+from rsclip_geo.raster.tiling import TileSpec, pixel_size_m, plan_tiles
 
 UTM_30M = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4000000.0)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rsclip_geo.bundle import TextSpec
+from rsclip_geo.runtime.bundle import TextSpec
 from rsclip_geo.errors import OutputError, TokenizerError
-from rsclip_geo.tokenizers import (CLIP_BPE_FILE, ClipBpeTokenizer, HfJsonTokenizer, default_bpe_path,
+from rsclip_geo.runtime.tokenizers import (CLIP_BPE_FILE, ClipBpeTokenizer, HfJsonTokenizer, default_bpe_path,
                                    load_tokenizer)
 
 LONG_TEXT = " ".join(f"an aerial photograph of parcel number {i} with orchards, greenhouses and a road"
@@ -122,7 +122,7 @@ def test_bare_string_and_empty_batch(clip_bpe):
 def test_runtime_import_is_torch_free(tmp_path):
     code = (
         "import sys\n"
-        "from rsclip_geo.tokenizers import ClipBpeTokenizer, HfJsonTokenizer, load_tokenizer\n"
+        "from rsclip_geo.runtime.tokenizers import ClipBpeTokenizer, HfJsonTokenizer, load_tokenizer\n"
         "ClipBpeTokenizer()(['a cat'])\n"
         "bad = [m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -16,10 +16,10 @@ from affine import Affine
 from pyproj import CRS
 from shapely.geometry import Point, box
 
-import rsclip_geo.writers as writers
+import rsclip_geo.outputs.writers as writers
 from rsclip_geo.errors import OutputError
-from rsclip_geo.tiling import TileSpec, plan_tiles
-from rsclip_geo.writers import PALETTE, atomic_path, check_output, write_class_raster, write_vector
+from rsclip_geo.raster.tiling import TileSpec, plan_tiles
+from rsclip_geo.outputs.writers import PALETTE, atomic_path, check_output, write_class_raster, write_vector
 
 UTM_30M = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4000000.0)
 
@@ -273,7 +273,7 @@ def test_class_raster_too_many_classes(tmp_path):
 
 def test_classify_to_class_raster(tmp_path, tiny_model):
     """tile_classify -> class_grid -> class raster: pixel (r, c) holds tile (r, c)'s label, on the plan's grid."""
-    from rsclip_geo.classify import class_grid, tile_classify
+    from rsclip_geo.tasks.classify import class_grid, tile_classify
     from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
     layout = [[RED, GREEN, BLUE], [GREEN, BLUE, RED]]

@@ -33,7 +33,7 @@ def sample_per_class(paths, labels, n: int | None, seed: int = 0) -> tuple[list,
 def bundle_zero_shot(model, paths, labels, classes) -> dict:
     from PIL import Image
 
-    from rsclip_geo.prompts import humanize_class_name
+    from rsclip_geo.runtime.prompts import humanize_class_name
 
     text = model.class_embeddings([humanize_class_name(c) for c in classes])
     preds = []

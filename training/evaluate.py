@@ -2,7 +2,7 @@
 
 Why: the shipped model is judged by zero-shot top-1 on the held-out seen AID images (24-way) and on
 the six unseen classes (6-way), with the same generic templates and readable class names a user
-would type (rsclip_geo.prompts), never the richer training captions.
+would type (rsclip_geo.runtime.prompts), never the richer training captions.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from training.text_bank import encode_texts
 
 
 def eval_templates():
-    from rsclip_geo.prompts import DEFAULT_TEMPLATES
+    from rsclip_geo.runtime.prompts import DEFAULT_TEMPLATES
 
     return tuple(DEFAULT_TEMPLATES)
 
 
 def readable(name: str) -> str:
-    from rsclip_geo.prompts import humanize_class_name
+    from rsclip_geo.runtime.prompts import humanize_class_name
 
     return humanize_class_name(name)
 

@@ -130,7 +130,7 @@ def sample60_top1(model, val, val_emb=None) -> dict:
     """Top-1 on 2 AID-30 val images per class (training.eval_bundle.sample_per_class, seed 0): the figure the
     test suite re-measures on the shipped bundle (tests/test_default_model.py)."""
     from rsclip_geo.evaluation.embed import embed_images
-    from rsclip_geo.prompts import humanize_class_name
+    from rsclip_geo.runtime.prompts import humanize_class_name
     from training.eval_bundle import sample_per_class
 
     idx, _ = sample_per_class(range(len(val.paths)), list(val.labels), 2, seed=0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..audit import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output, write_audit
-from ..output_guard import model_files
-from ..tiling import TileSpec
+from ..tasks.audit.run import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output, write_audit
+from ..outputs.guard import model_files
+from ..raster.tiling import TileSpec
 from .options import FiniteFloatRange, ProgressBar, model_options, read_options
 
 

@@ -8,7 +8,7 @@ import logging
 
 import click
 
-from ..encoder import DEVICES
+from ..runtime.encoder import DEVICES
 from .options import FiniteFloatRange, scales_options, tiling_options
 
 
@@ -50,7 +50,7 @@ def job_options(f):
             bar.close()
         click.echo(summary.describe(), err=True)
         if report:
-            from ..writers import atomic_path
+            from ..outputs.writers import atomic_path
 
             with atomic_path(report, overwrite=True) as tmp:
                 tmp.write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
@@ -61,7 +61,7 @@ def job_options(f):
 
 def _quiet_dask() -> None:
     """distributed sets its loggers to INFO when imported; without -v only its warnings belong on stderr."""
-    from ..dask_client import _import_distributed
+    from ..batch.dask_client import _import_distributed
 
     _import_distributed()
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
@@ -106,7 +106,7 @@ def batch_group() -> None:
 @job_options
 def batch_index_command(collection, out_dir, dtype, scales, tile, scene_options, max_invalid, **job):
     """Embedding indexes of every scene of COLLECTION in OUT_DIR (search it with `rsclip-geo search OUT_DIR`)."""
-    from ..batch import batch_index
+    from ..batch.jobs import batch_index
 
     return batch_index(collection, out_dir, scales=scales, max_invalid=max_invalid, dtype=dtype, **job,
                        **scene_options)
@@ -126,8 +126,8 @@ def batch_index_command(collection, out_dir, dtype, scales, tile, scene_options,
 def batch_classify_command(collection, out_dir, labels, labels_file, top_k, min_score, tile, scene_options,
                            max_invalid, **job):
     """Zero-shot labels for every tile of every scene of COLLECTION, one GeoParquet partition per scene in OUT_DIR."""
-    from ..batch import batch_classify
-    from ..prompts import parse_labels, read_labels_file
+    from ..batch.jobs import batch_classify
+    from ..runtime.prompts import parse_labels, read_labels_file
 
     if bool(labels) == bool(labels_file):
         raise click.UsageError("give exactly one of --labels or --labels-file")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..count import count_objects
+from ..tasks.count import count_objects
 from ..evaluation.counting import NUMERAL_STYLES
-from ..output_guard import check_outputs_apart, model_files
-from ..writers import VECTOR_DRIVERS, check_output, write_vector
+from ..outputs.guard import check_outputs_apart, model_files
+from ..outputs.writers import VECTOR_DRIVERS, check_output, write_vector
 from .options import ProgressBar, model_options, tiling_options
 
 
@@ -44,7 +44,7 @@ def count_command(scene, object_name, max_count, numerals, output, total, previe
         bar.close()
     image = None
     if preview:  # rendered before any output is written: a preview that fails leaves no outputs behind
-        from ..preview import counts_image, save_preview
+        from ..outputs.preview import counts_image, save_preview
         image = counts_image(scene, counts, **scene_options)
     write_vector(counts, output, overwrite=overwrite)
     if preview:

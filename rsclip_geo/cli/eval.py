@@ -85,7 +85,7 @@ def zero_shot_command(folder, classnames, templates_file, limit_per_class, seed,
     from ..evaluation.datasets import ImageFolderDataset
     from ..evaluation.report import format_zero_shot
     from ..evaluation.zero_shot import evaluate_zero_shot
-    from ..prompts import read_templates_file
+    from ..runtime.prompts import read_templates_file
 
     dataset = ImageFolderDataset.from_folder(folder, limit_per_class=limit_per_class, seed=seed)
     templates = read_templates_file(templates_file) if templates_file else None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..heatmap import heatmap, selo_specs
-from ..output_guard import check_outputs_apart, model_files
-from ..writers import check_output
+from ..tasks.heatmap import heatmap, selo_specs
+from ..outputs.guard import check_outputs_apart, model_files
+from ..outputs.writers import check_output
 from .options import FiniteFloatRange, ProgressBar, _parse_floats, model_options, read_options
 
 
@@ -67,7 +67,7 @@ def heatmap_command(scene, query, output, scales_px, scales_m, overlap, resoluti
         bar.close()
     image = None
     if preview:  # rendered before any output is written: a preview that fails leaves no outputs behind
-        from ..preview import heatmap_image, save_preview
+        from ..outputs.preview import heatmap_image, save_preview
         image = heatmap_image(scene, heat, **scene_options)
     heat.write(output, overwrite=overwrite)
     if preview:

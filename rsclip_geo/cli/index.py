@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..index import build_index, sidecar_path, write_index
-from ..output_guard import check_outputs_apart, model_files
-from ..writers import check_output
+from ..embeddings.index import build_index, sidecar_path, write_index
+from ..outputs.guard import check_outputs_apart, model_files
+from ..outputs.writers import check_output
 from .options import ProgressBar, model_options, scales_options, tiling_options
 
 

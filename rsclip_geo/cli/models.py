@@ -1,6 +1,6 @@
 """``rsclip-geo models``: list, inspect, pull and export model bundles.
 
-Only option parsing and printing; the work is in rsclip_geo.catalog, .hub and
+Only option parsing and printing; the work is in rsclip_geo.hub.catalog, .hub and
 .export (imported lazily so the inference CLI never loads torch).
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..bundle import ModelBundle, read_bundle
+from ..runtime.bundle import ModelBundle, read_bundle
 from ..errors import BundleError
 
 
@@ -23,7 +23,7 @@ def models() -> None:
 @models.command("list")
 def list_command() -> None:
     """Known checkpoints with their source, architecture, activation, licence and local status."""
-    from ..catalog import bundle_dir, list_entries, status
+    from ..hub.catalog import bundle_dir, list_entries, status
 
     for entry in list_entries():
         state = status(entry)
@@ -94,7 +94,7 @@ def _print_bundle(b: ModelBundle) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print model.json as JSON instead.")
 def info_command(path_or_name: str, as_json: bool) -> None:
     """Describe a bundle folder, a pulled model or a catalog entry."""
-    from ..catalog import ENTRIES, bundle_dir, get_entry
+    from ..hub.catalog import ENTRIES, bundle_dir, get_entry
 
     path = Path(path_or_name).expanduser()
     if path.is_dir():
@@ -126,7 +126,7 @@ def info_command(path_or_name: str, as_json: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Download/export again even if already pulled.")
 def pull_command(name: str, int8: bool, overwrite: bool) -> None:
     """Download a known checkpoint (Hugging Face Hub) and export it into the user cache."""
-    from ..hub import pull
+    from ..hub.pull import pull
 
     folder = pull(name, int8=int8, overwrite=overwrite)
     click.echo(str(folder))

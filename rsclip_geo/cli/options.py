@@ -7,9 +7,9 @@ import math
 
 import click
 
-from ..encoder import DEVICES, load_model
-from ..scene import STRETCHES
-from ..tiling import EDGE_POLICIES, TileSpec
+from ..runtime.encoder import DEVICES, load_model
+from ..raster.scene import STRETCHES
+from ..raster.tiling import EDGE_POLICIES, TileSpec
 
 
 class FiniteFloatRange(click.FloatRange):

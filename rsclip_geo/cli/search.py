@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..output_guard import check_outputs_apart, model_files
-from ..search import search, similarity_grid
-from ..writers import VECTOR_DRIVERS, check_output, write_float_raster, write_vector
+from ..outputs.guard import check_outputs_apart, model_files
+from ..tasks.search import search, similarity_grid
+from ..outputs.writers import VECTOR_DRIVERS, check_output, write_float_raster, write_vector
 from .options import FiniteFloatRange, ProgressBar, model_options, scales_options, tiling_options
 
 
@@ -52,7 +52,7 @@ def search_command(source, query, top, negative, negative_weight, raw, output, h
             raise click.UsageError("--heatmap needs a single scene indexed at a single scale")
     image = None
     if preview and len(hits):  # rendered before any output is written: a preview that fails leaves no outputs
-        from ..preview import hits_image, save_preview
+        from ..outputs.preview import hits_image, save_preview
         best = hits["scene"].iloc[0]
         image = hits_image(best, hits[hits["scene"] == best], **scene_options)
     if heatmap:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..writers import VECTOR_DRIVERS, check_output
+from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import FiniteFloatRange, ProgressBar, model_options, read_options
 
 
@@ -48,7 +48,7 @@ def _threshold(ctx, param, value):
 def segment_command(scene, query, output, raster, threshold, min_area_m2, negative, negative_weight, raw, scale,
                     window, overlap, no_split, refine, overwrite, quiet, model, scene_options, max_invalid):
     """Find the objects QUERY names in SCENE and write them as polygons (one per object)."""
-    from ..segment import segment
+    from ..tasks.segment import segment
 
     if not query.strip():
         raise click.BadParameter("empty query; give the objects to find, e.g. 'storage tanks'", param_hint="QUERY")

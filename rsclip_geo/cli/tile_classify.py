@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..classify import UNKNOWN, class_grid, tile_classify
-from ..output_guard import check_outputs_apart, model_files
-from ..prompts import parse_labels, read_labels_file
-from ..tile_grid import on_scene_grid
-from ..writers import VECTOR_DRIVERS, check_class_count, check_output, write_class_raster, write_vector
+from ..tasks.classify import UNKNOWN, class_grid, tile_classify
+from ..outputs.guard import check_outputs_apart, model_files
+from ..runtime.prompts import parse_labels, read_labels_file
+from ..raster.tile_grid import on_scene_grid
+from ..outputs.writers import VECTOR_DRIVERS, check_class_count, check_output, write_class_raster, write_vector
 from .options import FiniteFloatRange, ProgressBar, model_options, tiling_options
 
 
@@ -56,7 +56,7 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
         bar.close()
     image = None
     if preview:  # rendered before any output is written: a preview that fails leaves no outputs behind
-        from ..preview import labels_image, save_preview
+        from ..outputs.preview import labels_image, save_preview
 
         image = labels_image(scene, gdf, [lab.name for lab in parsed] + [UNKNOWN], **scene_options)
     write_vector(gdf, output, overwrite=overwrite)

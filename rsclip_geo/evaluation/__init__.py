@@ -14,7 +14,7 @@ from .probe import (FewShotResult, KnnResult, LinearProbeModel, ProbeReport, Pro
                     fit_linear_probe, knn, linear_probe)
 from .report import to_json
 from .retrieval import evaluate_retrieval, retrieval_metrics
-from ..prompts import read_templates_file
+from ..runtime.prompts import read_templates_file
 from .zero_shot import ZeroShotResult, evaluate_zero_shot, zero_shot_from_embeddings
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import LabelError
-from ..prompts import Label
+from ..runtime.prompts import Label
 from .datasets import CountSet, read_counts
 from .embed import ProgressCallback, embed_images
 

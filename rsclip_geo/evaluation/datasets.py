@@ -1,7 +1,7 @@
 """Evaluation inputs: image files, folder-per-class sets, caption files and count lists.
 
 Every image is decoded to uint8 RGB here (PIL for jpg/png, rasterio for GeoTIFF
-through :class:`rsclip_geo.scene.Scene`, so a GeoTIFF gets the same band choice
+through :class:`rsclip_geo.raster.scene.Scene`, so a GeoTIFF gets the same band choice
 and stretch as in tile-classify); resizing and normalisation happen later in
 ``model.preprocess``. Kept self-contained: the core never imports ``training/``.
 """
@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import DatasetError, LabelError, RasterInputError
-from ..prompts import humanize_class_name
+from ..runtime.prompts import humanize_class_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _RASTERIO_SUFFIXES = (".tif", ".tiff")
@@ -51,7 +51,7 @@ def _load_pil(path: Path) -> np.ndarray:
 def _load_raster(path: Path) -> np.ndarray:
     from rasterio.windows import Window
 
-    from ..scene import NotGeoreferencedSceneWarning, Scene
+    from ..raster.scene import NotGeoreferencedSceneWarning, Scene
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedSceneWarning)

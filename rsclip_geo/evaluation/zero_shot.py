@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import LabelError
-from ..prompts import Label
+from ..runtime.prompts import Label
 from .datasets import ImageFolderDataset, as_folder_dataset, classnames_for, read_classnames
 from .embed import ProgressCallback, embed_images
 

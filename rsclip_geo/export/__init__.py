@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..bundle import IMAGE_ENCODER, TEXT_ENCODER, ModelBundle, read_bundle
+from ..runtime.bundle import IMAGE_ENCODER, TEXT_ENCODER, ModelBundle, read_bundle
 from ..errors import BundleError, OutputError
 from .checkpoint import load_checkpoint_state, load_strict
 
@@ -82,7 +82,7 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
 
 def _templates(templates: Sequence[str] | None) -> tuple[str, ...]:
     if templates is None:
-        from ..prompts import DEFAULT_TEMPLATES
+        from ..runtime.prompts import DEFAULT_TEMPLATES
 
         templates = DEFAULT_TEMPLATES
     templates = tuple(templates)
@@ -136,7 +136,7 @@ def _add_fp16(folder: Path, images: np.ndarray, ids: np.ndarray, fp32_out: dict)
     on onnxruntime's CPU provider when it runs the graphs (CUDA is the target and is not measured here)."""
     from importlib import metadata
 
-    from ..encoder import FP16_DISABLED_OPTIMIZERS
+    from ..runtime.encoder import FP16_DISABLED_OPTIMIZERS
     from . import parity as par
     from .onnx_export import convert_fp16
 
@@ -206,8 +206,8 @@ def export_checkpoint(
     from ._deps import require_torch
 
     require_torch()
-    from ..tokenizers import load_tokenizer
-    from ..transform import Preprocessor
+    from ..runtime.tokenizers import load_tokenizer
+    from ..runtime.preprocess import Preprocessor
     from . import parity as par
     from .arch import build_model
     from .onnx_export import DEFAULT_OPSET, export_encoders

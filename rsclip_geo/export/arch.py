@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..bundle import INTERPOLATIONS, ImageSpec
+from ..runtime.bundle import INTERPOLATIONS, ImageSpec
 from ..errors import BundleError
 from ._deps import drop_root_messages, require_torch
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import DENSE_ENCODER, DenseSpec
+from ..runtime.bundle import DENSE_ENCODER, DenseSpec
 from ..errors import BundleError
 from ._deps import require_torch
 

@@ -1,6 +1,6 @@
 """Write an open_clip tokenizer into a model bundle as torch-free files.
 
-The runtime (rsclip_geo.tokenizers) can only reproduce what ``TextSpec`` can
+The runtime (rsclip_geo.runtime.tokenizers) can only reproduce what ``TextSpec`` can
 describe, so this refuses tokenizer settings it cannot express (other text
 cleaning, token-dropping reductions, sep stripping, left padding) instead of
 writing a bundle that would tokenize differently. After writing, the files
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import TextSpec
+from ..runtime.bundle import TextSpec
 from ..errors import MissingDependencyError, OutputError, TokenizerError
-from ..tokenizers import CLIP_BPE_FILE, HF_TOKENIZER_FILE, ClipBpeTokenizer, default_bpe_path, load_tokenizer
+from ..runtime.tokenizers import CLIP_BPE_FILE, HF_TOKENIZER_FILE, ClipBpeTokenizer, default_bpe_path, load_tokenizer
 
 # Short, long (truncated), multilingual, entity and whitespace cases: enough to catch a wrong setting.
 PROBE_TEXTS = (

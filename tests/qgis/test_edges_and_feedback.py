@@ -103,7 +103,7 @@ def test_processing_edge_option_and_why_tiles_were_skipped(naip_layer, tiny_bund
 
 
 def test_plugin_edge_list_is_the_core_s():
-    from rsclip_geo.tiling import EDGE_POLICIES, TileSpec
+    from rsclip_geo.raster.tiling import EDGE_POLICIES, TileSpec
 
     from qgis_plugin.runs import RunParams
     from qgis_plugin.settings import EDGE_TITLES, EDGES

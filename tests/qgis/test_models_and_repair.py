@@ -45,7 +45,7 @@ def test_an_unknown_model_points_to_the_settings_not_to_a_cli(scene_layer, proje
 
 @pytest.mark.parametrize("env", [{"RSCLIP_GEO_CACHE": "{tmp}/cache"}, {"XDG_CACHE_HOME": "{tmp}/xdg"}, {}])
 def test_pulled_models_folder_is_the_core_s(env, monkeypatch, tmp_path):
-    from rsclip_geo.paths import pulled_models_dir as core_dir
+    from rsclip_geo.runtime.paths import pulled_models_dir as core_dir
 
     from qgis_plugin.settings import pulled_models_dir
 

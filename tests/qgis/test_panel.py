@@ -52,7 +52,7 @@ def test_panel_docks_with_the_model_card_and_the_layer_bands(plugin, iface, naip
     assert panel.model_choice() == ("folder", "") and panel.card.text().startswith(name)
     assert "px tiles" in panel.card.text() and "licence:" in panel.card.text()
     panel.model.setCurrentIndex(panel.model.findData("default|"))
-    from rsclip_geo.paths import DEFAULT_MODEL_DIR
+    from rsclip_geo.runtime.paths import DEFAULT_MODEL_DIR
 
     default_name = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["name"]
     assert panel.card.text().startswith(default_name) and "trained on: AID" in panel.card.text()

@@ -151,7 +151,7 @@ def test_empty_query_is_a_message_not_a_task(plugin, scene_layer, iface):
 
 def test_default_model_search_if_shipped(plugin, scene_layer, project, iface, plugin_settings):
     """With the shipped default bundle (when this checkout has it), the same task path works."""
-    from rsclip_geo.paths import DEFAULT_MODEL_DIR
+    from rsclip_geo.runtime.paths import DEFAULT_MODEL_DIR
 
     from qgis_plugin.tasks import SearchTask
 

@@ -42,7 +42,7 @@ def test_core_error_message_comes_back_unchanged(tmp_path, tiny_bundle):
 
 
 def test_layers_palette_is_the_core_palette():
-    from rsclip_geo.writers import PALETTE
+    from rsclip_geo.outputs.writers import PALETTE
 
     from qgis_plugin.layers import PALETTE as PLUGIN_PALETTE
 

@@ -19,7 +19,7 @@ def test_zip_layout_and_metadata(tmp_path):
     assert all(n.startswith("rsclip_geo_qgis/") for n in names) and len(names) == len(set(names))
     for required in ("__init__.py", "metadata.txt", "icon.png", "plugin.py", "tasks.py", "layers.py", "deps.py",
                      "settings.py", "processing/provider.py", "ui/install_dialog.py", "requirements.txt",
-                     "vendor/rsclip_geo/__init__.py", "vendor/rsclip_geo/heatmap.py", "vendor/rsclip_geo/count.py",
+                     "vendor/rsclip_geo/__init__.py", "vendor/rsclip_geo/tasks/heatmap.py", "vendor/rsclip_geo/tasks/count.py",
                      "vendor/rsclip_geo/data/bpe_simple_vocab_16e6.txt.gz"):
         assert f"rsclip_geo_qgis/{required}" in names, required
     assert not [n for n in names if "/export/" in n or "/cli/" in n or "__pycache__" in n or "build_zip" in n]
@@ -40,8 +40,8 @@ def test_unzipped_plugin_loads_its_vendored_core(tmp_path):
     zipfile.ZipFile(build(tmp_path / "plugin.zip")).extractall(tmp_path / "plugins")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import rsclip_geo_qgis.deps as d; d.add_paths(); import rsclip_geo, rsclip_geo.classify, rsclip_geo.search,"
-        " rsclip_geo.heatmap, rsclip_geo.count, rsclip_geo.index;"
+        "import rsclip_geo_qgis.deps as d; d.add_paths(); import rsclip_geo, rsclip_geo.tasks.classify, rsclip_geo.search,"
+        " rsclip_geo.heatmap, rsclip_geo.tasks.count, rsclip_geo.embeddings.index;"
         "import rsclip_geo_qgis.tasks, rsclip_geo_qgis.layers, rsclip_geo_qgis.processing.provider;"
         "print(rsclip_geo.__file__); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "plugins")], capture_output=True, text=True,

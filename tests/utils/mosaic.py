@@ -25,7 +25,7 @@ import numpy as np
 from affine import Affine
 from PIL import Image
 
-from rsclip_geo.prompts import humanize_class_name
+from rsclip_geo.runtime.prompts import humanize_class_name
 from tests.utils.rasters import write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def truth_on_grid(mosaic: Mosaic, heat) -> np.ndarray:
 def mosaic_aucs(mosaic: Mosaic, model, scales: Sequence[int] | None = None, sigma: float | None = None,
                 **heatmap_kwargs) -> dict[str, float]:
     """ROC AUC of each class's query heatmap against that class's cells (the index is built once, then reused)."""
-    from rsclip_geo.heatmap import heatmap
+    from rsclip_geo.tasks.heatmap import heatmap
 
     out = {}
     for k, name in enumerate(mosaic.classes):

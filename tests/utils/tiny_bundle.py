@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from rsclip_geo.bundle import FORMAT_VERSION, ImageSpec, ModelBundle, TextSpec
-from rsclip_geo.tokenizers import ClipBpeTokenizer
+from rsclip_geo.runtime.bundle import FORMAT_VERSION, ImageSpec, ModelBundle, TextSpec
+from rsclip_geo.runtime.tokenizers import ClipBpeTokenizer
 
 VOCAB = Path(__import__("rsclip_geo").__file__).parent / "data" / "bpe_simple_vocab_16e6.txt.gz"
 COLOURS = ("red", "green", "blue")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 try:  # the runtime's generic templates; training adds more wordings around them
-    from rsclip_geo.prompts import DEFAULT_TEMPLATES, humanize_class_name
+    from rsclip_geo.runtime.prompts import DEFAULT_TEMPLATES, humanize_class_name
 except ImportError:  # pragma: no cover - only if the runtime package is absent
     DEFAULT_TEMPLATES = ("a satellite photo of {}.", "an aerial photo of {}.", "a remote sensing image of {}.")
 

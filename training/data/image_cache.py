@@ -2,7 +2,7 @@
 
 Why: on a 2-core CPU, JPEG decoding every epoch costs as much as a small network's forward pass;
 AID at 150 px is ~0.7 GB as uint8, so decoding once and augmenting tensors is much cheaper.
-Resizing uses PIL bicubic, the same filter the runtime (rsclip_geo.transform) uses.
+Resizing uses PIL bicubic, the same filter the runtime (rsclip_geo.runtime.preprocess) uses.
 """
 
 from __future__ import annotations

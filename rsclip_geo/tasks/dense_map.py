@@ -1,0 +1,279 @@
+"""Dense similarity maps: one forward pass of the bundle's dense head per large window, stitched on the scene grid.
+
+1. The scene is covered by a grid of *cells* of ``stride x scale`` scene pixels (``stride``: the dense head's
+   output stride, 32 for the default model; ``scale``: scene pixels per model-input pixel, 1 = native). Windows
+   of ``window`` model pixels (the bundle's ``dense.window``, 16 x 16 cells by default) start on cell corners
+   every ``(1 - overlap) x window`` (half a window by default); the last row/column of windows is moved back
+   so that it ends on the last cell (a scene smaller than one window gets one window fitted to it, at least the
+   model's input size, the part past the scene edge padded and counted invalid).
+2. Each window is read, resampled by ``1 / scale`` if needed, invalid pixels filled with the window's mean valid
+   colour, normalised, and run through the dense encoder: one embedding per cell. A cell's score is the cosine
+   similarity of its embedding to the query (the prompt ensemble) minus ``negative_weight`` x its similarity to
+   each negative prompt (as in ``search``). Cells with more than ``max_invalid`` invalid pixels are left out.
+3. Overlapping windows are stitched by averaging each cell's scores (sum and count on the cell grid: memory grows
+   with the number of cells, 1/1024 of the pixels at stride 32, never with the number of windows).
+4. The cell map is interpolated bilinearly (cell centres, NaN-aware) onto the output grid: the scene's CRS and
+   exact bounds, at the scene's resolution up to ``max_cells`` output cells (as ``heatmap``), NaN where the
+   scene is invalid. Values are raw scores (cosine units), not normalised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from affine import Affine
+from pyproj import CRS
+from rasterio.windows import Window
+
+from ..runtime.encoder import ClipModel
+from ..errors import BundleError, RasterInputError
+from .heatmap import DEFAULT_MAX_CELLS, OutputGrid, output_grid, scene_validity
+from ..raster.scene import Scene
+from ..outputs.writers import write_float_raster
+
+log = logging.getLogger(__name__)
+
+DENSE_OVERLAP = 0.5
+INTERP_ROWS = 512  # output rows interpolated at a time (bounded temporaries on large grids)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class DenseMap:
+    """A query's dense score map: ``array`` on the output grid (NaN = no data), ``cells`` on the cell grid."""
+
+    array: np.ndarray  # float32 [rows, cols]
+    transform: Affine
+    crs: CRS | None
+    query: str
+    cells: np.ndarray  # float32 [cell rows, cell cols], NaN where no valid window covered the cell
+    cell_transform: Affine  # transform of the cell grid (one pixel per cell)
+    cell_px: float  # scene pixels per cell (stride x scale)
+    grid: OutputGrid
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.array.shape
+
+    def tags(self) -> dict:
+        finite = self.array[np.isfinite(self.array)]
+        return {"QUERY": self.query,
+                "METHOD": f"dense head ({self.stats.get('method', '?')}), one pass per window, cells averaged "
+                          "over overlapping windows, bilinear to the output grid",
+                "VALUES": "cosine similarity to the query (minus negative_weight x similarity to each negative)",
+                "CELL_PX": f"{self.cell_px:g}", "WINDOW_PX": str(self.stats.get("window_px", "")),
+                "SCORE_MIN": f"{finite.min():.6g}" if finite.size else "nan",
+                "SCORE_MAX": f"{finite.max():.6g}" if finite.size else "nan"}
+
+    def write(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Float32 COG on the output grid (NaN nodata), query and method as tags."""
+        return write_float_raster(path, self.array, self.transform, self.crs, overwrite=overwrite,
+                                  description=f"dense score: {self.query}", tags=self.tags())
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window origins in cells, window size in cells, and the cell grid's size and cell size in scene pixels."""
+
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    win_rows: int
+    win_cols: int
+    n_rows: int
+    n_cols: int
+    cell_px: float
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+
+def _starts(n: int, win: int, step: int) -> tuple[int, ...]:
+    if n <= win:
+        return (0,)
+    out = list(range(0, n - win, step))
+    out.append(n - win)
+    return tuple(sorted(set(out)))
+
+
+def plan_windows(width: int, height: int, stride: int, scale: float, window: int, min_window: int,
+                 overlap: float = DENSE_OVERLAP, where: str = "scene") -> WindowPlan:
+    """Cell grid and window origins for a ``width x height`` scene (see the module docstring)."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if not 0 < scale < math.inf:
+        raise ValueError(f"scale must be a positive number of scene pixels per model pixel, got {scale}")
+    cell_px = stride * scale
+    if width < cell_px or height < cell_px:
+        raise RasterInputError(f"{where}: {width} x {height} pixels is smaller than one dense cell "
+                               f"({cell_px:g} scene pixels = stride {stride} x scale {scale:g}); use a smaller "
+                               "--scale")
+    n_cols, n_rows = math.ceil(width / cell_px - 1e-9), math.ceil(height / cell_px - 1e-9)
+    cells, min_cells = window // stride, max(1, math.ceil(min_window / stride))
+    win_cols, win_rows = (min(cells, max(n, min_cells)) for n in (n_cols, n_rows))
+    step_c = max(1, round(win_cols * (1 - overlap)))
+    step_r = max(1, round(win_rows * (1 - overlap)))
+    return WindowPlan(_starts(n_rows, win_rows, step_r), _starts(n_cols, win_cols, step_c), win_rows, win_cols,
+                      n_rows, n_cols, cell_px)
+
+
+def _normalise(chw: np.ndarray, valid: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 3xHxW -> float32, invalid pixels filled with the window's mean valid colour first."""
+    x = chw.astype(np.float32)
+    if not valid.all() and valid.any():
+        fill = x[:, valid].mean(axis=1)
+        x[:, ~valid] = fill[:, None]
+    x /= 255.0
+    x -= np.asarray(mean, np.float32).reshape(3, 1, 1)
+    x /= np.asarray(std, np.float32).reshape(3, 1, 1)
+    return x
+
+
+def _resize(chw: np.ndarray, valid: np.ndarray, size: tuple[int, int], interpolation: str):
+    """Resample a window to ``size`` (width, height) model pixels (antialiased when shrinking)."""
+    from PIL import Image
+
+    from ..runtime.preprocess import _PIL_FILTERS
+
+    if chw.shape[2] == size[0] and chw.shape[1] == size[1]:
+        return chw, valid
+    img = Image.fromarray(np.ascontiguousarray(chw.transpose(1, 2, 0)), mode="RGB")
+    out = np.asarray(img.resize(size, _PIL_FILTERS[interpolation])).transpose(2, 0, 1)
+    v = np.asarray(Image.fromarray(valid.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    return out, v
+
+
+def _row_windows(scene: Scene, plan: WindowPlan, r: int, stride: int, model: ClipModel):
+    """Yield (c, normalised float32 [3, h, w], cell validity fraction [h/stride, w/stride]) for the windows of row
+    ``r``: one GDAL read of the strip they share (windows overlap: each pixel is read once per row, not per window)."""
+    px = plan.cell_px
+    row0, height = int(round(r * px)), int(round(plan.win_rows * px))
+    width = int(round((plan.cols[-1] + plan.win_cols) * px))
+    with scene.gdal_env():
+        strip, strip_valid = scene.read_chw(Window(0, row0, width, height))
+    spec = model.bundle.image
+    for c in plan.cols:
+        col0 = int(round(c * px))
+        w = int(round(plan.win_cols * px))
+        chw, valid = _resize(strip[:, :, col0:col0 + w], strip_valid[:, col0:col0 + w],
+                             (plan.win_cols * stride, plan.win_rows * stride), spec.interpolation)
+        frac = valid.reshape(plan.win_rows, stride, plan.win_cols, stride).mean(axis=(1, 3))
+        yield c, _normalise(chw, valid, spec.mean, spec.std), frac
+
+
+def _query_vectors(model: ClipModel, query: str, negatives: Sequence[str], raw: bool) -> tuple[np.ndarray, ...]:
+    from ..errors import LabelError
+
+    texts = [query] + list(negatives)
+    for t in texts:
+        if not isinstance(t, str) or not t.strip():
+            raise LabelError("empty query or negative prompt; give the text to find, e.g. 'storage tanks'")
+    emb = model.encode_text([t.strip() for t in texts]) if raw else model.class_embeddings([t.strip() for t in texts])
+    return emb[0], emb[1:]
+
+
+def cell_scores(scene: Scene, model: ClipModel, q: np.ndarray, negatives: np.ndarray, plan: WindowPlan,
+                negative_weight: float = 0.5, max_invalid: float = 0.5,
+                progress: ProgressCallback | None = None) -> np.ndarray:
+    """Mean score per cell over the windows covering it (NaN where none did); see the module docstring."""
+    stride = model.bundle.dense.stride
+    # windows per dense-encoder run: as many pixels as a batch of the model's input tiles
+    per_run = max(1, (model.batch_size * model.bundle.image.size ** 2) // (plan.win_rows * plan.win_cols * stride ** 2))
+    total = np.zeros((plan.n_rows, plan.n_cols), np.float64)
+    count = np.zeros_like(total)
+    done = 0
+
+    def run(batch):
+        emb = model.encode_dense(np.stack([x for _, _, x, _ in batch]))
+        emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+        score = emb @ q
+        if len(negatives):
+            score -= negative_weight * (emb @ negatives.T).sum(axis=-1)
+        for (r, c, _, frac), s in zip(batch, score):
+            h, w = min(plan.win_rows, plan.n_rows - r), min(plan.win_cols, plan.n_cols - c)
+            ok = frac[:h, :w] >= 1.0 - max_invalid
+            total[r:r + h, c:c + w] += np.where(ok, s[:h, :w], 0.0)
+            count[r:r + h, c:c + w] += ok
+
+    batch: list = []
+    for r in plan.rows:
+        for c, x, frac in _row_windows(scene, plan, r, stride, model):
+            batch.append((r, c, x, frac))
+            if len(batch) == per_run:
+                run(batch)
+                done += len(batch)
+                batch = []
+                if progress is not None:
+                    progress(done, len(plan))
+    if batch:
+        run(batch)
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(plan))
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+
+
+def to_output_grid(cells: np.ndarray, cell_px: float, grid: OutputGrid) -> np.ndarray:
+    """Bilinear interpolation of the cell map (values at cell centres) at the output cells' centres; NaN cells
+    are left out of the weights (a value next to a gap comes from its valid neighbours only)."""
+    from scipy.ndimage import map_coordinates
+
+    ok = np.isfinite(cells)
+    values = np.where(ok, cells, 0.0).astype(np.float64)
+    weight = ok.astype(np.float64)
+    out = np.full((grid.n_rows, grid.n_cols), np.nan, np.float32)
+    xs = ((np.arange(grid.n_cols) + 0.5) * grid.cell_x) / cell_px - 0.5  # in cell-index units
+    for r0 in range(0, grid.n_rows, INTERP_ROWS):
+        r1 = min(grid.n_rows, r0 + INTERP_ROWS)
+        ys = ((np.arange(r0, r1) + 0.5) * grid.cell_y) / cell_px - 0.5
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        coords = np.stack([yy.ravel(), xx.ravel()])
+        num = map_coordinates(values, coords, order=1, mode="nearest")
+        den = map_coordinates(weight, coords, order=1, mode="nearest")
+        block = np.where(den > 1e-6, num / np.maximum(den, 1e-12), np.nan)
+        out[r0:r1] = block.reshape(r1 - r0, grid.n_cols)
+    return out
+
+
+def dense_map(scene: Scene, model: ClipModel, query: str, negatives: Sequence[str] = (), negative_weight: float = 0.5,
+              raw: bool = False, scale: float = 1.0, window: int | None = None, overlap: float = DENSE_OVERLAP,
+              max_invalid: float = 0.5, max_cells: int = DEFAULT_MAX_CELLS,
+              progress: ProgressCallback | None = None) -> DenseMap:
+    """The dense score map of ``query`` over an opened ``scene`` (see the module docstring).
+
+    ``window``: window side in model pixels (default: the bundle's ``dense.window``; a multiple of the stride).
+    """
+    start = time.perf_counter()
+    spec = model.bundle.dense
+    if spec is None:
+        raise BundleError(f"model {model.bundle.name!r} has no dense head (model.json has no 'dense'); export one "
+                          "with `rsclip-geo models export ... --dense`")
+    window = spec.window if window is None else int(window)
+    if window < spec.stride or window % spec.stride:
+        raise ValueError(f"window must be a positive multiple of the dense stride {spec.stride} px, got {window}")
+    q, neg = _query_vectors(model, query, negatives, raw)
+    plan = plan_windows(scene.width, scene.height, spec.stride, scale, window, model.bundle.image.size, overlap,
+                        str(scene.path))
+    t0 = time.perf_counter()
+    cells = cell_scores(scene, model, q, neg, plan, negative_weight, max_invalid, progress)
+    t_enc = time.perf_counter() - t0
+    grid = output_grid(scene, max_cells=max_cells)
+    array = to_output_grid(cells, plan.cell_px, grid)
+    with scene.gdal_env():
+        array[~scene_validity(scene, grid)] = np.nan
+    stats = {"windows": len(plan), "window_px": f"{plan.win_cols * spec.stride}x{plan.win_rows * spec.stride}",
+             "cells": f"{plan.n_cols}x{plan.n_rows}", "cells_covered": int(np.isfinite(cells).sum()),
+             "method": spec.method, "scale": scale, "seconds": time.perf_counter() - start,
+             "seconds_windows": t_enc, "provider": model.provider, "model": model.bundle.name}
+    log.info("dense map %r: %d windows of %s px, %s cells, %.1f s", query, len(plan), stats["window_px"],
+             stats["cells"], stats["seconds"])
+    cell_transform = scene.transform @ Affine.scale(plan.cell_px, plan.cell_px)
+    return DenseMap(array, grid.transform, grid.crs, query, cells, cell_transform, plan.cell_px, grid, stats)
