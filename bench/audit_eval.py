@@ -57,7 +57,7 @@ def polygons_eval(mosaics, model, wrong_share: float, tile: TileSpec) -> dict:
     for seed, mosaic in mosaics:
         n_wrong = round(wrong_share * mosaic.layout.size)
         labels = cell_polygons(mosaic, n_wrong=n_wrong, seed=seed)
-        out = audit(labels, mosaic.path, "label", model=model, tile=tile)
+        out = audit(labels, mosaic.path, "label", model=model, tile=tile).frame
         wrong = out["wrong"].to_numpy()
         score = 1.0 - out["agreement"].to_numpy()
         flagged = out["flag"].to_numpy()
@@ -79,7 +79,7 @@ def raster_eval(mosaics, model, folder: Path, levels: Sequence[float], tile: Til
             path, names, accuracy = class_raster(mosaic, folder / f"classes_{seed}_{n_wrong}.tif", n_wrong, seed)
             out = audit_class_raster(path, mosaic.path, model=model, tile=tile,
                                      class_names=dict(enumerate(names)))
-            s = out.attrs["summary"].overall
+            s = out.summary.overall
             rows.append({"seed": seed, "error_share": level, "true_accuracy": accuracy, "estimated": s.area_mean,
                          "ci": [s.area_low, s.area_high], "segments": len(out)})
     true = [r["true_accuracy"] for r in rows]

@@ -49,11 +49,11 @@ class CountRows:
     left_out: int  # tiles with 0 or > max objects
 
 
-def tile_windows(counts_gdf) -> list[tuple[int, int, int, int]]:
-    """(x0, y0, x1, y1) pixel windows of the counted tiles, from the plan count_objects used."""
-    plan = counts_gdf.attrs["plan"]
+def tile_windows(counts) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) pixel windows of the counted tiles (a ``Counts``), from the plan count_objects used."""
+    plan, frame = counts.plan, counts.frame
     out = []
-    for r, c in zip(counts_gdf["row"], counts_gdf["col"]):
+    for r, c in zip(frame["row"], frame["col"]):
         t = plan.tile(int(r), int(c))
         out.append((t.col_off, t.row_off, t.col_off + t.width, t.row_off + t.height))
     return out
@@ -92,10 +92,10 @@ def polygon_centroids_px(vector_file: Path, scene_file: Path) -> np.ndarray:
     return np.array([inv @ (p.x, p.y) for p in cents], np.float64).reshape(-1, 2)
 
 
-def score(source: str, image: Path, object_name: str, points: np.ndarray, counts_gdf, max_count: int) -> CountRows:
-    truth = points_per_window(points, tile_windows(counts_gdf))
+def score(source: str, image: Path, object_name: str, points: np.ndarray, counts, max_count: int) -> CountRows:
+    truth = points_per_window(points, tile_windows(counts))
     keep = (truth >= 1) & (truth <= max_count)
-    return CountRows(source, image.name, object_name, truth[keep], counts_gdf["count"].to_numpy()[keep],
+    return CountRows(source, image.name, object_name, truth[keep], counts.frame["count"].to_numpy()[keep],
                      int((~keep).sum()))
 
 

@@ -28,16 +28,15 @@ class AuditParams(RunParams):
 
 def audit(p: AuditParams, model, progress: Progress) -> dict:
     from rsclip_geo.tasks.audit.run import audit as core_audit
-    from rsclip_geo.tasks.audit.run import write_audit
     from rsclip_geo.raster.tiling import TileSpec
 
     tile = TileSpec(size_px=int(p.window_px) if p.window_px else None, edge="shift")
-    gdf = core_audit(p.labels, p.scene, p.label_field, model=model, tile=tile, label_map=p.label_map or None,
-                     flag_below=p.flag_below, max_windows=int(p.max_windows), progress=progress,
-                     **p.scene_options())
+    result = core_audit(p.labels, p.scene, p.label_field, model=model, tile=tile, label_map=p.label_map or None,
+                        flag_below=p.flag_below, max_windows=int(p.max_windows), progress=progress,
+                        **p.scene_options())
     folder = run_folder("audit", p, progress)
-    summary = gdf.attrs["summary"]
-    path = write_audit(gdf, folder / "audit.gpkg", inputs=[p.labels, p.scene, p.label_map or None])
+    summary = result.summary
+    path = result.write(folder / "audit.gpkg", inputs=[p.labels, p.scene, p.label_map or None])
     overall = summary.overall
     info = {"n_features": summary.n_features, "n_scored": overall.n if overall else 0,
             "n_flagged": overall.flagged if overall else 0,

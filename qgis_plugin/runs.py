@@ -189,20 +189,15 @@ def run_folder(action: str, p: RunParams, progress: Progress | None = None) -> P
 # ---- one function per action: (params, model, progress) -> {"outputs", "info", "message"} ----------
 def search(p: SearchParams, model, progress: Progress) -> dict:
     from rsclip_geo.tasks.search import search as core_search
-    from rsclip_geo.tasks.search import similarity_grid
-    from rsclip_geo.outputs.writers import write_float_raster, write_vector
+    from rsclip_geo.outputs.writers import write_vector
 
     negative = [n.strip() for n in p.negative.split(",") if n.strip()]
-    hits = core_search(p.scene, p.query, top=p.top, negative=negative, model=model, scales=[p.tile()],
-                       progress=progress, **p.scene_options())
-    index = hits.attrs["indexes"][0]
-    scores = hits.attrs["scores"][0]
-    hits, dropped = standing_out(hits, scores, p.standout)
-    grid, transform = similarity_grid(index, scores)
+    found = core_search(p.scene, p.query, top=p.top, negative=negative, model=model, scales=[p.tile()],
+                        progress=progress, **p.scene_options())
+    index = found.indexes[0]
+    hits, dropped = standing_out(found.frame, found.scores[0], p.standout)
     folder = run_folder("search", p, progress)
-    outputs = {"hits": write_vector(hits, folder / "hits.gpkg"),
-               "scores": write_float_raster(folder / "scores.tif", grid, transform, index.frame.crs,
-                                            description=f"score: {p.query}")}
+    outputs = {"hits": write_vector(hits, folder / "hits.gpkg"), "scores": found.write_scores(folder / "scores.tif")}
     best = float(hits["score"].iloc[0]) if len(hits) else None
     message = f"{len(hits)} hits for '{p.query}' among {len(index)} tiles" + (
         f"; best score {best:.3f}" if best is not None else "") + (
@@ -227,18 +222,15 @@ def standing_out(hits, scores, standout: float):
 
 def classify(p: ClassifyParams, model, progress: Progress) -> dict:
     from rsclip_geo import read_labels_file, tile_classify
-    from rsclip_geo.tasks.classify import UNKNOWN
     from rsclip_geo.runtime.prompts import parse_labels
-    from rsclip_geo.outputs.writers import write_vector
 
     labels = read_labels_file(p.labels_file) if p.labels_file else parse_labels(p.labels)
-    gdf = tile_classify(p.scene, labels, model=model, tile=p.tile(), top_k=p.top_k, min_score=p.min_score,
-                        progress=progress, **p.scene_options())
+    result = tile_classify(p.scene, labels, model=model, tile=p.tile(), top_k=p.top_k, min_score=p.min_score,
+                           progress=progress, **p.scene_options())
     folder = run_folder("classify", p, progress)
-    names = [lab.name for lab in labels] + ([UNKNOWN] if p.min_score > 0 else [])
-    counts = {str(k): int(v) for k, v in gdf["label"].value_counts().items()}
-    return {"outputs": {"labels": write_vector(gdf, folder / "labels.gpkg")},
-            "info": {"labels": names, "counts": counts}, "message": gdf.attrs["summary"].describe()}
+    return {"outputs": {"labels": result.write(folder / "labels.gpkg")},
+            "info": {"labels": result.class_names, "counts": result.label_counts()},
+            "message": result.summary.describe()}
 
 
 def heatmap(p: HeatmapParams, model, progress: Progress) -> dict:
@@ -257,16 +249,14 @@ def heatmap(p: HeatmapParams, model, progress: Progress) -> dict:
 
 def count(p: CountParams, model, progress: Progress) -> dict:
     from rsclip_geo.tasks.count import count_objects
-    from rsclip_geo.outputs.writers import write_vector
 
-    gdf = count_objects(p.scene, p.object_name, max_count=p.max_count, model=model, tile=p.tile(),
-                        progress=progress, **p.scene_options())
+    counts = count_objects(p.scene, p.object_name, max_count=p.max_count, model=model, tile=p.tile(),
+                           progress=progress, **p.scene_options())
     folder = run_folder("count", p, progress)
-    total = int(gdf.attrs.get("total", 0))
-    return {"outputs": {"counts": write_vector(gdf, folder / "counts.gpkg")},
-            "info": {"total": total, "max_count": p.max_count, "n_tiles": len(gdf)},
-            "message": f"{p.object_name}: {total} in {len(gdf)} tiles (RemoteCount prompts: every tile gets a "
-                       "count >= 1; read the probabilities)"}
+    return {"outputs": {"counts": counts.write(folder / "counts.gpkg")},
+            "info": {"total": counts.total, "max_count": counts.max_count, "n_tiles": len(counts)},
+            "message": f"{p.object_name}: {counts.total} in {len(counts)} tiles (RemoteCount prompts: every tile "
+                       "gets a count >= 1; read the probabilities)"}
 
 
 def index(p: IndexParams, model, progress: Progress) -> dict:

@@ -6,10 +6,10 @@ scene's CRS. The inference path needs onnxruntime, numpy and a tokenizer,
 never torch.
 """
 
-from .tasks.audit.run import audit, audit_class_raster, read_audit_summary, write_audit
+from .tasks.audit.run import AuditResult, audit, audit_class_raster, read_audit_summary, write_audit
 from .runtime.bundle import ModelBundle, read_bundle
-from .tasks.classify import RunSummary, tile_classify
-from .tasks.count import count_objects
+from .tasks.classify import Classification, RunSummary, tile_classify
+from .tasks.count import Counts, count_objects
 from .runtime.encoder import ClipModel, load_model
 from .tasks.heatmap import Heatmap, write_heatmap
 from .tasks.heatmap import heatmap
@@ -17,7 +17,7 @@ from .errors import (BundleError, DatasetError, DeviceError, DownloadError, Inde
                      RasterInputError, RsclipError, TokenizerError, VectorInputError)
 from .embeddings.index import SceneIndex, build_index, load_or_build_index, read_index, write_index
 from .runtime.prompts import DEFAULT_TEMPLATES, Label, read_labels_file
-from .tasks.search import search
+from .tasks.search import SearchHits, search
 from .raster.scene import Scene
 from .tasks.segment import Segmentation
 from .tasks.segment import segment
@@ -28,12 +28,12 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "load_model", "ClipModel", "ModelBundle", "read_bundle",
-    "tile_classify", "RunSummary",
-    "search", "SceneIndex", "build_index", "load_or_build_index", "read_index", "write_index",
-    "heatmap", "Heatmap", "write_heatmap", "count_objects", "segment", "Segmentation",
+    "tile_classify", "Classification", "RunSummary",
+    "search", "SearchHits", "SceneIndex", "build_index", "load_or_build_index", "read_index", "write_index",
+    "heatmap", "Heatmap", "write_heatmap", "count_objects", "Counts", "segment", "Segmentation",
     "Scene", "TileSpec", "plan_tiles",
     "Label", "read_labels_file", "DEFAULT_TEMPLATES",
-    "audit", "audit_class_raster", "write_audit", "read_audit_summary",
+    "audit", "AuditResult", "audit_class_raster", "write_audit", "read_audit_summary",
     "RsclipError", "BundleError", "TokenizerError", "RasterInputError", "LabelError", "OutputError", "DatasetError",
     "IndexFileError", "VectorInputError",
     "DeviceError", "MissingDependencyError", "DownloadError",

@@ -75,7 +75,8 @@ def test_unit_windows_grid_cap_centre_edge_and_outside():
 def test_wrong_labels_get_low_agreement_and_flags(blocks, tiny_model):
     scene, gdf = blocks
     labels = _wrong(gdf, [1, 5])
-    out = audit(labels, scene, "cover", model=tiny_model)
+    result = audit(labels, scene, "cover", model=tiny_model)
+    out = result.frame
     assert list(out["id"]) == list(range(9)) and list(out["cover"]) == list(labels["cover"])  # order, attributes
     assert set(AUDIT_COLUMNS) <= set(out.columns)
     assert (out["n_windows"] == 4).all()  # 32 px blocks, 16 px windows
@@ -84,7 +85,7 @@ def test_wrong_labels_get_low_agreement_and_flags(blocks, tiny_model):
     assert list(out.loc[wrong, "best_label"]) == list(gdf.loc[[1, 5], "cover"])  # the truth
     assert list(out["flag"]) == list(wrong)
     np.testing.assert_allclose(out.loc[~wrong, "best_score"], out.loc[~wrong, "agreement"])
-    s = out.attrs["summary"]
+    s = result.summary
     assert s.overall.n == 9 and s.overall.flagged == 2 and s.windows_encoded == 36
     assert s.overall.agree == pytest.approx(7 / 9)
     assert s.overall.agree_low < 7 / 9 < s.overall.agree_high
@@ -95,7 +96,8 @@ def test_wrong_labels_get_low_agreement_and_flags(blocks, tiny_model):
 
 def test_flag_threshold_is_the_documented_rule(blocks, tiny_model):
     scene, gdf = blocks
-    out = audit(_wrong(gdf, [1]), scene, "cover", model=tiny_model, flag_below=0.0)
+    result = audit(_wrong(gdf, [1]), scene, "cover", model=tiny_model, flag_below=0.0)
+    out = result.frame
     assert not out["flag"].any()  # agreement < 0 never holds
     assert out.loc[1, "best_label"] != out.loc[1, "cover"]
 
@@ -103,8 +105,8 @@ def test_flag_threshold_is_the_documented_rule(blocks, tiny_model):
 def test_crs_reprojection_gives_the_same_result(blocks, tiny_model):
     scene, gdf = blocks
     gdf = gdf.set_geometry(gdf.geometry.buffer(-40))  # keep clear of window edges: reprojection moves vertices
-    utm = audit(_wrong(gdf, [2]), scene, "cover", model=tiny_model)
-    wgs = audit(_wrong(gdf.to_crs("EPSG:4326"), [2]), scene, "cover", model=tiny_model)
+    utm = audit(_wrong(gdf, [2]), scene, "cover", model=tiny_model).frame
+    wgs = audit(_wrong(gdf.to_crs("EPSG:4326"), [2]), scene, "cover", model=tiny_model).frame
     assert wgs.crs.to_epsg() == 4326  # output stays in the labels' CRS
     assert list(wgs["n_windows"]) == list(utm["n_windows"])
     np.testing.assert_allclose(wgs["agreement"], utm["agreement"], atol=1e-6)
@@ -139,9 +141,13 @@ def test_parquet_output_keeps_summary(blocks, tiny_model, tmp_path):
     import geopandas as gpd
 
     scene, gdf = blocks
-    out = audit(gdf, scene, "cover", model=tiny_model)
-    path = write_audit(out, tmp_path / "a.parquet")
+    result = audit(gdf, scene, "cover", model=tiny_model)
+    out = result.frame
+    path = write_audit(result, tmp_path / "a.parquet")
     assert read_audit_summary(path)["overall"]["n"] == 9
+    assert result.summary.labels == "labels" and len(result) == 9  # a GeoDataFrame is named 'labels'
+    same = result.write(tmp_path / "b.gpkg")  # the result writes itself the same way
+    assert read_audit_summary(same) == read_audit_summary(path)
     assert list(gpd.read_parquet(path)["agreement"]) == pytest.approx(list(out["agreement"]))
 
 
@@ -153,9 +159,10 @@ def test_label_map_turns_codes_into_words(blocks, tiny_model, tmp_path):
         audit(gdf, scene, "code", model=tiny_model)
     label_map = tmp_path / "map.json"
     label_map.write_text(json.dumps({"11": "red", "22": "green", "33": ["blue"]}))
-    out = audit(gdf, scene, "code", model=tiny_model, label_map=label_map)
+    result = audit(gdf, scene, "code", model=tiny_model, label_map=label_map)
+    out = result.frame
     assert out.loc[0, "best_label"] == "11" and bool(out.loc[0, "flag"]) and out["flag"].sum() == 1
-    assert out.attrs["summary"].label_words == {"22": "green", "33": "blue", "11": "red"}
+    assert result.summary.label_words == {"22": "green", "33": "blue", "11": "red"}
     label_map.write_text(json.dumps({"11": "red", "22": "green"}))
     with pytest.raises(LabelError, match="missing from the label map: '33'"):
         audit(gdf, scene, "code", model=tiny_model, label_map=label_map)
@@ -198,13 +205,17 @@ def test_class_raster_names_from_its_tags_or_refused(blocks, tiny_model, tmp_pat
     grid = np.kron(_class_grid(), np.ones((BLOCK, BLOCK), np.uint8))
     crs, transform = "EPSG:32633", Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
     tagged = write_class_raster(tmp_path / "tagged.tif", grid, transform, crs, ["red", "green", "blue"])
-    out = audit_class_raster(tagged, scene, model=tiny_model)
+    result = audit_class_raster(tagged, scene, model=tiny_model)
+    out = result.frame
     assert len(out) == 9 and not out["flag"].any() and (out["agreement"] > 0.8).all()
-    assert out.attrs["summary"].min_segment_px == 64  # default: a quarter of a 16x16 px window, in class pixels
+    assert result.summary.min_segment_px == 64  # default: a quarter of a 16x16 px window, in class pixels
+    assert len(result) == 9 and result.summary.labels == str(tagged)  # the class raster names the units
+    assert result.summary.sieved_px == 0 and result.summary.n_features == 9
     plain = write_geotiff(tmp_path / "plain.tif", grid, crs=crs, transform=transform)
     with pytest.raises(LabelError, match="stores no class names.*--class-names"):
         audit_class_raster(plain, scene, model=tiny_model)
-    out = audit_class_raster(plain, scene, model=tiny_model, label_map={0: "red", 1: "green", 2: "blue"})
+    result = audit_class_raster(plain, scene, model=tiny_model, label_map={0: "red", 1: "green", 2: "blue"})
+    out = result.frame
     assert set(out["best_label"]) == {"0", "1", "2"}
 
 
@@ -242,9 +253,10 @@ def test_invalid_geometry_is_repaired_and_reported(blocks, tiny_model):
     bowtie = Polygon([(x0, y0), (x0 + s, y0 - s), (x0 + s, y0), (x0, y0 - s)])  # self-intersecting
     assert not bowtie.is_valid
     gdf.loc[8, "geometry"] = bowtie
-    out = audit(gdf, scene, "cover", model=tiny_model)
+    result = audit(gdf, scene, "cover", model=tiny_model)
+    out = result.frame
     assert out.loc[8, "audit_note"] == "geometry repaired" and out.geometry.is_valid.all()
-    assert out.attrs["summary"].repaired == [8] and "1 invalid geometries repaired" in out.attrs["summary"].describe()
+    assert result.summary.repaired == [8] and "1 invalid geometries repaired" in result.summary.describe()
     assert out.loc[8, "n_windows"] >= 1 and out.loc[8, "best_label"] == "green"
 
 
@@ -254,12 +266,13 @@ def test_unscored_features_are_kept_with_a_note(blocks, tiny_model):
     scene, gdf = blocks
     gdf.loc[0, "geometry"] = translate(gdf.loc[0, "geometry"], 50_000)
     gdf.loc[1, "cover"] = None
-    out = audit(gdf, scene, "cover", model=tiny_model)
+    result = audit(gdf, scene, "cover", model=tiny_model)
+    out = result.frame
     assert len(out) == 9 and out.loc[0, "audit_note"] == "outside the scene" and out.loc[0, "n_windows"] == 0
     assert np.isnan(out.loc[0, "agreement"]) and not out.loc[0, "flag"]
     assert out.loc[1, "audit_note"] == "no label" and np.isnan(out.loc[1, "agreement"])
     assert out.loc[1, "best_label"] == "green"  # still says what the imagery shows
-    assert out.attrs["summary"].overall.n == 7
+    assert result.summary.overall.n == 7
     cased = gdf.assign(cover=["Red"] + list(gdf["cover"][1:]))
     with pytest.raises(LabelError, match="read as the same label"):
         audit(cased, scene, "cover", model=tiny_model)
@@ -271,12 +284,13 @@ def test_windows_on_nodata_are_skipped_and_noted(blocks, tiny_model, tmp_path):
     data[:, :, : 2 * BLOCK] = 0  # the left two columns of blocks: nodata
     scene = write_geotiff(tmp_path / "holes.tif", data, nodata=0)
     left = gdf.iloc[[0, 1, 3, 4, 6, 7]]
-    out = audit(left, scene, "cover", model=tiny_model)
+    result = audit(left, scene, "cover", model=tiny_model)
+    out = result.frame
     assert (out["n_windows"] == 0).all() and (out["audit_note"] == "no valid window (nodata)").all()
     assert out["agreement"].isna().all() and not out["flag"].any()
-    s = out.attrs["summary"]
+    s = result.summary
     assert s.overall.n == 0 and s.no_window == 6 and s.windows_skipped == 24
-    path = write_audit(out, tmp_path / "holes.gpkg")  # NaN estimates are stored as null (strict JSON)
+    path = write_audit(result, tmp_path / "holes.gpkg")  # NaN estimates are stored as null (strict JSON)
     assert read_audit_summary(path)["overall"]["mean"] is None
 
 
@@ -317,12 +331,12 @@ def test_cli_bad_inputs_leave_nothing_behind(blocks, tiny_bundle, tmp_path):
 
 def test_output_onto_an_input_is_refused_by_the_api(blocks, tiny_model, tmp_path):
     scene, gdf = blocks
-    out = audit(gdf, scene, "cover", model=tiny_model)
+    result = audit(gdf, scene, "cover", model=tiny_model)
     target = tmp_path / "labels.gpkg"
     gdf.to_file(target, engine="pyogrio")
     before = target.read_bytes()
     with pytest.raises(OutputError, match="refusing to write over an input"):
-        write_audit(out, target, overwrite=True, inputs=[target, scene])
+        write_audit(result, target, overwrite=True, inputs=[target, scene])
     assert target.read_bytes() == before
 
 
@@ -336,7 +350,8 @@ def test_aid_mosaic_wrong_labels_get_lower_agreement(tmp_path):
         pytest.skip("AID not available")
     mosaic = build_mosaic(tmp_path / "mosaic.tif", seed=3)
     labels = cell_polygons(mosaic, n_wrong=4, seed=3)
-    out = audit(labels, mosaic.path, "label", tile=TileSpec(size_px=150, edge="shift"))
+    result = audit(labels, mosaic.path, "label", tile=TileSpec(size_px=150, edge="shift"))
+    out = result.frame
     wrong = out["wrong"].to_numpy()
     assert (out["n_windows"] == 1).all()
     assert roc_auc(1 - out["agreement"].to_numpy(), wrong) >= 0.85

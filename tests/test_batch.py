@@ -288,7 +288,7 @@ def test_stac_collection_to_searchable_dataset(scenes, tiny_bundle, tiny_model, 
                                     "--model", str(tiny_bundle), "--tile-size", "128", "-q"])
     assert res.exit_code == 1 and "no-raster" in res.output and not list((tmp_path / "strict").glob("*.parquet"))
     # the output folder searches as one dataset; hits name their scene
-    hits = search(out, "green", top=200, model=tiny_model)
+    hits = search(out, "green", top=200, model=tiny_model).frame
     assert set(hits["scene"]) == {str(local.resolve()), str(scenes[0].resolve())}
     n_tiles = sum(r.tiles for r in s.done)
     assert len(hits) == min(200, n_tiles)

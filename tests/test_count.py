@@ -50,20 +50,27 @@ def run(*args):
 
 
 def test_counts_per_tile(scene, tiny_model):
-    gdf = rsclip_geo.count_objects(scene, "thing", max_count=3, model=tiny_model, tile=TileSpec(size_px=32),
-                                   numerals=NUMERALS)
+    counts = rsclip_geo.count_objects(scene, "thing", max_count=3, model=tiny_model, tile=TileSpec(size_px=32),
+                                      numerals=NUMERALS)
+    gdf = counts.frame
     assert list(gdf.columns) == ["row", "col", "count", "probability", "runner_up", "runner_up_probability",
                                  "valid_frac", "geometry"]
     assert {(r, c): n for r, c, n in zip(gdf["row"], gdf["col"], gdf["count"])} == EXPECTED
     assert (gdf["runner_up"] != gdf["count"]).all()
     assert (gdf["probability"] > gdf["runner_up_probability"]).all() and (gdf["probability"] <= 1).all()
-    assert gdf.attrs["total"] == sum(EXPECTED.values()) == 13 and gdf.attrs["object"] == "thing"
+    assert counts.total == sum(EXPECTED.values()) == 13 and counts.object == "thing"
+    assert counts.max_count == 3 and len(counts) == 6 and not counts.reused_index
+    s = counts.summary
+    assert (s.tiles_total, s.tiles_encoded, s.tiles_skipped) == (6, 6, 0) and s.extra["total"] == 13
+    assert counts.plan.grid_transform == Affine(320.0, 0.0, 500000.0, 0.0, -320.0, 5000000.0)
+    assert [(counts.plan.tile(r, c).col_off, counts.plan.tile(r, c).row_off)
+            for r, c in zip(gdf["row"], gdf["col"])] == [(32 * c, 32 * r) for r in range(2) for c in range(3)]
     assert gdf.crs.to_epsg() == 32633
     tile = gdf[(gdf["row"] == 1) & (gdf["col"] == 2)].geometry.iloc[0]
     assert tile.bounds == (500640.0, 4999360.0, 500960.0, 4999680.0)
     # RemoteCount's own words ('one', 'two', ...) mean nothing to the colour model: a flat, tied distribution,
     # and ties go to the smaller count
-    flat = rsclip_geo.count_objects(scene, "red car", max_count=4, model=tiny_model, tile=TileSpec(size_px=32))
+    flat = rsclip_geo.count_objects(scene, "red car", max_count=4, model=tiny_model, tile=TileSpec(size_px=32)).frame
     assert (flat["count"] == 1).all() and np.allclose(flat["probability"], 0.25)
 
 
@@ -71,13 +78,14 @@ def test_count_reuses_the_index(scene, tiny_bundle, tiny_model):
     r = run("index", scene, "--model", tiny_bundle, "--tile-size", 32, "-q")
     assert r.exit_code == 0, r.output
     mtime = sidecar_path(scene).stat().st_mtime_ns
-    gdf = rsclip_geo.count_objects(scene, "thing", max_count=3, model=tiny_model, tile=TileSpec(size_px=32),
-                                   numerals=NUMERALS)
-    assert gdf.attrs["reused_index"] and sidecar_path(scene).stat().st_mtime_ns == mtime
+    counts = rsclip_geo.count_objects(scene, "thing", max_count=3, model=tiny_model, tile=TileSpec(size_px=32),
+                                      numerals=NUMERALS)
+    gdf = counts.frame
+    assert counts.reused_index and sidecar_path(scene).stat().st_mtime_ns == mtime
     assert {(r, c): n for r, c, n in zip(gdf["row"], gdf["col"], gdf["count"])} == EXPECTED
     other = rsclip_geo.count_objects(scene, "thing", max_count=3, model=tiny_model, tile=TileSpec(size_px=16),
                                      numerals=NUMERALS)
-    assert not other.attrs["reused_index"] and len(other) == 24
+    assert not other.reused_index and len(other) == len(other.frame) == 24
 
 
 def test_cli_count_outputs_and_errors(scene, tiny_bundle, tmp_path):
@@ -134,7 +142,7 @@ def test_png_without_crs_counts_in_pixel_coordinates(shared_data, tmp_path, tiny
     dota_chip(shared_data, tmp_path / "dota")
     with pytest.warns(NotGeoreferencedSceneWarning, match="pixel coordinates"):
         gdf = rsclip_geo.count_objects(tmp_path / "dota" / "images" / "chip.png", "large vehicle", model=tiny_model,
-                                       tile=TileSpec(size_px=64))
+                                       tile=TileSpec(size_px=64)).frame
     assert gdf.crs is None and len(gdf) == 4
     assert sorted(g.bounds for g in gdf.geometry)[0] == (0.0, 0.0, 64.0, 64.0)
 

@@ -125,22 +125,31 @@ def test_not_an_index(tmp_path, tiny_model):
 
 
 def test_search_ranks_matching_tiles(tiny_model, scene):
-    hits = search(scene, "red", top=3, model=tiny_model, scales=T32)
-    assert list(hits["rank"]) == [1, 2, 3]
+    found = search(scene, "red", top=3, model=tiny_model, scales=T32)
+    hits = found.frame
+    assert list(hits["rank"]) == [1, 2, 3] and len(found) == 3
     red_cells = {(0, 0), (1, 1)}
     assert {(r, c) for r, c in zip(hits["row"][:2], hits["col"][:2])} == red_cells
     assert hits["score"].is_monotonic_decreasing
     assert hits.crs.to_epsg() == 32633
     assert hits.geometry.iloc[0].bounds in [(500000.0, 4999680.0, 500320.0, 5000000.0),
                                             (500320.0, 4999360.0, 500640.0, 4999680.0)]
-
+    # the typed fields: every tile's score, row for row with its index
+    assert found.query == "red" and len(found.indexes) == len(found.scores) == 1 and found.n_tiles == 6
+    index, scores = found.indexes[0], found.scores[0]
+    assert scores.shape == (len(index),) == (6,)
+    at = {(r, c): s for r, c, s in zip(index.frame["row"], index.frame["col"], scores)}
+    assert [at[(r, c)] for r, c in zip(hits["row"], hits["col"])] == pytest.approx(hits["score"].tolist(), abs=1e-6)
+    assert sorted(scores, reverse=True)[:3] == pytest.approx(hits["score"].tolist(), abs=1e-6)
 
 def test_negative_query_changes_order(tiny_model, tmp_path):
     purple, orange = (200, 30, 200), (220, 160, 30)  # both red; one also blue, one also green
     scene = write_geotiff(tmp_path / "p.tif", colour_blocks([[purple, orange]], 32))
-    plain = search(scene, "red", top=2, model=tiny_model, scales=T32)
-    away_from_blue = search(scene, "red", top=2, model=tiny_model, scales=T32, negative="blue", negative_weight=1.0)
-    away_from_green = search(scene, "red", top=2, model=tiny_model, scales=T32, negative="green", negative_weight=1.0)
+    plain = search(scene, "red", top=2, model=tiny_model, scales=T32).frame
+    away_from_blue = search(scene, "red", top=2, model=tiny_model, scales=T32, negative="blue",
+                            negative_weight=1.0).frame
+    away_from_green = search(scene, "red", top=2, model=tiny_model, scales=T32, negative="green",
+                             negative_weight=1.0).frame
     assert away_from_blue["col"].iloc[0] == 1 and away_from_green["col"].iloc[0] == 0
     assert set(plain["col"]) == {0, 1}
 
@@ -148,8 +157,13 @@ def test_negative_query_changes_order(tiny_model, tmp_path):
 def test_many_scenes_in_different_crs(tiny_model, tmp_path):
     a = write_geotiff(tmp_path / "a.tif", colour_blocks([[GREEN, GREEN]], 32))
     b = write_geotiff(tmp_path / "b.tif", colour_blocks([[GREEN, RED]], 32), crs="EPSG:32632")
-    hits = search([a, b], "red", top=1, model=tiny_model, scales=T32)
+    found = search([a, b], "red", top=1, model=tiny_model, scales=T32)
+    hits = found.frame
     assert hits.crs.to_epsg() == 4326
+    # every scene's tile scores, in the order of the indexes (the hits are cut to the top 1 over both)
+    assert [ix.scene for ix in found.indexes] == [str(a.resolve()), str(b.resolve())]
+    assert [len(s) for s in found.scores] == [2, 2] and found.scores[1][1] == pytest.approx(hits["score"].iloc[0])
+    assert found.scores[1][1] == max(max(s) for s in found.scores)
     assert hits["scene"].iloc[0] == str(b.resolve()) and hits["col"].iloc[0] == 1
     # the red tile's footprint, reprojected by the test itself
     from pyproj import Transformer
@@ -157,7 +171,7 @@ def test_many_scenes_in_different_crs(tiny_model, tmp_path):
     c = hits.geometry.iloc[0].centroid
     assert abs(c.x - x) < 1e-4 and abs(c.y - y) < 1e-4
     # a folder of scenes is searched as one, and then its indexes are
-    folder_hits = search(tmp_path, "red", top=1, model=tiny_model, scales=T32)
+    folder_hits = search(tmp_path, "red", top=1, model=tiny_model, scales=T32).frame
     assert folder_hits["scene"].iloc[0] == str(b.resolve())
 
 
@@ -175,14 +189,24 @@ def test_index_of_another_model_refused(tiny_model, scene, tiny_bundle, tmp_path
         search(read_index(path), "red", model=other_model)
 
 
-def test_similarity_grid(tiny_model, scene):
+def test_similarity_grid(tiny_model, scene, tmp_path):
+    import rasterio
+
     hits = search(scene, "blue", top=6, model=tiny_model, scales=T32)
-    tiles, transform = similarity_grid(hits.attrs["indexes"][0], hits.attrs["scores"][0], tile_grid=True)
+    tiles, transform = similarity_grid(hits.indexes[0], hits.scores[0], tile_grid=True)
     assert tiles.shape == (2, 3) and transform == Affine(320, 0, 500000, 0, -320, 5000000)
     assert {tuple(x) for x in np.argwhere(tiles > 0.5)} == {(0, 2), (1, 0)}
-    grid, transform = similarity_grid(hits.attrs["indexes"][0], hits.attrs["scores"][0])  # the scene's grid
+    grid, transform = similarity_grid(hits.indexes[0], hits.scores[0])  # the scene's grid
     assert grid.shape == (64, 96) and transform == Affine(10, 0, 500000, 0, -10, 5000000)
     assert (grid == np.kron(tiles, np.ones((32, 32), np.float32))).all()
+    # the same grid through the result, and written as the score raster the CLI and the QGIS plugin write
+    same, same_transform = hits.similarity_grid()
+    assert (same == grid).all() and same_transform == transform
+    assert (hits.similarity_grid(tile_grid=True)[0] == tiles).all()
+    path = hits.write_scores(tmp_path / "scores.tif")
+    with rasterio.open(path) as ds:
+        assert ds.crs.to_epsg() == 32633 and ds.transform == transform and ds.shape == (64, 96)
+        assert (ds.read(1) == grid).all() and "score: blue" in (ds.descriptions[0] or "")
 
 
 def test_empty_folder_and_missing_source(tiny_model, tmp_path):

@@ -324,9 +324,9 @@ def test_folder_search_skips_parquet_files_that_are_not_indexes(tiny_model, scen
     folder = tmp_path / "indexes"
     folder.mkdir()
     write_index(build_index(scene, tiny_model, T32), folder / "scene.rsclip-index.parquet")
-    first = search(folder, "red", model=tiny_model, top=2)
+    first = search(folder, "red", model=tiny_model, top=2).frame
     first.to_parquet(folder / "hits.parquet")  # the previous answer, saved where the indexes are
-    hits = search(folder, "red", model=tiny_model, top=2)
+    hits = search(folder, "red", model=tiny_model, top=2).frame
     assert list(hits["row"]) == list(first["row"]) and list(hits["col"]) == list(first["col"])
 
 
@@ -413,7 +413,7 @@ def test_single_label_warns_that_probabilities_are_meaningless(tiny_model, tiny_
     from rsclip_geo.cli import main
 
     with pytest.warns(SingleLabelWarning, match="background/negative label"):
-        gdf = rsclip_geo.tile_classify(scene, ["red"], model=tiny_model, tile=TileSpec(size_px=32))
+        gdf = rsclip_geo.tile_classify(scene, ["red"], model=tiny_model, tile=TileSpec(size_px=32)).frame
     assert np.allclose(gdf["score"], 1.0)  # what the warning is about
     with warnings.catch_warnings():
         warnings.simplefilter("error", SingleLabelWarning)
@@ -581,7 +581,7 @@ def test_multi_crs_hits_across_the_antimeridian_are_split(tiny_model, tmp_path):
                            transform=Affine(100, 0, 713_500, 0, -100, 5_545_000))
     zone1 = write_geotiff(tmp_path / "z01.tif", colour_blocks(LAYOUT, 32), crs="EPSG:32601",
                           transform=Affine(100, 0, 330_000, 0, -100, 5_545_000))
-    hits = search([zone60, zone1], "red", model=tiny_model, scales=T32, top=12)
+    hits = search([zone60, zone1], "red", model=tiny_model, scales=T32, top=12).frame
     assert hits.crs.to_epsg() == 4326 and len(hits) == 12
     geod = Geod(ellps="WGS84")
     crossing = 0
@@ -617,8 +617,9 @@ def test_zero_band_container_names_its_subdatasets(tmp_path, tiny_model):
         Scene(path)
     assert f"GPKG:{path}:summer" in str(info.value) and f"GPKG:{path}:winter" in str(info.value)
     # and the named subdataset is a scene that works
-    gdf = rsclip_geo.tile_classify(f"GPKG:{path}:winter", ["a", "b"], model=tiny_model, tile=TileSpec(size_px=32))
-    assert len(gdf) == 4
+    gdf = rsclip_geo.tile_classify(f"GPKG:{path}:winter", ["a", "b"], model=tiny_model,
+                                   tile=TileSpec(size_px=32)).frame
+    assert len(gdf) == 4 and gdf.crs is not None
 
 
 # ---- 19: pixels rewritten in place, size and mtime kept: the index is not reused -------------------------------

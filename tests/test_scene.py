@@ -367,16 +367,17 @@ def test_real_scene_plans(shared_data, tiny_model, name, size_m, epsg, res, tile
         assert union.equals(box(bounds.left, bounds.top - nr * tile_px * res, bounds.left + nc * tile_px * res,
                                 bounds.top))
 
-    gdf = tile_classify(path, "red,green,blue", model=tiny_model, tile=TileSpec(size_m=size_m, edge="pad"))
+    result = tile_classify(path, "red,green,blue", model=tiny_model, tile=TileSpec(size_m=size_m, edge="pad"))
+    gdf = result.frame
     assert gdf.crs == crs
-    summary = gdf.attrs["summary"]
+    summary = result.summary
     assert summary.tiles_total == len(pad)
     assert summary.tiles_encoded + summary.tiles_skipped == len(pad) == summary.tiles_total
     if name == "landsat8_224078_bgr.tif":
-        _check_landsat_edges(path, gdf, pad)
+        _check_landsat_edges(path, result, pad)
 
 
-def _check_landsat_edges(path, gdf, plan):
+def _check_landsat_edges(path, result, plan):
     """Tiles on the zero-filled collar are skipped: recount them from the pixels with numpy."""
     with rasterio.open(path) as ds:
         valid = np.any(ds.read() != 0, axis=0)
@@ -387,7 +388,7 @@ def _check_landsat_edges(path, gdf, plan):
     frac = padded.reshape(plan.n_rows, t, plan.n_cols, t).mean(axis=(1, 3))
     skip = (frac == 0) | (1 - frac > 0.5)
     assert 20 < skip.sum() < len(plan)  # the collar really is there
-    summary = gdf.attrs["summary"]
+    gdf, summary = result.frame, result.summary
     assert summary.tiles_skipped == int(skip.sum())
     kept = {(int(r), int(c)) for r, c in zip(*np.nonzero(~skip))}
     assert set(zip(gdf["row"].tolist(), gdf["col"].tolist())) == kept

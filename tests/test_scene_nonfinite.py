@@ -47,9 +47,9 @@ def test_non_finite_pixels_are_invalid_and_stretch_is_finite(tmp_path):
 
 def test_tiles_get_finite_distinct_scores_and_nan_tiles_are_skipped(tmp_path, tiny_model):
     path, _ = _float_scene(tmp_path)
-    gdf = rsclip_geo.tile_classify(path, ["red", "green", "blue"], model=tiny_model,
-                                   tile=TileSpec(size_px=BLOCK))
-    summary = gdf.attrs["summary"]
+    result = rsclip_geo.tile_classify(path, ["red", "green", "blue"], model=tiny_model,
+                                      tile=TileSpec(size_px=BLOCK))
+    gdf, summary = result.frame, result.summary
     assert summary.tiles_total == 12 and summary.tiles_skipped == 2 and len(gdf) == 10
     assert {(0, 0), (1, 1)}.isdisjoint(zip(gdf["row"], gdf["col"]))
     assert np.isfinite(gdf["score"]).all()

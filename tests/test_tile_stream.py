@@ -147,8 +147,9 @@ NAMES = {RED: "red", GREEN: "green", BLUE: "blue"}
 def test_classify_colour_blocks(tmp_path, tiny_model):
     layout = [[RED, GREEN, BLUE], [BLUE, RED, GREEN]]
     p = write_geotiff(tmp_path / "blocks.tif", colour_blocks(layout, 16), crs="EPSG:32633", transform=UTM)
-    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16), top_k=3)
-    assert len(gdf) == 6 and gdf.crs == CRS.from_epsg(32633)
+    result = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16), top_k=3)
+    gdf = result.frame
+    assert len(result) == len(gdf) == 6 and gdf.crs == CRS.from_epsg(32633)
     assert list(zip(gdf["row"], gdf["col"])) == [(r, c) for r in range(2) for c in range(3)]
     labels = ["red", "green", "blue"]
     for _, rec in gdf.iterrows():
@@ -163,10 +164,14 @@ def test_classify_colour_blocks(tmp_path, tiny_model):
         x0, y1 = 500000.0 + 160.0 * rec["col"], 5000000.0 - 160.0 * rec["row"]
         assert list(rec.geometry.exterior.coords)[:4] == [(x0, y1), (x0 + 160, y1), (x0 + 160, y1 - 160),
                                                          (x0, y1 - 160)]
-    s = gdf.attrs["summary"]
+    s = result.summary
     assert (s.tiles_total, s.tiles_encoded, s.tiles_skipped) == (6, 6, 0)
     assert (s.tile_width_px, s.tile_height_px) == (16, 16)
-    assert gdf.attrs["plan"].grid_transform == Affine(160.0, 0.0, 500000.0, 0.0, -160.0, 5000000.0)
+    assert result.plan.grid_transform == Affine(160.0, 0.0, 500000.0, 0.0, -160.0, 5000000.0)
+    # the typed fields: labels in the order given, the class grid holds each tile's label index
+    assert result.labels == result.class_names == labels
+    assert result.class_grid().tolist() == [[labels.index(NAMES[c]) for c in row] for row in layout]
+    assert result.label_counts() == {"red": 2, "green": 2, "blue": 2}
 
 
 def test_classify_top_k_and_min_score(tmp_path, tiny_model):
@@ -174,15 +179,18 @@ def test_classify_top_k_and_min_score(tmp_path, tiny_model):
     p = write_geotiff(tmp_path / "y.tif", colour_blocks([[RED, yellow]], 16), transform=UTM)
     p_yellow = tiny_probs(yellow)
     assert 0.4 < p_yellow.max() < 0.7
-    gdf = tile_classify(p, ["red", "green", "blue"], model=tiny_model, tile=TileSpec(size_px=16), top_k=2,
-                        min_score=0.75)
+    result = tile_classify(p, ["red", "green", "blue"], model=tiny_model, tile=TileSpec(size_px=16), top_k=2,
+                           min_score=0.75)
+    gdf = result.frame
+    assert result.class_names == ["red", "green", "blue", "unknown"]  # min_score > 0 can give 'unknown'
+    assert result.class_grid().tolist() == [[0, 3]] and result.label_counts() == {"red": 1, "unknown": 1}
     assert [c for c in gdf.columns if c.startswith(("label_", "score_"))] == ["label_1", "score_1", "label_2",
                                                                              "score_2"]
     assert list(gdf["label"]) == ["red", "unknown"]
     assert list(gdf["label_1"]) == ["red", "red"]  # top-k keeps the best guess even when unknown
     assert gdf["score"].tolist() == pytest.approx([tiny_probs(RED).max(), p_yellow.max()], abs=1e-5)
     assert gdf["label_2"].iloc[1] == "green"
-    gdf = tile_classify(p, ["red", "green", "blue"], model=tiny_model, tile=TileSpec(size_px=16), top_k=9)
+    gdf = tile_classify(p, ["red", "green", "blue"], model=tiny_model, tile=TileSpec(size_px=16), top_k=9).frame
     assert "label_3" in gdf.columns and "label_4" not in gdf.columns  # top_k capped at the label count
     assert list(gdf["label"]) == ["red", "red"]
 
@@ -191,9 +199,10 @@ def test_classify_skips_nodata_tiles(tmp_path, tiny_model):
     data = colour_blocks([[RED, GREEN, BLUE], [BLUE, RED, GREEN]], 16)
     data[:, 16:32, 0:16] = 0
     p = write_geotiff(tmp_path / "nd.tif", data, transform=UTM, nodata=0)
-    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16))
-    s = gdf.attrs["summary"]
+    result = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16))
+    gdf, s = result.frame, result.summary
     assert (s.tiles_total, s.tiles_encoded, s.tiles_skipped) == (6, 5, 1)
+    assert result.class_grid()[1, 0] == 255 and result.class_grid()[0].tolist() == [0, 1, 2]  # skipped: nodata
     assert (1, 0) not in set(zip(gdf["row"], gdf["col"]))
     assert list(gdf["label"]) == ["red", "green", "blue", "red", "green"]
 
@@ -201,13 +210,13 @@ def test_classify_skips_nodata_tiles(tmp_path, tiny_model):
 def test_classify_partial_edge_tiles(tmp_path, tiny_model):
     data = colour_blocks([[RED, GREEN, BLUE]], 16)[:, :, :40]  # 40 x 16: last tile half outside
     p = write_geotiff(tmp_path / "edge.tif", data, transform=UTM)
-    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16, edge="pad"))
+    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16, edge="pad")).frame
     assert list(gdf["label"]) == ["red", "green", "blue"]
     assert gdf["valid_frac"].tolist() == [1.0, 1.0, 0.5]
     assert gdf.geometry.iloc[2].equals(box(500320.0, 4999840.0, 500400.0, 5000000.0))  # clipped to the scene
-    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16, edge="drop"))
+    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16, edge="drop")).frame
     assert list(gdf["label"]) == ["red", "green"]
-    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16, edge="shift"))
+    gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16, edge="shift")).frame
     assert gdf.geometry.iloc[2].equals(box(500240.0, 4999840.0, 500400.0, 5000000.0))
     half_half = tuple((np.add(GREEN, BLUE) / 2).tolist())  # the shifted tile: 8 px green + 8 px blue
     assert gdf["score"].iloc[2] == pytest.approx(tiny_probs(half_half).max(), abs=1e-5)
@@ -222,7 +231,7 @@ def test_classify_without_crs(tmp_path, tiny_model):
         p = write_geotiff(tmp_path / "plain.tif", colour_blocks([[GREEN, RED]], 16), crs=None,
                           transform=Affine.identity())
     with pytest.warns(NotGeoreferencedSceneWarning):
-        gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16))
+        gdf = tile_classify(p, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16)).frame
     assert gdf.crs is None
     assert list(gdf["label"]) == ["green", "red"]
     assert gdf.geometry.iloc[1].equals(box(16, 0, 32, 16))

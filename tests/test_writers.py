@@ -272,19 +272,30 @@ def test_class_raster_too_many_classes(tmp_path):
 
 
 def test_classify_to_class_raster(tmp_path, tiny_model):
-    """tile_classify -> class_grid -> class raster: pixel (r, c) holds tile (r, c)'s label, on the plan's grid."""
-    from rsclip_geo.tasks.classify import class_grid, tile_classify
+    """tile_classify -> class grid -> class raster: pixel (r, c) holds tile (r, c)'s label, on the plan's grid;
+    Classification.write_class_raster: the same classes on the scene's own grid."""
+    from rsclip_geo.tasks.classify import tile_classify
     from tests.utils.rasters import BLUE, GREEN, RED, colour_blocks, write_geotiff
 
     layout = [[RED, GREEN, BLUE], [GREEN, BLUE, RED]]
     data = colour_blocks(layout, 16)
     data[:, 16:, 32:] = 0  # tile (1, 2) is nodata -> raster nodata
     scene = write_geotiff(tmp_path / "s.tif", data, nodata=0)
-    gdf = tile_classify(scene, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16))
-    plan = gdf.attrs["plan"]
-    names = gdf.attrs["labels"]
-    path = write_class_raster(tmp_path / "c.tif", class_grid(gdf, names, plan), plan.grid_transform, plan.crs, names)
+    result = tile_classify(scene, "red,green,blue", model=tiny_model, tile=TileSpec(size_px=16))
+    plan = result.plan
+    names = result.labels
+    assert names == result.class_names == ["red", "green", "blue"]
+    path = write_class_raster(tmp_path / "c.tif", result.class_grid(), plan.grid_transform, plan.crs, names)
     with rasterio.open(path) as ds:
         assert ds.read(1).tolist() == [[0, 1, 2], [1, 2, 255]]
         assert ds.transform == Affine(160.0, 0.0, 500000.0, 0.0, -160.0, 5000000.0)
         assert CRS.from_user_input(ds.crs) == CRS.from_epsg(32633)
+    # the result's own raster: on the scene's 10 m grid, each pixel its tile's class, names and nodata kept
+    scene_path = result.write_class_raster(tmp_path / "scene_grid.tif")
+    with rasterio.open(scene_path) as ds:
+        assert ds.transform == Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0) and ds.shape == (32, 48)
+        assert CRS.from_user_input(ds.crs) == CRS.from_epsg(32633) and ds.nodata == 255
+        assert (ds.read(1) == np.kron([[0, 1, 2], [1, 2, 255]], np.ones((16, 16), np.uint8))).all()
+        assert json.loads(ds.tags()["CLASS_NAMES"]) == names
+    with pytest.raises(OutputError, match="already exists"):
+        result.write_class_raster(scene_path)

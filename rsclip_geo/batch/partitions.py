@@ -129,12 +129,11 @@ def _write_classification(job: SceneJob, model: ClipModel, overwrite: bool) -> i
 
     p = job.params
     check_output(job.output, overwrite, suffixes=(PARTITION_SUFFIX,))
-    gdf = tile_classify(job.scene.path, p["labels"], model, tile=p["tile"], top_k=p["top_k"],
-                        min_score=p["min_score"], max_invalid=p["max_invalid"], templates=p["templates"],
-                        **p["scene_options"])
-    plan, summary = gdf.attrs["plan"], gdf.attrs["summary"]
-    frame = gdf.copy()
-    frame.attrs = {}
+    result = tile_classify(job.scene.path, p["labels"], model, tile=p["tile"], top_k=p["top_k"],
+                           min_score=p["min_score"], max_invalid=p["max_invalid"], templates=p["templates"],
+                           **p["scene_options"])
+    plan, summary = result.plan, result.summary
+    frame = result.frame.copy()
     frame.insert(0, "scene", str(job.scene.path))
     meta = {"format": CLASSIFY_FORMAT, "kind": "tile-classify", "scene": scene_fingerprint(job.scene.path),
             "model": {"name": model.bundle.name, "fingerprint": job.model.fingerprint, "embed_dim": model.embed_dim},

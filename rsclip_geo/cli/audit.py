@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..tasks.audit.run import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output, write_audit
+from ..tasks.audit.run import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output
 from ..outputs.guard import model_files
 from ..raster.tiling import TileSpec
 from .options import FiniteFloatRange, ProgressBar, model_options, read_options
@@ -75,13 +75,13 @@ def audit_command(inputs, label_field, layer, class_raster, class_names, min_seg
                    max_invalid=max_invalid, progress=bar, **scene_options)
     try:
         if class_raster:
-            gdf = audit_class_raster(class_raster, scene, class_names=class_names, min_segment_px=min_segment_px,
-                                     **options)
+            result = audit_class_raster(class_raster, scene, class_names=class_names,
+                                        min_segment_px=min_segment_px, **options)
         else:
-            gdf = audit(labels, scene, label_field, layer=layer, **options)
+            result = audit(labels, scene, label_field, layer=layer, **options)
     finally:
         bar.close()
-    write_audit(gdf, output, overwrite=overwrite, inputs=inputs_used)
+    result.write(output, overwrite=overwrite, inputs=inputs_used)
     if not quiet:
-        click.echo(gdf.attrs["summary"].describe(), err=True)
+        click.echo(result.summary.describe(), err=True)
         click.echo(f"wrote {output}", err=True)

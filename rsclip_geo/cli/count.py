@@ -7,7 +7,7 @@ import click
 from ..tasks.count import count_objects
 from ..evaluation.counting import NUMERAL_STYLES
 from ..outputs.guard import check_outputs_apart, model_files
-from ..outputs.writers import VECTOR_DRIVERS, check_output, write_vector
+from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import ProgressBar, model_options, tiling_options
 
 
@@ -46,13 +46,13 @@ def count_command(scene, object_name, max_count, numerals, output, total, previe
     if preview:  # rendered before any output is written: a preview that fails leaves no outputs behind
         from ..outputs.preview import counts_image, save_preview
         image = counts_image(scene, counts, **scene_options)
-    write_vector(counts, output, overwrite=overwrite)
+    counts.write(output, overwrite=overwrite)
     if preview:
         save_preview(image, preview, overwrite=overwrite)
     if total:
-        click.echo(f"total {object_name}: {counts.attrs['total']} (sum over {len(counts)} tiles)")
+        click.echo(f"total {object_name}: {counts.total} (sum over {len(counts)} tiles)")
     if not quiet:
-        s = counts.attrs["summary"]
+        s = counts.summary
         click.echo(f"{s.scene}: {len(counts)} tiles counted for {object_name!r} (1..{max_count}), "
                    f"{s.skipped_text()}; tile {s.tile_width_px}x{s.tile_height_px} px; "
                    f"{s.seconds:.1f} s on {s.provider}; wrote {output}" + (f" and {preview}" if preview else ""),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..outputs.guard import check_outputs_apart, model_files
-from ..tasks.search import search, similarity_grid
-from ..outputs.writers import VECTOR_DRIVERS, check_output, write_float_raster, write_vector
+from ..tasks.search import search
+from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import FiniteFloatRange, ProgressBar, model_options, scales_options, tiling_options
 
 
@@ -46,23 +46,18 @@ def search_command(source, query, top, negative, negative_weight, raw, output, h
                       progress=bar, **scene_options)
     finally:
         bar.close()
-    if heatmap:
-        indexes = hits.attrs["indexes"]
-        if len(indexes) != 1 or len(indexes[0].plans) != 1:
-            raise click.UsageError("--heatmap needs a single scene indexed at a single scale")
+    if heatmap and (len(hits.indexes) != 1 or len(hits.indexes[0].plans) != 1):
+        raise click.UsageError("--heatmap needs a single scene indexed at a single scale")
     image = None
     if preview and len(hits):  # rendered before any output is written: a preview that fails leaves no outputs
         from ..outputs.preview import hits_image, save_preview
-        best = hits["scene"].iloc[0]
-        image = hits_image(best, hits[hits["scene"] == best], **scene_options)
+        best = hits.frame["scene"].iloc[0]
+        image = hits_image(best, hits.frame[hits.frame["scene"] == best], hits.query, **scene_options)
     if heatmap:
-        grid, transform = similarity_grid(indexes[0], hits.attrs["scores"][0])
-        write_float_raster(heatmap, grid, transform, indexes[0].frame.crs, overwrite=overwrite,
-                           description=f"score: {query}")
-    write_vector(hits, output, overwrite=overwrite)
+        hits.write_scores(heatmap, overwrite=overwrite)
+    hits.write(output, overwrite=overwrite)
     if image is not None:
         save_preview(image, preview, overwrite=overwrite)
     if not quiet:
-        n_tiles = sum(len(ix) for ix in hits.attrs["indexes"])
-        click.echo(f"{len(hits)} hits for {query!r} among {n_tiles} tiles; best score "
-                   f"{hits['score'].iloc[0]:.3f} in {hits['scene'].iloc[0]}; wrote {output}", err=True)
+        click.echo(f"{len(hits)} hits for {query!r} among {hits.n_tiles} tiles; best score "
+                   f"{hits.frame['score'].iloc[0]:.3f} in {hits.frame['scene'].iloc[0]}; wrote {output}", err=True)

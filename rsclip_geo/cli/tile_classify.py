@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..tasks.classify import UNKNOWN, class_grid, tile_classify
+from ..tasks.classify import tile_classify
 from ..outputs.guard import check_outputs_apart, model_files
 from ..runtime.prompts import parse_labels, read_labels_file
-from ..raster.tile_grid import on_scene_grid
-from ..outputs.writers import VECTOR_DRIVERS, check_class_count, check_output, write_class_raster, write_vector
+from ..outputs.writers import VECTOR_DRIVERS, check_class_count, check_output
 from .options import FiniteFloatRange, ProgressBar, model_options, tiling_options
 
 
@@ -50,7 +49,7 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
         check_output(preview, overwrite, suffixes=(".png",))
     bar = ProgressBar("tile-classify", quiet)
     try:
-        gdf = tile_classify(scene, parsed, model=model, tile=tile, top_k=top_k, min_score=min_score,
+        result = tile_classify(scene, parsed, model=model, tile=tile, top_k=top_k, min_score=min_score,
                             max_invalid=max_invalid, progress=bar, **scene_options)
     finally:
         bar.close()
@@ -58,18 +57,13 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
     if preview:  # rendered before any output is written: a preview that fails leaves no outputs behind
         from ..outputs.preview import labels_image, save_preview
 
-        image = labels_image(scene, gdf, [lab.name for lab in parsed] + [UNKNOWN], **scene_options)
-    write_vector(gdf, output, overwrite=overwrite)
+        image = labels_image(scene, result.frame, result.class_names, **scene_options)
+    result.write(output, overwrite=overwrite)
     if raster:
-        names = [lab.name for lab in parsed] + ([UNKNOWN] if min_score > 0 else [])
-        plan = gdf.attrs["plan"]
-        classes, transform = on_scene_grid(plan, class_grid(gdf, names, plan), 255)
-        write_class_raster(raster, classes, transform, plan.crs, names, overwrite=overwrite)
+        result.write_class_raster(raster, overwrite=overwrite)
     if preview:
         save_preview(image, preview, overwrite=overwrite)
     if not quiet:
-        summary = gdf.attrs["summary"]
-        click.echo(summary.describe(), err=True)
-        counts = gdf["label"].value_counts()
-        click.echo("labels: " + ", ".join(f"{k} {v}" for k, v in counts.items()), err=True)
+        click.echo(result.summary.describe(), err=True)
+        click.echo("labels: " + ", ".join(f"{k} {v}" for k, v in result.label_counts().items()), err=True)
         click.echo("wrote " + ", ".join(p for p in (output, raster, preview) if p), err=True)

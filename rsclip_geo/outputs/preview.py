@@ -278,31 +278,31 @@ def save_preview(image: Image.Image, path: str | os.PathLike, overwrite: bool = 
     return _save(image, path, overwrite)
 
 
-def hits_preview(scene, hits, path, overwrite: bool = False, max_side: int = MAX_SIDE, **scene_options) -> Path:
-    """Search hits of one scene: outlined tiles labelled with their rank."""
+def hits_preview(scene, hits, path, query: str = "", overwrite: bool = False, max_side: int = MAX_SIDE,
+                 **scene_options) -> Path:
+    """Search hits of one scene (a frame, e.g. ``SearchHits.frame`` cut to the scene): outlined tiles labelled
+    with their rank."""
     check_output(path, overwrite, suffixes=(".png",))
-    return save_preview(hits_image(scene, hits, max_side, **scene_options), path, overwrite)
+    return save_preview(hits_image(scene, hits, query, max_side, **scene_options), path, overwrite)
 
 
-def hits_image(scene, hits, max_side: int = MAX_SIDE, **scene_options) -> Image.Image:
-    query = hits.attrs.get("query", "")
+def hits_image(scene, hits, query: str = "", max_side: int = MAX_SIDE, **scene_options) -> Image.Image:
     return polygons_image(scene, hits, [str(r) for r in hits["rank"]], f"search: {query!r}, top {len(hits)} tiles",
                           max_side=max_side, legend="labels: rank (1 = best match)", **scene_options)
 
 
 def counts_preview(scene, counts, path, overwrite: bool = False, max_side: int = MAX_SIDE, **scene_options) -> Path:
-    """Per-tile counts: tiles tinted by count (colour ramp 1..max) and labelled with it."""
+    """Per-tile counts (a ``Counts``): tiles tinted by count (colour ramp 1..max) and labelled with it."""
     check_output(path, overwrite, suffixes=(".png",))
     return save_preview(counts_image(scene, counts, max_side, **scene_options), path, overwrite)
 
 
 def counts_image(scene, counts, max_side: int = MAX_SIDE, **scene_options) -> Image.Image:
-    max_count = max(1, int(counts.attrs.get("max_count", counts["count"].max() if len(counts) else 1)))
-    frac = (counts["count"].to_numpy() - 1) / max(1, max_count - 1)
+    frame, max_count = counts.frame, max(1, int(counts.max_count))
+    frac = (frame["count"].to_numpy() - 1) / max(1, max_count - 1)
     colours = [tuple(int(v) for v in c) for c in colourize(frac)]
-    total = counts.attrs.get("total", int(counts["count"].sum()))
-    return polygons_image(scene, counts, [str(n) for n in counts["count"]],
-                          f"count: {counts.attrs.get('object', '')}, total {total} over {len(counts)} tiles",
+    return polygons_image(scene, frame, [str(n) for n in frame["count"]],
+                          f"count: {counts.object}, total {counts.total} over {len(frame)} tiles",
                           colours=colours, fill_alpha=70, max_side=max_side,
                           legend=f"labels: most probable count per tile (1..{max_count})", **scene_options)
 

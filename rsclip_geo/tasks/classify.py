@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +29,7 @@ class SingleLabelWarning(UserWarning):
 
 @dataclass
 class RunSummary:
-    """What a run did, for the end-of-run report (also stored in ``GeoDataFrame.attrs``)."""
+    """What a run did, for the end-of-run report."""
 
     scene: str
     tiles_total: int = 0
@@ -60,14 +61,70 @@ class RunSummary:
                 f"{self.seconds:.1f} s ({rate:.1f} tiles/s) on {self.provider} with model {self.model}")
 
 
+@dataclass
+class Classification:
+    """Tile labels of one scene: ``frame`` (one row per labelled tile, see ``tile_classify``) and what writers need.
+
+    ``labels``: the label names in the order given; ``class_names``: the class raster's values 0..n-1 (the labels,
+    plus 'unknown' when ``min_score`` > 0 can give it).
+    """
+
+    frame: object = field(repr=False)  # geopandas.GeoDataFrame
+    labels: list[str]
+    plan: TilePlan = field(repr=False)
+    summary: RunSummary
+    min_score: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.labels) + ([UNKNOWN] if self.min_score > 0 else [])
+
+    def label_counts(self) -> dict[str, int]:
+        """Tiles per label (including 'unknown'), most frequent first."""
+        return {str(k): int(v) for k, v in self.frame["label"].value_counts().items()}
+
+    def class_grid(self, nodata: int = 255) -> np.ndarray:
+        """One pixel per tile of the plan (rows x cols, on ``plan.grid_transform``): the index of the tile's
+        label in ``class_names``; skipped tiles are nodata."""
+        grid = np.full((self.plan.n_rows, self.plan.n_cols), nodata, dtype=np.uint8)
+        index = {name: i for i, name in enumerate(self.class_names)}
+        for row, col, label in zip(self.frame["row"], self.frame["col"], self.frame["label"]):
+            if label in index:
+                grid[row, col] = index[label]
+        return grid
+
+    def class_raster(self, nodata: int = 255) -> tuple[np.ndarray, object]:
+        """(classes, transform) on the scene's own grid: each pixel the class of the tile owning it."""
+        from ..raster.tile_grid import on_scene_grid
+
+        return on_scene_grid(self.plan, self.class_grid(nodata), nodata)
+
+    def write(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """The tiles as a vector file (.gpkg, .parquet, .geojson), atomically."""
+        from ..outputs.writers import write_vector
+
+        return write_vector(self.frame, path, overwrite=overwrite)
+
+    def write_class_raster(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """The class raster (.tif, COG with a colour table and the class names) on the scene's grid."""
+        from ..outputs.writers import write_class_raster
+
+        classes, transform = self.class_raster()
+        return write_class_raster(path, classes, transform, self.plan.crs, self.class_names, overwrite=overwrite)
+
+
 def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label], model: ClipModel | str | None = None,
                   tile: TileSpec | None = None, bands: Sequence[int] | None = None, top_k: int = 3,
                   min_score: float = 0.0, max_invalid: float = 0.5, templates: Sequence[str] | None = None,
-                  progress: ProgressCallback | None = None, **scene_options):
-    """Label each tile of ``scene`` with one of ``labels``; returns a GeoDataFrame in the scene CRS.
+                  progress: ProgressCallback | None = None, **scene_options) -> Classification:
+    """Label each tile of ``scene`` with one of ``labels``; returns a Classification.
 
-    Columns: row, col, label (or 'unknown' below ``min_score``), score, label_1..k / score_1..k
-    (top-k), valid_frac, geometry (tile footprint). ``attrs['summary']`` holds a RunSummary.
+    Its ``frame`` (a GeoDataFrame in the scene CRS) has the columns row, col, label (or 'unknown' below
+    ``min_score``), score, label_1..k / score_1..k (top-k), valid_frac, geometry (tile footprint);
+    ``summary`` is a RunSummary, ``plan`` the tile plan, ``labels`` the label names in order.
     """
     import geopandas as gpd
 
@@ -100,11 +157,8 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
     finally:
         if own:
             scene.close()
-    gdf.attrs["summary"] = summary
-    gdf.attrs["labels"] = [lab.name for lab in labels]
-    gdf.attrs["plan"] = plan
     log.info(summary.describe())
-    return gdf
+    return Classification(gdf, [lab.name for lab in labels], plan, summary, float(min_score))
 
 
 def _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan: TilePlan):
@@ -124,12 +178,3 @@ def _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan: TilePlan)
     data["valid_frac"] = frac.astype(np.float32)
     return gpd.GeoDataFrame(data, geometry=[plan.footprint(t) for t in tiles], crs=plan.crs)
 
-
-def class_grid(gdf, labels: Sequence[str], plan: TilePlan, nodata: int = 255) -> np.ndarray:
-    """One pixel per tile: index of the tile's label (``unknown`` and skipped tiles are nodata)."""
-    grid = np.full((plan.n_rows, plan.n_cols), nodata, dtype=np.uint8)
-    index = {name: i for i, name in enumerate(labels)}
-    for row, col, label in zip(gdf["row"], gdf["col"], gdf["label"]):
-        if label in index:
-            grid[row, col] = index[label]
-    return grid

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -22,23 +24,46 @@ from ..errors import LabelError
 from ..evaluation.counting import DEFAULT_TEMPLATE, CountPredictor
 from ..embeddings.reuse import ProgressCallback, scale_embeddings
 from ..raster.scene import Scene
-from ..raster.tiling import TileSpec
+from ..raster.tiling import TilePlan, TileSpec
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("row", "col", "count", "probability", "runner_up", "runner_up_probability", "valid_frac")
 
 
+@dataclass
+class Counts:
+    """Counts of ``object`` per tile: ``frame`` (one row per counted tile, see ``count_objects``), their ``total``
+    (sum of the tile counts), the largest count scored, the run summary and the tile plan."""
+
+    frame: object = field(repr=False)  # geopandas.GeoDataFrame
+    object: str
+    total: int
+    max_count: int
+    summary: RunSummary
+    plan: TilePlan = field(repr=False)
+    reused_index: bool = False
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def write(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """The counted tiles as a vector file (.gpkg, .parquet, .geojson), atomically."""
+        from ..outputs.writers import write_vector
+
+        return write_vector(self.frame, path, overwrite=overwrite)
+
+
 def count_objects(scene: str | os.PathLike | Scene, object_name: str, max_count: int = 10,
                   model: ClipModel | str | None = None, tile: TileSpec | None = None,
                   numerals: str | Sequence[str] = "words", template: str = DEFAULT_TEMPLATE,
                   max_invalid: float = 0.5, use_index: bool = True, index_path: str | os.PathLike | None = None,
-                  progress: ProgressCallback | None = None, **scene_options):
-    """Count ``object_name`` in each valid tile of ``scene``; a GeoDataFrame in the scene CRS.
+                  progress: ProgressCallback | None = None, **scene_options) -> Counts:
+    """Count ``object_name`` in each valid tile of ``scene``; returns Counts.
 
-    Columns: row, col, count, probability, runner_up, runner_up_probability, valid_frac, geometry
-    (tile footprint). ``attrs``: total (sum of tile counts), object, max_count, summary (RunSummary).
-    A scene without CRS gives pixel coordinates (x = column, y = row), with a warning.
+    Its ``frame`` (a GeoDataFrame in the scene CRS) has the columns row, col, count, probability, runner_up,
+    runner_up_probability, valid_frac, geometry (tile footprint). A scene without CRS gives pixel coordinates
+    (x = column, y = row), with a warning.
     """
     import geopandas as gpd
 
@@ -78,8 +103,6 @@ def count_objects(scene: str | os.PathLike | Scene, object_name: str, max_count:
     if tile.overlap > 0:
         log.warning("tiles overlap by %g: objects in the overlaps are counted in several tiles, so the total "
                     "over-counts", tile.overlap)
-    gdf.attrs.update(total=total, object=object_name.strip(), max_count=int(max_count), summary=summary,
-                     plan=emb.plan, reused_index=emb.reused)
     log.info("%s: %d tiles, %s total %d", scene_name, len(emb.tiles), object_name, total)
-    return gdf
+    return Counts(gdf, object_name.strip(), total, int(max_count), summary, emb.plan, bool(emb.reused))
 

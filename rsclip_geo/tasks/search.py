@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -109,15 +111,56 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
+@dataclass
+class SearchHits:
+    """The best tiles for a query: ``frame`` (ranked hits, see ``search``), plus every tile's score per index.
+
+    ``scores[i]`` holds one score per row of ``indexes[i].frame`` (in that order): the material of
+    similarity rasters and of cuts relative to the whole scene.
+    """
+
+    frame: object = field(repr=False)  # geopandas.GeoDataFrame
+    query: str
+    indexes: list[SceneIndex] = field(repr=False)
+    scores: list[np.ndarray] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles searched, over every index."""
+        return sum(len(ix) for ix in self.indexes)
+
+    def similarity_grid(self, index: int = 0, scale: int = 0, tile_grid: bool = False) -> tuple[np.ndarray, object]:
+        """Index ``index``'s scores of one scale as (array, transform); see the module function ``similarity_grid``."""
+        return similarity_grid(self.indexes[index], self.scores[index], scale, tile_grid)
+
+    def write(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """The hits as a vector file (.gpkg, .parquet, .geojson), atomically."""
+        from ..outputs.writers import write_vector
+
+        return write_vector(self.frame, path, overwrite=overwrite)
+
+    def write_scores(self, path: str | os.PathLike, overwrite: bool = False, index: int = 0, scale: int = 0) -> Path:
+        """Index ``index``'s tile scores of one scale as a float32 raster (COG, NaN nodata) on the scene's grid."""
+        from ..outputs.writers import write_float_raster
+
+        grid, transform = self.similarity_grid(index, scale)
+        return write_float_raster(path, grid, transform, self.indexes[index].frame.crs, overwrite=overwrite,
+                                  description=f"score: {self.query}")
+
+
 def search(source, query: str, top: int = 20, negative: str | Iterable[str] | None = None,
            model: ClipModel | str | None = None, scales: Sequence[TileSpec] | None = None,
            negative_weight: float = 0.5, raw: bool = False, max_invalid: float = 0.5, rebuild: bool = False,
-           progress=None, **scene_options):
-    """Top-``top`` tiles for ``query`` as a GeoDataFrame (rank, score, similarity, scene, tile_px, row, col).
+           progress=None, **scene_options) -> SearchHits:
+    """Top-``top`` tiles for ``query``: SearchHits whose ``frame`` is a GeoDataFrame (rank, score, similarity,
+    scene, tile_px, row, col, valid_frac, geometry).
 
     ``source``: a scene (indexed on first use, the index reused while fresh), an index file, a folder,
     a list of those, or a SceneIndex. Several scenes in different CRS are returned in EPSG:4326.
-    ``attrs['scores']`` holds every tile's score per index, for similarity rasters.
+    ``scores`` holds every tile's score per index (aligned with ``indexes``), for similarity rasters.
     """
     import geopandas as gpd
     import pandas as pd
@@ -151,10 +194,7 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
     hits = hits.sort_values("score", ascending=False, kind="stable").head(top).reset_index(drop=True)
     hits.insert(0, "rank", np.arange(1, len(hits) + 1, dtype=np.int32))
     hits = hits[["rank", "score", "similarity", "scene", "tile_px", "row", "col", "valid_frac", "geometry"]]
-    hits.attrs["scores"] = per_index
-    hits.attrs["indexes"] = indexes
-    hits.attrs["query"] = query
-    return hits
+    return SearchHits(hits, query, indexes, per_index)
 
 
 def _lonlat(frame):

@@ -344,6 +344,5 @@ def segment(scene: str | os.PathLike | Scene, query: str, model: ClipModel | str
              "min_area_m2": min_area, "refined": sum(1 for b in info if b.get("source") == "sam"),
              "seconds": time.perf_counter() - start}
     result = Segmentation(gdf, dmap, value, rule, stats)
-    gdf.attrs.update(query=query, threshold=value, threshold_rule=rule)
     log.info("%s", result.message)
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +20,21 @@ from ...outputs.writers import VECTOR_DRIVERS, check_output, write_vector
 METADATA_KEY = "RSCLIP_GEO_AUDIT"  # GDAL metadata keys: no ":" (GDAL reads "k:v" as domain k)
 
 
+@dataclass
+class AuditResult:
+    """An audit: ``frame`` (the input features, in input order, with the audit columns) and its ``summary``."""
+
+    frame: object = field(repr=False)  # geopandas.GeoDataFrame
+    summary: AuditSummary
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def write(self, path: str | os.PathLike, overwrite: bool = False,
+              inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
+        return write_audit(self, path, overwrite, inputs)
+
+
 def check_audit_output(path: str | os.PathLike, overwrite: bool = False,
                        inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
     """Fail before any work when ``path`` cannot be written, exists (without overwrite) or is an input
@@ -27,19 +43,17 @@ def check_audit_output(path: str | os.PathLike, overwrite: bool = False,
     return check_output(path, overwrite, suffixes=tuple(VECTOR_DRIVERS))
 
 
-def write_audit(gdf, path: str | os.PathLike, overwrite: bool = False,
+def write_audit(result: AuditResult, path: str | os.PathLike, overwrite: bool = False,
                 inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
-    """Write an audited frame (.gpkg/.parquet/.geojson) with its summary as metadata; never onto an input.
+    """Write an audit's frame (.gpkg/.parquet/.geojson) with its summary as metadata; never onto an input.
 
-    GeoPackage: layer metadata key ``rsclip_geo:audit`` (JSON) + the printed summary as layer description;
+    GeoPackage: layer metadata ``RSCLIP_GEO_AUDIT`` (JSON) + the printed summary as layer description;
     GeoParquet: the same key in the schema metadata; GeoJSON: the description only.
     """
     check_audit_output(path, overwrite, inputs)
-    summary: AuditSummary = gdf.attrs["summary"]
+    summary = result.summary
     meta = {METADATA_KEY: json.dumps(summary.to_dict(), allow_nan=False)}
-    frame = gdf.copy()
-    frame.attrs = {}
-    return write_vector(frame, path, overwrite=overwrite, metadata=meta, description=summary.describe())
+    return write_vector(result.frame, path, overwrite=overwrite, metadata=meta, description=summary.describe())
 
 
 def read_audit_summary(path: str | os.PathLike) -> dict:

@@ -14,8 +14,8 @@ kept; invalid geometries repaired with ``make_valid``):
 - ``flag``: True when ``best_label`` is not the unit's own label *and* ``agreement < flag_below`` (0.3);
 - ``n_windows``: windows scored; ``audit_note``: why a unit is not scored, or that its geometry was repaired.
 
-``attrs['summary']`` holds an AuditSummary (overall and per-class agreement with 95 % intervals);
-``write_audit`` (audit_output.py) stores it in the output file's metadata.
+``audit`` returns an AuditResult: that frame and an AuditSummary (overall and per-class agreement with
+95 % intervals); ``write_audit`` (output.py) stores the summary in the output file's metadata.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .labels import Vocabulary, build_vocabulary, label_key, read_label_map
-from .output import METADATA_KEY, check_audit_output, read_audit_summary, write_audit  # noqa: F401 (API)
+from .output import METADATA_KEY, AuditResult, check_audit_output, read_audit_summary, write_audit  # noqa: F401 (API)
 from .summary import Agreement, AuditSummary
 from .units import check_layer, read_label_layer, repair_geometries
 from .windows import encode_windows, to_pixels, unit_windows
@@ -58,17 +58,28 @@ def audit(labels, scene: str | os.PathLike | Scene, label_field: str, model: Cli
           tile: TileSpec | None = None, label_map: str | os.PathLike | Mapping | None = None,
           flag_below: float = FLAG_BELOW, max_windows: int = MAX_WINDOWS, min_inside: float = 0.5,
           max_invalid: float = 0.5, templates: Sequence[str] | None = None, layer: str | None = None,
-          bands: Sequence[int] | None = None, progress: ProgressCallback | None = None, **scene_options):
+          bands: Sequence[int] | None = None, progress: ProgressCallback | None = None,
+          **scene_options) -> AuditResult:
     """Audit ``labels`` (a vector file or GeoDataFrame of polygons, any CRS) against ``scene``.
 
-    Returns the features with the audit columns (see the module docstring); ``attrs['summary']``: AuditSummary.
+    Returns an AuditResult: the features with the audit columns (see the module docstring) and the summary.
     """
+    if hasattr(labels, "geometry"):
+        gdf, where = labels, "labels"
+    else:
+        gdf, where = read_label_layer(labels, layer), str(labels)
+    return _audit(gdf, where, scene, label_field, model, tile, label_map, flag_below, max_windows, min_inside,
+                  max_invalid, templates, bands, progress, **scene_options)
+
+
+def _audit(gdf, where: str, scene, label_field: str, model=None, tile=None, label_map=None,
+           flag_below: float = FLAG_BELOW, max_windows: int = MAX_WINDOWS, min_inside: float = 0.5,
+           max_invalid: float = 0.5, templates=None, bands=None, progress=None, **scene_options) -> AuditResult:
+    """``audit`` of the GeoDataFrame ``gdf``, named ``where`` in messages."""
     if not 0 <= flag_below <= 1:
         raise ValueError(f"flag_below must be in [0, 1], got {flag_below}")
     if max_windows < 1:
         raise ValueError(f"max_windows must be >= 1, got {max_windows}")
-    gdf = labels if hasattr(labels, "geometry") else read_label_layer(labels, layer)
-    where = gdf.attrs.get("source", "labels") if hasattr(labels, "geometry") else str(labels)
     check_layer(gdf, label_field, where)
     keys = [label_key(v) for v in gdf[label_field]]
     vocab = build_vocabulary(keys, label_field, _label_map(label_map), where)
@@ -97,15 +108,14 @@ def audit(labels, scene: str | os.PathLike | Scene, label_field: str, model: Cli
     summary = _summary(out, columns, px, plan, vocab, where, sc, label_field, flag_below, repaired)
     summary.windows_encoded, summary.windows_skipped = len(enc.row), enc.skipped
     summary.seconds, summary.provider, summary.model = time.perf_counter() - start, model.provider, model.bundle.name
-    out.attrs["summary"] = summary
     log.info(summary.describe())
-    return out
+    return AuditResult(out, summary)
 
 
 def audit_class_raster(class_raster: str | os.PathLike, scene: str | os.PathLike, model: ClipModel | str | None = None,
                        class_names: str | os.PathLike | Mapping[int, str] | None = None,
                        min_segment_px: int | None = None, tile: TileSpec | None = None, bands=None,
-                       stretch: str = "auto", zero_invalid="auto", **audit_options):
+                       stretch: str = "auto", zero_invalid="auto", **audit_options) -> AuditResult:
     """Audit a class raster: its connected segments (after a sieve of ``min_segment_px`` class pixels; default:
     a quarter of one window's ground area) are the units, with columns ``value`` and ``label`` (the class name,
     or the value as text when there are no names: pass ``label_map`` then)."""
@@ -120,15 +130,14 @@ def audit_class_raster(class_raster: str | os.PathLike, scene: str | os.PathLike
         if min_segment_px is None:
             min_segment_px = _quarter_window_px(class_raster, sc, plan)
         units = raster_units(class_raster, names, min_segment_px)
-        if not units.attrs["named"] and audit_options.get("label_map") is None:
+        if not units.named and audit_options.get("label_map") is None:
             raise LabelError(f"{class_raster}: the class raster stores no class names, and its values are codes "
                              "the model cannot read; pass class names (--class-names FILE) or a label map "
                              "(--label-map FILE.json)")
-        units.attrs["source"] = str(class_raster)
-        out = audit(units, sc, "label", model=model, tile=tile, **audit_options)
-    out.attrs["summary"].min_segment_px = int(min_segment_px)
-    out.attrs["summary"].sieved_px = int(units.attrs["sieved_px"])
-    return out
+        result = _audit(units.frame, str(class_raster), sc, "label", model=model, tile=tile, **audit_options)
+    result.summary.min_segment_px = int(min_segment_px)
+    result.summary.sieved_px = int(units.sieved_px)
+    return result
 
 
 def _quarter_window_px(class_raster, sc: Scene, plan) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,13 +109,22 @@ def _raster_class_names(ds) -> dict[int, str] | None:
     return found or None
 
 
+@dataclass
+class RasterUnits:
+    """A class raster's segments: ``frame`` (polygons with ``value`` and ``label``), the pixels whose class the
+    sieve changed, and whether the labels are class names (else the values as text)."""
+
+    frame: object  # geopandas.GeoDataFrame
+    sieved_px: int
+    named: bool
+
+
 def raster_units(path: str | Path, class_names: dict[int, str] | None = None, min_segment_px: int = 1,
-                 connectivity: int = 4):
+                 connectivity: int = 4) -> RasterUnits:
     """Connected segments of a class raster's band 1 as polygons (its CRS), columns ``value`` and ``label``.
 
     ``label`` is the class name (``class_names``, else names stored in the raster), or the value as text when
     there are none (a label map must then turn the codes into words). Nodata/masked pixels are no segment.
-    ``attrs['sieved_px']``: pixels whose class the sieve changed.
     """
     import geopandas as gpd
     import rasterio
@@ -154,8 +164,6 @@ def raster_units(path: str | Path, class_names: dict[int, str] | None = None, mi
         geoms.append(shape(geom))
     labels = [names[v] if names is not None else str(v) for v in values]
     gdf = gpd.GeoDataFrame({"value": np.asarray(values, np.int64), "label": labels}, geometry=geoms, crs=crs)
-    gdf.attrs["sieved_px"] = changed
-    gdf.attrs["named"] = names is not None
     log.info("%s: %d segments (%d pixels merged by the sieve of %d px)", path.name, len(gdf), changed,
              min_segment_px)
-    return gdf
+    return RasterUnits(gdf, changed, names is not None)
