@@ -40,8 +40,9 @@ def test_unzipped_plugin_loads_its_vendored_core(tmp_path):
     zipfile.ZipFile(build(tmp_path / "plugin.zip")).extractall(tmp_path / "plugins")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import rsclip_geo_qgis.deps as d; d.add_paths(); import rsclip_geo, rsclip_geo.tasks.classify, rsclip_geo.search,"
-        " rsclip_geo.heatmap, rsclip_geo.tasks.count, rsclip_geo.embeddings.index;"
+        "import rsclip_geo_qgis.deps as d; d.add_paths(); import rsclip_geo, rsclip_geo.tasks.classify,"
+        " rsclip_geo.tasks.search, rsclip_geo.tasks.heatmap, rsclip_geo.tasks.count, rsclip_geo.tasks.audit.run,"
+        " rsclip_geo.embeddings.index;"
         "import rsclip_geo_qgis.tasks, rsclip_geo_qgis.layers, rsclip_geo_qgis.processing.provider;"
         "print(rsclip_geo.__file__); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "plugins")], capture_output=True, text=True,
