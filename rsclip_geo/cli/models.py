@@ -155,14 +155,17 @@ def pull_command(name: str, int8: bool, overwrite: bool) -> None:
 @click.option("--dense", is_flag=True,
               help="Also write a dense head (dense_encoder.onnx: per-cell embeddings from one pass over a large "
                    "window, for `segment`): conv towers apply the projection to every cell of the last feature "
-                   "map, open_clip ViTs use MaskCLIP-style patch tokens. Always fp32.")
+                   "map, open_clip ViTs use MaskCLIP-style patch tokens. Computes in fp32.")
 @click.option("--dense-window", "dense_window_cells", type=click.IntRange(min=1), default=None, metavar="CELLS",
               help="Default dense window in cells per side [the model's input size: 4 cells of 32 px for a 128 px "
                    "model; larger windows measured worse for the shipped model, see README].")
+@click.option("--dense-weights", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
+              help="How the dense head stores its weights: fp16 = float16 initializers cast to float32 when the "
+                   "model loads (half the file, same fp32 kernels and speed; parity vs torch recorded), fp32 = plain.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 def export_command(arch: str, checkpoint: Path, out_dir: Path, int8: bool, fp16: bool, activation: str | None,
                    name: str | None, license_: str, parity_images: tuple[str, ...], dense: bool,
-                   dense_window_cells: int | None, overwrite: bool) -> None:
+                   dense_window_cells: int | None, dense_weights: str, overwrite: bool) -> None:
     """Export an open_clip checkpoint to a self-describing ONNX bundle (needs the export extra)."""
     from ..export import export_checkpoint
 
@@ -170,7 +173,8 @@ def export_command(arch: str, checkpoint: Path, out_dir: Path, int8: bool, fp16:
         raise click.UsageError("--int8 and --fp16 exclude each other (int8 is for CPU, fp16 for CUDA)")
     bundle = export_checkpoint(arch, checkpoint, out_dir, activation=activation, name=name, int8=int8, fp16=fp16,
                                overwrite=overwrite, license=license_, parity_images=list(parity_images) or None,
-                               dense=dense, dense_window_cells=dense_window_cells)
+                               dense=dense, dense_window_cells=dense_window_cells,
+                               dense_weights=dense_weights)
     p = bundle.parity
     q = p.get("fp16", {})
     click.echo(f"wrote {out_dir}: {bundle.architecture}, embed dim {bundle.embed_dim}, "
@@ -180,4 +184,5 @@ def export_command(arch: str, checkpoint: Path, out_dir: Path, int8: bool, fp16:
                   f"{q['text_cosine_min']:.6f}" if "image_cosine_min" in q else "")
                + (", fp16 not compared (onnxruntime CPU cannot run it)" if q.get("cpu_runs") is False else "")
                + (f", dense {bundle.dense.method} stride {bundle.dense.stride} window {bundle.dense.window} "
-                  f"cos min {bundle.dense.parity['cosine_min']:.6f}" if bundle.dense else ""))
+                  f"cos min {bundle.dense.parity['cosine_min']:.6f}, weights {bundle.dense.weights}"
+                  if bundle.dense else ""))

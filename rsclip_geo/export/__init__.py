@@ -188,6 +188,7 @@ def export_checkpoint(
     opset: int | None = None,
     dense: bool = False,
     dense_window_cells: int | None = None,
+    dense_weights: str = "fp16",
 ) -> ModelBundle:
     """Export an open_clip checkpoint to a bundle folder ``out_dir``; return the written bundle.
 
@@ -199,8 +200,10 @@ def export_checkpoint(
     ``preprocess``: mean/std/interpolation to record instead of the architecture's (a checkpoint file
     carries none; by default they come from a config file, else open_clip's pretrained tags, else defaults).
     ``parity_images``: image files for the parity check (default: packaged parity PNGs, else synthetic).
-    ``dense``: also write the dense head (``dense_encoder.onnx``, see ``export.dense``; always fp32), whose
-    default window is ``dense_window_cells`` cells per side (default: the model's input size, e.g. 4 cells).
+    ``dense``: also write the dense head (``dense_encoder.onnx``, see ``export.dense``; fp32 compute), whose
+    default window is ``dense_window_cells`` cells per side (default: the model's input size, e.g. 4 cells) and
+    whose weights are stored as ``dense_weights`` ("fp16": float16 initializers cast to float32 when onnxruntime
+    loads it, half the file, see ``export.weight_storage``; "fp32").
     Raises BundleError (bad checkpoint/arch/parity), OutputError (exists), MissingDependencyError.
     """
     from ._deps import require_torch
@@ -279,7 +282,8 @@ def export_checkpoint(
         if dense:  # before int8/fp16 replace the fp32 image encoder it is compared with
             from .dense import export_dense
 
-            dense_spec = export_dense(model, tmp, images, tmp / IMAGE_ENCODER, dense_window_cells, opset, min_cosine)
+            dense_spec = export_dense(model, tmp, images, tmp / IMAGE_ENCODER, dense_window_cells, opset, min_cosine,
+                                      weights=dense_weights)
 
         image_file, text_file = IMAGE_ENCODER, TEXT_ENCODER
         precision = {"image": "fp32", "text": "fp32"}

@@ -12,7 +12,9 @@ Two recipes, recorded as ``dense.method`` in model.json:
   of a mix of global context. The positional table is resized (bicubic) to the window's patch grid.
 
 Graph: ``image`` [batch, 3, H, W] (H, W dynamic, multiples of the stride) -> ``embedding`` [batch, H/s, W/s, D],
-not normalised. The dense encoder is always exported in float32 (``--int8``/``--fp16`` leave it as is).
+not normalised. The dense encoder computes in float32 (``--int8``/``--fp16`` leave it as is); by default its weights
+are *stored* as float16 (``weights="fp16"``, ``models export --dense-weights fp16``; see ``weight_storage``): half the
+file, the same float32 kernels once onnxruntime has folded the casts, parity still measured against torch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.bundle import DENSE_ENCODER, DenseSpec
+from ..runtime.bundle import DENSE_ENCODER, DENSE_WEIGHTS_FP16, DenseSpec
 from ..errors import BundleError
 from ._deps import require_torch
 
@@ -149,8 +151,11 @@ def dense_windows(images: np.ndarray, window: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack(out[:4]), dtype=np.float32)
 
 
+DENSE_WEIGHT_CHOICES = ("fp16", "fp32")  # how export_dense stores the weights (fp32 compute either way)
+
+
 def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, window_cells: int | None = None,
-                 opset: int = 17, min_cosine: float = 0.9999) -> DenseSpec:
+                 opset: int = 17, min_cosine: float = 0.9999, weights: str = "fp16") -> DenseSpec:
     """Write ``dense_encoder.onnx`` into ``folder``, check it against torch at the model's input size and at a
     larger non-square window, and return its DenseSpec (with the parity figures)."""
     torch = require_torch()
@@ -158,7 +163,10 @@ def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, wind
 
     from . import parity as par
     from .onnx_export import _swapped_attention
+    from .weight_storage import store_file_fp16
 
+    if weights not in DENSE_WEIGHT_CHOICES:  # "fp16": float16-stored weights, fp32 compute (weight_storage)
+        raise BundleError(f"dense weights must be one of {DENSE_WEIGHT_CHOICES}, got {weights!r}")
     module, method, stride = _dense_module(model)
     size = int(images.shape[-1])
     if size % stride:
@@ -181,9 +189,13 @@ def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, wind
     except Exception as exc:  # exporter errors come in many types
         raise BundleError(f"dense ONNX export failed ({type(exc).__name__}: {exc})") from exc
     model.eval()
+    storage = store_file_fp16(path) if weights == "fp16" else None  # parity below is measured on the stored file
     parity = _dense_parity(module, path, image_file, images, max(window, 2 * size), stride, method, min_cosine, par)
-    log.info("dense head %s: stride %d, window %d, parity %s", method, stride, window, parity)
-    return DenseSpec(method=method, stride=stride, window=window, file=DENSE_ENCODER, parity=parity)
+    if storage is not None:
+        parity["weight_storage"] = storage
+    log.info("dense head %s (%s weights): stride %d, window %d, parity %s", method, weights, stride, window, parity)
+    return DenseSpec(method=method, stride=stride, window=window, file=DENSE_ENCODER, parity=parity,
+                     weights=DENSE_WEIGHTS_FP16 if storage is not None else "fp32")
 
 
 class _nullcontext:

@@ -34,6 +34,11 @@ DENSE_ENCODER = "dense_encoder.onnx"
 # last feature map, before the average pooling; the mean of the cells is the image embedding) or "vit-maskclip"
 # (open_clip ViTs: patch tokens through the final LayerNorm + projection, the last block's attention value-only).
 DENSE_METHODS = ("conv-projection", "vit-maskclip")
+# How the dense head's weights are stored: "fp32", or "fp16-stored" (float16 initializers + Cast-to-float32 nodes
+# that onnxruntime folds at session start: half the file, the same float32 inputs, outputs and kernels; written by
+# rsclip_geo.export.weight_storage). Bundles without the field have fp32 weights.
+DENSE_WEIGHTS_FP16 = "fp16-stored"
+DENSE_WEIGHTS = ("fp32", DENSE_WEIGHTS_FP16)
 
 
 def precision_from_file_name(name: str) -> str:
@@ -79,6 +84,7 @@ class DenseSpec:
     stride: int  # input pixels per output cell (32 for EfficientNet, the patch size for a ViT)
     window: int  # default window side in input pixels (a multiple of stride, >= image.size)
     file: str = DENSE_ENCODER
+    weights: str = "fp32"  # one of DENSE_WEIGHTS; the graph contract is the same for both
     parity: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -152,6 +158,8 @@ class ModelBundle:
             d.pop("precision")  # bundles written before the field keep their exact model.json (and fingerprint)
         if self.dense is None:
             d.pop("dense")  # likewise for bundles without a dense head
+        elif self.dense.weights == "fp32":
+            d["dense"].pop("weights")  # and for fp32 dense heads written before the field
         # format_version first, for humans reading the file
         return {"format_version": d.pop("format_version"), **d}
 
@@ -260,7 +268,10 @@ def _dense(data: dict, image_size: int, file: Path) -> DenseSpec | None:
     parity = d.get("parity", {})
     if not isinstance(parity, dict):
         raise BundleError(f"{file}: field 'dense.parity' must be an object, got {type(parity).__name__}")
-    return DenseSpec(method=method, stride=stride, window=window, file=name, parity=dict(parity))
+    weights = _optional(d, "weights", str, "fp32", "dense.", file)
+    if weights not in DENSE_WEIGHTS:
+        raise BundleError(f"{file}: field 'dense.weights' must be one of {DENSE_WEIGHTS}, got {weights!r}")
+    return DenseSpec(method=method, stride=stride, window=window, file=name, parity=dict(parity), weights=weights)
 
 
 def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None) -> ModelBundle:
