@@ -66,14 +66,32 @@ def _conv_parts(visual):
     return trunk, proj, reduction
 
 
-def _dense_module(model):
-    """(torch module image -> [B, h, w, D], method, stride) for ``model``'s image tower, or a BundleError."""
+def _trained_projection(proj, projection):
+    """A bias-free Linear holding a trained dense projection [D, C] (training/dense_align.py) in place of the
+    global one: same shape required."""
+    torch = require_torch()
+    weight = torch.as_tensor(np.asarray(projection, np.float32))
+    want = tuple(proj.weight.shape) if proj is not None else None
+    if weight.ndim != 2 or (want is not None and tuple(weight.shape) != want):
+        raise BundleError(f"--dense projection: weight of shape {tuple(weight.shape)} does not replace the model's "
+                          f"projection {want}")
+    out = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+    return out
+
+
+def _dense_module(model, projection=None):
+    """(torch module image -> [B, h, w, D], method, stride) for ``model``'s image tower, or a BundleError.
+    ``projection``: a trained dense projection [D, C] used instead of the global one (conv towers only)."""
     torch = require_torch()
     visual = model.visual
     if hasattr(visual, "trunk"):
         trunk, proj, stride = _conv_parts(visual)
         if stride is None:
             raise BundleError("--dense: cannot tell the timm trunk's output stride (feature_info)")
+        if projection is not None:
+            proj = _trained_projection(proj, projection)
 
         class ConvProjection(torch.nn.Module):
             def __init__(self):
@@ -85,6 +103,8 @@ def _dense_module(model):
                 return self.proj(x) if self.proj is not None else x
 
         return ConvProjection(), "conv-projection", stride
+    if projection is not None:
+        raise BundleError("--dense: a trained dense projection applies to conv towers (conv-projection) only")
     needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
     if all(hasattr(visual, a) for a in needed):
         return _maskclip_module(visual), "vit-maskclip", int(visual.patch_size[0])
@@ -155,9 +175,13 @@ DENSE_WEIGHT_CHOICES = ("fp16", "fp32")  # how export_dense stores the weights (
 
 
 def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, window_cells: int | None = None,
-                 opset: int = 17, min_cosine: float = 0.9999, weights: str = "fp16") -> DenseSpec:
+                 opset: int = 17, min_cosine: float = 0.9999, weights: str = "fp16", projection=None) -> DenseSpec:
     """Write ``dense_encoder.onnx`` into ``folder``, check it against torch at the model's input size and at a
-    larger non-square window, and return its DenseSpec (with the parity figures)."""
+    larger non-square window, and return its DenseSpec (with the parity figures).
+
+    ``projection``: a trained dense projection [D, C] (``python -m training.dense_align``) applied to every cell
+    instead of the global projection; the mean of the cells is then no longer the image embedding, so their
+    cosine is recorded (``pooled_vs_image_cosine_min``) but not required, and ``projection: trained`` is noted."""
     torch = require_torch()
     import onnx
 
@@ -167,7 +191,7 @@ def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, wind
 
     if weights not in DENSE_WEIGHT_CHOICES:  # "fp16": float16-stored weights, fp32 compute (weight_storage)
         raise BundleError(f"dense weights must be one of {DENSE_WEIGHT_CHOICES}, got {weights!r}")
-    module, method, stride = _dense_module(model)
+    module, method, stride = _dense_module(model, projection)
     size = int(images.shape[-1])
     if size % stride:
         raise BundleError(f"--dense: image size {size} is not a multiple of the dense stride {stride}")
@@ -190,7 +214,8 @@ def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, wind
         raise BundleError(f"dense ONNX export failed ({type(exc).__name__}: {exc})") from exc
     model.eval()
     storage = store_file_fp16(path) if weights == "fp16" else None  # parity below is measured on the stored file
-    parity = _dense_parity(module, path, image_file, images, max(window, 2 * size), stride, method, min_cosine, par)
+    parity = _dense_parity(module, path, image_file, images, max(window, 2 * size), stride, method, min_cosine, par,
+                           trained=projection is not None)
     if storage is not None:
         parity["weight_storage"] = storage
     log.info("dense head %s (%s weights): stride %d, window %d, parity %s", method, weights, stride, window, parity)
@@ -207,7 +232,7 @@ class _nullcontext:
 
 
 def _dense_parity(module, path: Path, image_file: Path, images: np.ndarray, window: int, stride: int, method: str,
-                  min_cosine: float, par) -> dict:
+                  min_cosine: float, par, trained: bool = False) -> dict:
     """torch vs onnxruntime on every cell at the model size, a ``window`` (>= 2 x the model size) and a
     non-square one."""
     torch = require_torch()
@@ -235,7 +260,10 @@ def _dense_parity(module, path: Path, image_file: Path, images: np.ndarray, wind
         pooled = session.run(["embedding"], {"image": np.ascontiguousarray(images)})[0].mean(axis=(1, 2))
         image = par.ort_embed(par.ort_session(image_file), "image", images)
         figures["pooled_vs_image_cosine_min"] = float(par.cosine_rows(pooled, image).min())
-    if not figures["cosine_min"] >= min_cosine or not figures.get("pooled_vs_image_cosine_min", 1.0) >= min_cosine:
+    pooled_required = figures.get("pooled_vs_image_cosine_min", 1.0) if not trained else 1.0
+    if trained:
+        figures["projection"] = "trained (training/dense_align.py): pooled cells differ from the image embedding"
+    if not figures["cosine_min"] >= min_cosine or not pooled_required >= min_cosine:
         raise BundleError(f"dense ONNX export does not reproduce the torch model: {figures} (required >= "
                           f"{min_cosine}); the bundle was not written")
     return figures

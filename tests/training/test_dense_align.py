@@ -1,0 +1,158 @@
+"""Dense alignment (training/dense_align.py): region labels from boxes, the loss, distillation, the export hook."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.dense_align import (_auc, cell_figures, class_weights, dense_align_loss,  # noqa: E402
+                                  split_images, train_projection)
+from training.dense_labels import IGNORE, cell_labels, window_origins  # noqa: E402
+
+
+def test_cell_labels_classes_background_edges_and_small_objects():
+    boxes = [(0, (0, 0, 16, 8)),       # class 0 covering cells (0, 0) and (0, 1) exactly
+             (1, (26, 26, 30, 30)),    # a class-1 object smaller than a cell, centred in cell (3, 3)
+             (0, (0, 21, 8, 32)),      # class 0: 3/8 of cell (2, 0) (an edge, ignored), all of cell (3, 0)
+             (1, (16, 0, 24, 8)), (0, (16, 0, 24, 3))]  # cell (0, 2): class 1 covers all, class 0 3/8 -> 1
+    lab = cell_labels(boxes, 4, 4, 8, n_classes=2, min_cover=0.5)
+    want = np.full((4, 4), 2)
+    want[0, 0] = want[0, 1] = 0
+    want[3, 3] = want[0, 2] = 1
+    want[3, 0] = 0
+    want[2, 0] = IGNORE
+    np.testing.assert_array_equal(lab, want)
+    assert lab.dtype == np.int8
+
+
+def test_cell_labels_background_margin_and_bad_input():
+    # a thin box covering 1/8 of each cell of row 1: ignored with background_max_cover 0, background with 0.2
+    boxes = [(0, (0, 8, 96, 9))]
+    assert (cell_labels(boxes, 2, 12, 8, 1)[1] == IGNORE).all()
+    assert (cell_labels(boxes, 2, 12, 8, 1, background_max_cover=0.2) == 1).all()
+    with pytest.raises(ValueError, match="box class 3"):
+        cell_labels([(3, (0, 0, 8, 8))], 2, 2, 8, 2)
+    with pytest.raises(ValueError, match="min_cover"):
+        cell_labels([], 2, 2, 8, 2, min_cover=0.2, background_max_cover=0.3)
+
+
+def test_window_origins_match_segment_plan():
+    from rsclip_geo.tasks.dense_map import _starts
+
+    for n in (1, 3, 4, 5, 9, 26):
+        for step in (1, 2, 4):
+            assert window_origins(n, 4, step) == list(_starts(n, 4, step))
+
+
+def _problem(seed=0, n=600, c=12, d=6, k=2, bg=2):
+    """Cells whose label is decided by which of k + 1 directions of the feature space they lean to."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k + 1, c)) * 2
+    y = rng.integers(0, k + 1, n).astype(np.int8)  # k = background
+    x = (centres[y] + rng.standard_normal((n, c))).astype(np.float32)
+    text = rng.standard_normal((k + bg, d)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    w0 = (rng.standard_normal((d, c)) / np.sqrt(c)).astype(np.float32)
+    return x, y, w0, text
+
+
+CFG = {"steps": 150, "batch": 256, "lr": 1e-2, "weight_decay": 0.0, "distill_weight": 0.0, "balance": 0.5,
+       "log_every": 10}
+
+
+def test_training_lowers_the_loss_and_raises_accuracy():
+    x, y, w0, text = _problem()
+    w, hist = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None)
+    assert hist[-1]["ce"] < 0.5 * hist[0]["ce"]
+    img = np.zeros(len(y), np.int32)
+    before = cell_figures(x, y, img, w0, text, ["a", "b"])
+    after = cell_figures(x, y, img, w, text, ["a", "b"])
+    assert after["accuracy"] > max(0.9, before["accuracy"] + 0.2)
+    # deterministic: the same seed gives the same weights
+    w2, _ = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None)
+    np.testing.assert_array_equal(w, w2)
+
+
+def test_distillation_keeps_cells_near_the_global_projection():
+    x, y, w0, text = _problem(seed=1)
+
+    def cos_to_global(weight):
+        a, b = x @ weight.T, x @ w0.T
+        return float(np.mean((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+    free, _ = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None)
+    held, hist = train_projection(x, y, w0, text, 2, 20.0, {**CFG, "distill_weight": 5.0}, seed=0,
+                                  log=lambda *_: None)
+    assert cos_to_global(held) > cos_to_global(free) + 0.05
+    assert hist[0]["distill"] == pytest.approx(0.0, abs=1e-6)  # starts at the global projection
+
+
+def test_loss_ignores_unlabelled_cells_and_background_is_logsumexp():
+    x, y, w0, text = _problem(seed=2, n=50)
+    w, w0t = torch.from_numpy(w0).clone(), torch.from_numpy(w0)
+    t = torch.from_numpy(text)
+    ys = torch.from_numpy(y)
+    full, _ = dense_align_loss(w, w0t, torch.from_numpy(x), ys, t, 2, 10.0, 0.0)
+    masked = ys.clone()
+    masked[:25] = IGNORE
+    part, _ = dense_align_loss(w, w0t, torch.from_numpy(x), masked, t, 2, 10.0, 0.0)
+    tail, _ = dense_align_loss(w, w0t, torch.from_numpy(x[25:]), ys[25:], t, 2, 10.0, 0.0)
+    assert float(part) == pytest.approx(float(tail), rel=1e-6) and float(part) != pytest.approx(float(full))
+    # reference cross-entropy with the background logit as log-sum-exp of the background prompts
+    e = torch.nn.functional.normalize(torch.from_numpy(x) @ w.T, dim=-1)
+    logits = 10.0 * e @ t.T
+    ref = torch.cat([logits[:, :2], torch.logsumexp(logits[:, 2:], 1, keepdim=True)], 1)
+    assert float(full) == pytest.approx(float(torch.nn.functional.cross_entropy(ref, ys.long())), rel=1e-5)
+
+
+def test_class_weights_and_split():
+    y = np.array([0, 0, 0, 1, 2, 2, IGNORE], np.int8)
+    np.testing.assert_allclose(class_weights(y, 3, 0.0).numpy(), [1, 1, 1])
+    w = class_weights(y, 4, 1.0).numpy()  # label 3 absent: weight 0
+    assert w[3] == 0 and w[1] == pytest.approx(3 * w[0]) and w[:3].mean() == pytest.approx(1)
+    val = split_images(20, 0.1, seed=0)
+    assert val.sum() == 2 and np.array_equal(val, split_images(20, 0.1, seed=0))
+    assert _auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert _auc(np.array([0.5]), np.array([0.5])) == 0.5
+
+
+def test_export_dense_with_a_trained_projection(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    pytest.importorskip("timm")
+    from rsclip_geo.errors import BundleError
+    from rsclip_geo.export import parity as par
+    from rsclip_geo.export.dense import export_dense
+    from rsclip_geo.export.onnx_export import export_encoders  # noqa: F401  (the export extra is present)
+
+    cfg = {"embed_dim": 16, "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                                         "layers": 1},
+           "vision_cfg": {"timm_model_name": "test_efficientnet", "timm_model_pretrained": False,
+                          "timm_pool": "avg", "timm_proj": "linear", "image_size": 64}}
+    config = tmp_path / "tiny-dense-align.json"
+    config.write_text(json.dumps(cfg))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model(config.stem, pretrained_text=False).eval()
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+    image_file = tmp_path / "image.onnx"
+    with torch.no_grad():
+        torch.onnx.export(model.visual, (torch.from_numpy(images[:1]),), str(image_file), input_names=["image"],
+                          output_names=["embedding"], dynamic_axes={"image": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    proj = model.visual.head.proj.weight
+    trained = proj.detach().numpy() + 0.5 * rng.standard_normal(proj.shape).astype(np.float32)
+    spec = export_dense(model, tmp_path, images, image_file, projection=trained)
+    assert "trained" in spec.parity["projection"] and spec.parity["cosine_min"] >= 0.9999
+    assert spec.parity["pooled_vs_image_cosine_min"] < 0.9999  # recorded, not required
+    x = rng.standard_normal((1, 3, 64, 128)).astype(np.float32)
+    out = par.ort_session(tmp_path / "dense_encoder.onnx").run(["embedding"], {"image": x})[0]
+    with torch.no_grad():
+        f = model.visual.trunk.forward_features(torch.from_numpy(x)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(out, f @ trained.T, rtol=1e-4, atol=1e-4)
+    with pytest.raises(BundleError, match="does not replace"):
+        export_dense(model, tmp_path, images, image_file, projection=trained[:, :3])
