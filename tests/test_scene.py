@@ -409,3 +409,14 @@ def test_float_nodata_masks_match_gdal(tmp_path, nodata):
         expected = np.all(ds.read_masks([1, 2, 3]) > 0, axis=0)
     np.testing.assert_array_equal(valid, expected)
     assert not valid[:10].any() and not valid[20:25, 20:25].any() and valid[10:20].all()
+
+
+def test_scene_plan_is_its_own_grid_and_names_the_scene(tmp_path):
+    path = write_geotiff(tmp_path / "grid.tif", np.full((3, 100, 70), 90, np.uint8))
+    with Scene(path) as sc:
+        plan = sc.plan(TileSpec(size_px=32, overlap=0.5), 224)
+        assert plan == plan_tiles(70, 100, sc.transform, sc.crs, TileSpec(size_px=32, overlap=0.5), 224)
+        assert (plan.tile_width, plan.stride_x, plan.scene_width, plan.scene_height) == (32, 16, 70, 100)
+        assert sc.plan(TileSpec(), 48).tile_width == 48  # the model's input size when the spec gives none
+        with pytest.raises(RasterInputError, match=r"grid\.tif: a 0\.01 m tile"):
+            sc.plan(TileSpec(size_m=0.01), 224)

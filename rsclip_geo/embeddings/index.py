@@ -29,7 +29,7 @@ from ..raster.scene import Scene, scene_path
 from .encode import encode_scene
 from .key import scene_fingerprint, stale_reason, tiling_key
 from ..raster.tile_stream import check_max_invalid
-from ..raster.tiling import TilePlan, TileSpec, as_tile_spec, plan_tiles
+from ..raster.tiling import TilePlan, TileSpec, as_tile_spec
 from ..outputs.geoparquet import read_json_metadata, write_geoparquet
 from ..outputs.writers import atomic_path, check_output
 
@@ -116,8 +116,7 @@ def _build_index(scene, model: ClipModel, scales: list[TileSpec], max_invalid: f
     import geopandas as gpd
 
     with Scene(scene, **scene_options) as sc:
-        plans = [plan_tiles(sc.width, sc.height, sc.transform, sc.crs, s, model.bundle.image.size, str(sc.path))
-                 for s in scales]
+        plans = [sc.plan(s, model.bundle.image.size) for s in scales]
         total, offset = sum(len(p) for p in plans), 0
         frames, embs = [], []
         for scale_i, plan in enumerate(plans):

@@ -29,7 +29,7 @@ from .index import SceneIndex, build_index, read_index, read_index_meta, save_in
 from .key import stale_reason, tiling_key, usable_scales
 from ..raster.scene import Scene
 from .encode import encode_scene
-from ..raster.tiling import Tile, TilePlan, TileSpec, plan_tiles
+from ..raster.tiling import Tile, TilePlan, TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def _from_index(index: SceneIndex, scale: int, spec: TileSpec) -> ScaleEmbedding
 
 def _encode(scene: Scene, spec: TileSpec, model: ClipModel, max_invalid: float, progress, base: int, total: int
             ) -> ScaleEmbeddings:
-    plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, spec, model.bundle.image.size,
-                      str(scene.path))
+    plan = scene.plan(spec, model.bundle.image.size)
 
     def step(done, _total):
         if progress:
@@ -126,8 +125,7 @@ def scale_embeddings(scene: Scene, specs: Sequence[TileSpec], model: ClipModel, 
         return [replace(_from_index(index, i, s), reused=False) for i, s in enumerate(specs)]
     plans_total = 0
     if missing:
-        plans_total = sum(len(plan_tiles(scene.width, scene.height, scene.transform, scene.crs, specs[i],
-                                         model.bundle.image.size, str(scene.path))) for i in missing)
+        plans_total = sum(len(scene.plan(specs[i], model.bundle.image.size)) for i in missing)
     base = 0
     for i in missing:
         out[i] = _encode(scene, specs[i], model, max_invalid, progress, base, plans_total)

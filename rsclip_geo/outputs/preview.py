@@ -81,7 +81,7 @@ def quicklook(scene: str | os.PathLike | Scene, max_side: int = MAX_SIDE, min_si
         shape = (len(sc.bands), sc.height, sc.width) if enlarge else (len(sc.bands), ph, pw)
         data = sc.ds.read(list(sc.bands), out_shape=shape, resampling=Resampling.average)
         masks = sc.ds.read_masks(list(sc.bands), out_shape=shape, resampling=Resampling.nearest)
-        valid = sc._valid(data, masks)
+        valid = sc.valid_mask(data, masks)
         rgb = sc.stretch.apply(data)
         if rgb.shape[0] == 1:
             rgb = np.repeat(rgb, 3, axis=0)

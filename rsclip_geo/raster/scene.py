@@ -206,9 +206,11 @@ class Scene:
                                        resampling=Resampling.nearest)
         except RasterioError as exc:
             raise RasterInputError(f"{self.path}: cannot read pixels; the file may be truncated or corrupt ({exc})") from exc
-        return data, self._valid(data, masks)
+        return data, self.valid_mask(data, masks)
 
-    def _valid(self, data: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    def valid_mask(self, data: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """Valid pixels of ``data`` (bands x H x W) read with ``masks``: masked, non-finite and (with zero_invalid)
+        all-zero pixels are not."""
         valid = np.all(masks > 0, axis=0)
         if data.dtype.kind in "fc":  # NaN/+-inf are no measurement, declared nodata or not
             valid &= np.all(np.isfinite(data), axis=0)
@@ -254,7 +256,7 @@ class Scene:
             raise RasterInputError(
                 f"{self.path}: cannot read window col {inner.col_off} row {inner.row_off} "
                 f"({inner.width}x{inner.height}); the file may be truncated or corrupt ({exc})") from exc
-        inner_valid = self._valid(data, masks)
+        inner_valid = self.valid_mask(data, masks)
         stretched = self.stretch.apply(data)
         if stretched.shape[0] == 1:
             stretched = np.repeat(stretched, 3, axis=0)
@@ -281,6 +283,13 @@ class Scene:
             else:
                 masks[i] = data[i] != nodata
         return masks
+
+    def plan(self, spec, default_size_px: int):
+        """The tile plan of this scene for ``spec`` (``default_size_px``: the model's input size when the spec
+        gives none); errors name the scene."""
+        from .tiling import plan_tiles
+
+        return plan_tiles(self.width, self.height, self.transform, self.crs, spec, default_size_px, str(self.path))
 
     def close(self) -> None:
         self.ds.close()

@@ -16,7 +16,7 @@ from ..runtime.encoder import ClipModel, load_model
 from ..runtime.prompts import Label, parse_labels
 from ..raster.scene import Scene
 from ..embeddings.encode import ProgressCallback, encode_scene
-from ..raster.tiling import TilePlan, TileSpec, plan_tiles
+from ..raster.tiling import TilePlan, TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,7 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
     own = not isinstance(scene, Scene)
     scene = Scene(scene, bands=bands, **scene_options) if own else scene
     try:
-        plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, tile or TileSpec(),
-                          model.bundle.image.size, source=str(scene.path))
+        plan = scene.plan(tile or TileSpec(), model.bundle.image.size)
         start = time.perf_counter()
         encoded = encode_scene(scene, plan, model, max_invalid, progress)
         tiles, emb, frac = encoded.tiles, encoded.embeddings, encoded.valid_fraction

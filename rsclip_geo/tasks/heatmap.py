@@ -47,7 +47,7 @@ from ..runtime.encoder import ClipModel, load_model
 from ..errors import LabelError, RasterInputError
 from ..embeddings.reuse import ScaleEmbeddings, scale_embeddings
 from ..raster.scene import Scene
-from ..raster.tiling import TileSpec, pixel_size_m, plan_tiles
+from ..raster.tiling import TileSpec, pixel_size_m
 from ..outputs.writers import write_float_raster
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _fit_scales(scene: Scene, specs: list[TileSpec], model_size: int) -> list[Ti
     kept, errors = [], []
     for spec in specs:
         try:
-            plan_tiles(scene.width, scene.height, scene.transform, scene.crs, spec, model_size, str(scene.path))
+            scene.plan(spec, model_size)
             kept.append(spec)
         except RasterInputError as exc:
             errors.append(str(exc))
@@ -225,7 +225,7 @@ def scene_validity(scene: Scene, grid: OutputGrid) -> np.ndarray:
     shape = (len(scene.bands), grid.n_rows, grid.n_cols)
     data = scene.ds.read(list(scene.bands), out_shape=shape, resampling=Resampling.nearest)
     masks = scene.ds.read_masks(list(scene.bands), out_shape=shape, resampling=Resampling.nearest)
-    return scene._valid(data, masks)
+    return scene.valid_mask(data, masks)
 
 
 # ---- accumulation and smoothing -------------------------------------------------------------------------------

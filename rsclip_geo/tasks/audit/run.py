@@ -37,7 +37,7 @@ from ...errors import LabelError, RasterInputError, VectorInputError
 from ...runtime.prompts import Label
 from ...raster.scene import Scene
 from ...embeddings.encode import ProgressCallback
-from ...raster.tiling import TileSpec, plan_tiles
+from ...raster.tiling import TileSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ def _audit(gdf, where: str, scene, label_field: str, model=None, tile=None, labe
     own_scene = not isinstance(scene, Scene)
     sc = Scene(scene, bands=bands, **scene_options) if own_scene else scene
     try:
-        plan = plan_tiles(sc.width, sc.height, sc.transform, sc.crs, tile or TileSpec(edge="shift"),
-                          model.bundle.image.size, source=str(sc.path))
+        plan = sc.plan(tile or TileSpec(edge="shift"), model.bundle.image.size)
         start = time.perf_counter()
         px = _in_scene_pixels(geoms, gdf.crs, sc, where)
         windows = [unit_windows(g, plan, max_windows, min_inside) for g in px]
@@ -125,8 +124,7 @@ def audit_class_raster(class_raster: str | os.PathLike, scene: str | os.PathLike
     names = read_class_names(class_names) if isinstance(class_names, (str, os.PathLike)) else class_names
     model = model if isinstance(model, ClipModel) else load_model(model)
     with Scene(scene, bands=bands, stretch=stretch, zero_invalid=zero_invalid) as sc:
-        plan = plan_tiles(sc.width, sc.height, sc.transform, sc.crs, tile or TileSpec(edge="shift"),
-                          model.bundle.image.size, source=str(sc.path))
+        plan = sc.plan(tile or TileSpec(edge="shift"), model.bundle.image.size)
         if min_segment_px is None:
             min_segment_px = _quarter_window_px(class_raster, sc, plan)
         units = raster_units(class_raster, names, min_segment_px)
