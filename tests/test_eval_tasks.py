@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from rsclip_geo.errors import LabelError
-from rsclip_geo.evaluation import (CountPredictor, DatasetError, count_metrics, count_prompts, evaluate_counting,
+from rsclip_geo.evaluation import (CountPredictor, predict_images, DatasetError, count_metrics, count_prompts, evaluate_counting,
                                    evaluate_probe, evaluate_retrieval, few_shot, fit_linear_probe, knn, linear_probe,
                                    read_captions, read_counts, retrieval_metrics)
-from rsclip_geo.evaluation.counting import pluralize
+from rsclip_geo.runtime.count_prompts import pluralize
 from tests.test_eval_zero_shot import make_colour_dataset
 from tests.utils.rasters import BLUE, GREEN, RED
 
@@ -197,7 +197,7 @@ def test_count_predictor_with_colour_numerals(tiny_model):
     # numbers spelled 'red', 'green', 'blue' make counts 1, 2, 3 match red, green, blue images
     pred = CountPredictor(tiny_model, "thing", max_count=3, numerals=["red", "green", "blue"], template="{n} {objects}")
     assert pred.prompts == [("red thing",), ("green things",), ("blue things",)]
-    out = pred.predict_images([solid(RED), solid(GREEN), solid(BLUE)])
+    out = predict_images(pred, [solid(RED), solid(GREEN), solid(BLUE)])
     assert [p.count for p in out] == [1, 2, 3]
     # runner-up: the axis with the larger pixel value among the other two (ties -> smaller count)
     assert [p.runner_up for p in out] == [2, 3, 2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..tasks.count import count_objects
-from ..evaluation.counting import NUMERAL_STYLES
+from ..runtime.count_prompts import NUMERAL_STYLES
 from ..outputs.guard import check_outputs_apart, model_files
 from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import ProgressBar, model_options, tiling_options

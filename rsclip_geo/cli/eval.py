@@ -153,7 +153,8 @@ def probe_command(folder, train_dir, split, shots, k, draws, limit_per_class, se
 @model_options
 def count_command(source, max_count, numerals, template, as_json, quiet, model):
     """Counting accuracy on a CSV image_path,object_name,count (or a folder holding counts.csv)."""
-    from ..evaluation.counting import NUMERAL_STYLES, evaluate_counting
+    from ..evaluation.counting import evaluate_counting
+    from ..runtime.count_prompts import NUMERAL_STYLES
     from ..evaluation.report import format_counting
 
     spelled = numerals if numerals in NUMERAL_STYLES else [s.strip() for s in numerals.split(",")]

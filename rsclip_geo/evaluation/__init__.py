@@ -5,8 +5,8 @@ Everything runs through the same runtime and preprocessing as tile-classify
 the training package both call these functions.
 """
 
-from .counting import (CountingResult, CountMetrics, CountPrediction, CountPredictor, count_metrics, count_prompts,
-                       evaluate_counting, predict_count)
+from ..runtime.count_prompts import CountPrediction, CountPredictor, count_prompts
+from .counting import CountingResult, CountMetrics, count_metrics, evaluate_counting, predict_count, predict_images
 from .datasets import (CaptionSet, CountSet, DatasetError, ImageFolderDataset, load_rgb, read_captions,
                        read_classnames, read_counts, stratified_split)
 from .embed import embed_images
@@ -24,7 +24,7 @@ __all__ = [
     "evaluate_retrieval", "retrieval_metrics",
     "linear_probe", "fit_linear_probe", "LinearProbeModel", "knn", "few_shot", "evaluate_probe",
     "ProbeResult", "KnnResult", "FewShotResult", "ProbeReport",
-    "evaluate_counting", "count_metrics", "count_prompts", "CountPredictor", "CountPrediction", "predict_count",
+    "evaluate_counting", "count_metrics", "count_prompts", "CountPredictor", "CountPrediction", "predict_count", "predict_images",
     "CountMetrics", "CountingResult",
     "to_json",
 ]

@@ -1,6 +1,6 @@
 """Per-tile object counting: RemoteCount's prompts ("a satellite photo of {n} {objects}", n = 1..max) per tile.
 
-The prompt scoring is ``evaluation.counting.CountPredictor`` (the same code the
+The prompt scoring is ``runtime.count_prompts.CountPredictor`` (the same code the
 ``eval count`` benchmark measures); this module runs it over a scene's tiles,
 reusing the scene index's image embeddings when the tiling matches. Counts
 start at 1, as in RemoteCount: a tile without the object still gets a count,
@@ -21,7 +21,7 @@ import numpy as np
 from .classify import RunSummary
 from ..runtime.encoder import ClipModel, load_model
 from ..errors import LabelError
-from ..evaluation.counting import DEFAULT_TEMPLATE, CountPredictor
+from ..runtime.count_prompts import DEFAULT_TEMPLATE, CountPredictor
 from ..embeddings.reuse import ProgressCallback, scale_embeddings
 from ..raster.scene import Scene
 from ..raster.tiling import TilePlan, TileSpec

@@ -90,7 +90,7 @@ def test_count_crops_hold_exactly_n_objects_on_real_dota_boxes(shared_data):
 
 
 def test_count_captions_use_the_runtime_prompt_words():
-    from rsclip_geo.evaluation.counting import count_prompts
+    from rsclip_geo.runtime.count_prompts import count_prompts
 
     caps = count_captions("storage tank", 3)
     assert "a satellite photo of three storage tanks." in caps
