@@ -120,7 +120,7 @@ def test_not_an_index(tmp_path, tiny_model):
         search(plain, "red", model=tiny_model)
     junk = tmp_path / "junk.parquet"
     junk.write_text("nope")
-    with pytest.raises(IndexFileError, match="not a readable GeoParquet index"):
+    with pytest.raises(IndexFileError, match="not an rsclip-geo index: not a readable Parquet file"):
         search(junk, "red", model=tiny_model)
 
 

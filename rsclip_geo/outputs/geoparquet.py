@@ -85,7 +85,7 @@ def read_json_metadata(path: str | os.PathLike, key: bytes, what: str, error: ty
     try:
         meta = schema_metadata(path)
     except ValueError as exc:
-        raise error(str(exc)) from exc
+        raise error(f"{path}: not {what}: not a readable Parquet file ({exc.__cause__})") from exc
     if key not in meta:
         raise error(f"{path}: a Parquet file but not {what} (no '{key.decode()}' metadata)")
     try:
