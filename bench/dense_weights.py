@@ -27,11 +27,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
-from rsclip_geo.runtime.encoder import _open_session  # noqa: E402
+from rsclip_geo.runtime.encoder import open_session  # noqa: E402
 
 
 def _session(path: Path):
-    return _open_session(path, ["CPUExecutionProvider"], None, "cpu")
+    return open_session(path, ["CPUExecutionProvider"], None, "cpu")
 
 
 def _one_process(path: str, windows: int, size: int) -> None:

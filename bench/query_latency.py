@@ -6,7 +6,7 @@ writes it with rsclip_geo.embeddings.index.write_index and reads it back with re
 then times, over --runs runs (median and min):
 
   text     query embedding: the bundle's prompt ensemble through the text encoder
-  rank     scores of every tile + top-k (rsclip_geo.tasks.search.score_tiles / _top)
+  rank     scores of every tile + top-k (rsclip_geo.tasks.search.score_tiles / top_indices)
   search   rsclip_geo.search(index, query): text + rank + the hits GeoDataFrame
   file     rsclip_geo.search(index_file, query): the same, reading the Parquet index each time
 
@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
 
 import rsclip_geo  # noqa: E402
 from rsclip_geo.embeddings.index import INDEX_FORMAT, SceneIndex, read_index, write_index  # noqa: E402
-from rsclip_geo.tasks.search import _top, query_embedding, score_tiles, search  # noqa: E402
+from rsclip_geo.tasks.search import top_indices, query_embedding, score_tiles, search  # noqa: E402
 
 QUERIES = ("baseball field", "storage tanks", "a harbour with boats", "dense residential area", "bare land",
            "a river crossing farmland")
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         q = query_embedding(model, QUERIES[0])
         rows = {
             "text": timed(lambda: query_embedding(model, next(queries)), args.runs),
-            "rank": timed(lambda: _top(score_tiles(index.embeddings, q), args.top), args.runs),
+            "rank": timed(lambda: top_indices(score_tiles(index.embeddings, q), args.top), args.runs),
             "search": timed(lambda: search(index, next(queries), top=args.top, model=model), args.runs),
             "file": timed(lambda: search(path, next(queries), top=args.top, model=model), max(3, args.runs // 4)),
         }

@@ -114,14 +114,14 @@ def main(argv=None) -> int:
         scenes = [Path(shutil.copy(args.scene, tmp / f"copy{i:03d}{args.scene.suffix}")) for i in range(args.copies)]
         configs = ([] if args.no_in_process else ["in-process"]) + [w.strip() for w in args.workers.split(",")]
         rows = [run(c, scenes, tmp / f"out_{c}", model, args.batch_size) for c in configs]
-    from rsclip_geo.batch.dask_client import _cores
+    from rsclip_geo.batch.dask_client import usable_cores
     from rsclip_geo.runtime.bundle import read_bundle
 
     name = "synthetic conv (random weights)" if args.synthetic else read_bundle(model).name
     if args.json:
-        print(json.dumps({"model": name, "cores": _cores(), "scene": str(args.scene), "runs": rows}))
+        print(json.dumps({"model": name, "cores": usable_cores(), "scene": str(args.scene), "runs": rows}))
     else:
-        print(f"model {name}; {_cores()} cores; {args.copies} copies of {args.scene.name}")
+        print(f"model {name}; {usable_cores()} cores; {args.copies} copies of {args.scene.name}")
         for r in rows:
             print(f"{r['config']:>20}: {r['scenes_per_min']:7.1f} scenes/min  {r['tiles_per_s']:7.1f} tiles/s  "
                   f"({r['tiles']} tiles in {r['seconds']} s; cluster start {r['cluster_startup_s']} s)")

@@ -183,12 +183,12 @@ def test_worker_with_other_model_files_fails_its_scenes(scenes, tiny_bundle, cli
 
 
 def test_onnxruntime_threads_fit_the_cores(client):
-    from rsclip_geo.batch.dask_client import _cores
+    from rsclip_geo.batch.dask_client import usable_cores
 
     threads = threads_by_worker(client)
     assert set(threads) == set(client.nthreads())
     assert all(t >= 1 for t in threads.values())
-    assert sum(threads.values()) <= max(_cores(), len(threads))
+    assert sum(threads.values()) <= max(usable_cores(), len(threads))
 
 
 # ---- failures ----------------------------------------------------------------------

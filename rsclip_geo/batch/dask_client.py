@@ -16,7 +16,7 @@ from ..errors import DeviceError, MissingDependencyError
 CLUSTER_HINT = "pip install 'rsclip-geo[cluster]'"
 
 
-def _import_distributed():
+def import_distributed():
     try:
         import distributed
     except ImportError as exc:
@@ -32,7 +32,7 @@ def open_client(client=None, workers: int | None = None, scheduler: str | None =
     if client is not None:
         yield client
         return
-    distributed = _import_distributed()
+    distributed = import_distributed()
     if scheduler is not None:
         try:
             client = distributed.Client(scheduler, timeout="30s")
@@ -48,7 +48,7 @@ def open_client(client=None, workers: int | None = None, scheduler: str | None =
         yield client
 
 
-def _worker_address() -> str | None:
+def worker_address() -> str | None:
     """This process's Dask worker address (None: not inside a Dask worker)."""
     try:
         from distributed import get_worker
@@ -60,7 +60,7 @@ def _worker_address() -> str | None:
         return None
 
 
-def _cores() -> int:
+def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -68,7 +68,7 @@ def _cores() -> int:
 
 
 def _host_cores() -> tuple[str, int]:
-    return socket.gethostname(), _cores()
+    return socket.gethostname(), usable_cores()
 
 
 def threads_by_worker(client) -> dict[str, int]:
@@ -85,4 +85,4 @@ def worker_share_of_cores() -> int:
     """onnxruntime threads for a worker that joined after planning: its own share of the host's cores."""
     from distributed import get_worker
 
-    return max(1, _cores() // max(1, get_worker().state.nthreads))
+    return max(1, usable_cores() // max(1, get_worker().state.nthreads))

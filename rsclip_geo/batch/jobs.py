@@ -26,7 +26,7 @@ from ..embeddings.key import normalized_scene_options
 from .partitions import (CLASSIFY_FORMAT, CLASSIFY_META_KEY, PARTITION_SUFFIX, partition_files, partition_path,
                          partition_stale_reason, read_partition_meta)
 from ..runtime.prompts import Label, parse_labels
-from .scene_task import _run, run_scene
+from .scene_task import run_job, run_scene
 from ..raster.tiling import TileSpec
 from .worker_model import ModelCache, ModelSpec, model_load_count
 
@@ -49,7 +49,7 @@ def run_jobs(jobs: Sequence[SceneJob], client=None, workers: int | None = None, 
             cache.put(jobs[0].model, model)
         results = []
         for i, job in enumerate(jobs):
-            results.append(_run(job, cache))
+            results.append(run_job(job, cache))
             if progress:
                 progress(results[-1], i + 1, len(jobs))
         return results, 1

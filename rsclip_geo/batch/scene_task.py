@@ -15,7 +15,7 @@ import traceback
 
 from .plan import SceneJob
 from .report import SceneResult
-from .dask_client import _worker_address
+from .dask_client import worker_address
 from ..errors import RsclipError
 from .partitions import build_reason, write_partition
 from .worker_model import _WORKER_MODELS, ModelCache, resolve_threads
@@ -25,12 +25,12 @@ log = logging.getLogger("rsclip_geo.batch.jobs")  # scenes are logged under the 
 
 def run_scene(job: SceneJob) -> SceneResult:
     """The Dask task: skip, or encode and write one scene, with this worker process's cached model."""
-    return _run(job, _WORKER_MODELS)
+    return run_job(job, _WORKER_MODELS)
 
 
-def _run(job: SceneJob, cache: ModelCache) -> SceneResult:
+def run_job(job: SceneJob, cache: ModelCache) -> SceneResult:
     start = time.perf_counter()
-    address = _worker_address()
+    address = worker_address()
     res = SceneResult(job.scene.name, str(job.scene.path), job.output,
                       worker=address or f"{socket.gethostname()}:{os.getpid()}")
     try:

@@ -61,9 +61,9 @@ def job_options(f):
 
 def _quiet_dask() -> None:
     """distributed sets its loggers to INFO when imported; without -v only its warnings belong on stderr."""
-    from ..batch.dask_client import _import_distributed
+    from ..batch.dask_client import import_distributed
 
-    _import_distributed()
+    import_distributed()
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         logging.getLogger("distributed").setLevel(logging.WARNING)
 

@@ -7,17 +7,17 @@ import click
 from ..tasks.heatmap import heatmap, selo_specs
 from ..outputs.guard import check_outputs_apart, model_files
 from ..outputs.writers import check_output
-from .options import FiniteFloatRange, ProgressBar, _parse_floats, model_options, read_options
+from .options import FiniteFloatRange, ProgressBar, parse_floats, model_options, read_options
 
 
 @click.command("heatmap")
 @click.argument("scene", type=click.Path(dir_okay=False))
 @click.argument("query")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Heatmap raster (.tif, COG).")
-@click.option("--scales", "scales_px", callback=_parse_floats, default=None, metavar="PX[,PX...]",
+@click.option("--scales", "scales_px", callback=parse_floats, default=None, metavar="PX[,PX...]",
               help="Window sizes in pixels, e.g. 224,448 (default: the model input size and twice it, "
                    "where they fit half the scene).")
-@click.option("--scales-m", callback=_parse_floats, default=None, metavar="M[,M...]",
+@click.option("--scales-m", callback=parse_floats, default=None, metavar="M[,M...]",
               help="Window sizes in metres, e.g. 100,200.")
 @click.option("--overlap", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Window overlap (0.5 = SeLo's half-window offset in both axes).")

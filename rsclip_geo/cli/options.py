@@ -90,7 +90,7 @@ def tiling_options(f):
     return wrapper
 
 
-def _parse_floats(ctx, param, value):
+def parse_floats(ctx, param, value):
     if value is None:
         return None
     try:
@@ -107,9 +107,9 @@ def scales_options(f):
 
     Must be applied below ``tiling_options`` (which runs first and provides ``tile``: overlap, edge).
     """
-    @click.option("--scales", "scales_px", callback=_parse_floats, default=None, metavar="PX[,PX...]",
+    @click.option("--scales", "scales_px", callback=parse_floats, default=None, metavar="PX[,PX...]",
                   help="Tile sizes in pixels, e.g. 224,448 (default: the --tile-size/--tile-size-m tile).")
-    @click.option("--scales-m", callback=_parse_floats, default=None, metavar="M[,M...]",
+    @click.option("--scales-m", callback=parse_floats, default=None, metavar="M[,M...]",
                   help="Tile sizes in metres, e.g. 500,1000.")
     @functools.wraps(f)
     def wrapper(*args, scales_px, scales_m, tile, **kwargs):

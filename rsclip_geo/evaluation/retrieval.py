@@ -19,7 +19,7 @@ from .embed import ProgressCallback, embed_images
 DEFAULT_KS = (1, 5, 10)
 
 
-def _first_rank(scores: np.ndarray, targets: list[np.ndarray]) -> np.ndarray:
+def first_rank(scores: np.ndarray, targets: list[np.ndarray]) -> np.ndarray:
     """For each row, the 0-based rank of the best-placed target column (stable descending order)."""
     order = np.argsort(-scores, axis=1, kind="stable")
     position = np.empty_like(order)
@@ -44,8 +44,8 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, caption_image
     if no_caption:
         raise ValueError(f"{len(no_caption)} image(s) have no caption (first: index {no_caption[0]})")
     sim = image_emb @ text_emb.T
-    i2t_rank = _first_rank(sim, owned)
-    t2i_rank = _first_rank(sim.T, [np.array([i]) for i in caption_image])
+    i2t_rank = first_rank(sim, owned)
+    t2i_rank = first_rank(sim.T, [np.array([i]) for i in caption_image])
     out: dict = {"n_images": n_img, "n_captions": n_txt}
     for k in ks:
         out[f"i2t_R@{k}"] = float(np.mean(i2t_rank < k))

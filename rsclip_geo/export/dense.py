@@ -114,7 +114,7 @@ def _dense_module(model, projection=None):
 
 def _maskclip_module(visual):
     torch = require_torch()
-    from .onnx_export import _plain_self_attention
+    from .onnx_export import plain_self_attention
 
     if visual.attn_pool is not None or visual.final_ln_after_pool or visual.proj is None:
         raise BundleError("--dense: vit-maskclip needs a ViT with class-token pooling, the final LayerNorm before "
@@ -122,7 +122,7 @@ def _maskclip_module(visual):
     if visual.patch_size[0] != visual.patch_size[1]:
         raise BundleError(f"--dense: non-square patches {visual.patch_size} are not supported")
     last = visual.transformer.resblocks[-1]
-    if not _plain_self_attention(last):
+    if not plain_self_attention(last):
         raise BundleError("--dense: the ViT's last block is not a plain self-attention block; no value-only path")
     gh, gw = visual.grid_size
 
@@ -186,7 +186,7 @@ def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, wind
     import onnx
 
     from . import parity as par
-    from .onnx_export import _swapped_attention
+    from .onnx_export import swapped_attention
     from .weight_storage import store_file_fp16
 
     if weights not in DENSE_WEIGHT_CHOICES:  # "fp16": float16-stored weights, fp32 compute (weight_storage)
@@ -199,7 +199,7 @@ def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, wind
     path = folder / DENSE_ENCODER
     module.eval()
     example = torch.from_numpy(np.ascontiguousarray(images[:1]))
-    swap = _swapped_attention(model.visual.transformer) if method == "vit-maskclip" else _nullcontext()
+    swap = swapped_attention(model.visual.transformer) if method == "vit-maskclip" else _nullcontext()
     try:
         with swap, warnings.catch_warnings(), torch.enable_grad():
             warnings.simplefilter("ignore")

@@ -193,7 +193,7 @@ def _traceable_attention_cls():
     return TraceableSelfAttention
 
 
-def _plain_self_attention(block) -> bool:
+def plain_self_attention(block) -> bool:
     """``block`` is open_clip's ResidualAttentionBlock with a plain self-attention ``nn.MultiheadAttention``."""
     torch = require_torch()
     try:
@@ -207,11 +207,11 @@ def _plain_self_attention(block) -> bool:
             and not mha.add_zero_attn)
 
 
-class _swapped_attention:
+class swapped_attention:
     """While exporting: each plain self-attention of ``transformer`` runs as ``TraceableSelfAttention``."""
 
     def __init__(self, transformer):
-        self.blocks = [b for b in getattr(transformer, "resblocks", ()) if _plain_self_attention(b)]
+        self.blocks = [b for b in getattr(transformer, "resblocks", ()) if plain_self_attention(b)]
 
     def __enter__(self):
         cls = _traceable_attention_cls()
@@ -244,7 +244,7 @@ def export_encoders(model, image_example, ids_example, folder: Path, image_file:
         if text_module is None:
             _export(TextEncoder(model), ids, folder / text_file, "input_ids", opset)
         else:
-            with _swapped_attention(text_module.text_transformer()):
+            with swapped_attention(text_module.text_transformer()):
                 _export(text_module, ids, folder / text_file, "input_ids", opset)
     except BundleError:
         raise

@@ -39,7 +39,7 @@ class StreamStats:
     skipped_tiles: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _fill_invalid(chw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def fill_invalid(chw: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Invalid pixels take the tile's mean valid colour, so nodata does not read as black terrain."""
     if valid.all():
         return chw
@@ -109,7 +109,7 @@ def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size:
             stats.skipped += 1
             stats.skipped_tiles.append((tile.row, tile.col))
             continue
-        preprocess.from_chw(_fill_invalid(chw, valid), out=pixels[len(tiles)])
+        preprocess.from_chw(fill_invalid(chw, valid), out=pixels[len(tiles)])
         tiles.append(tile)
         fracs.append(frac)
         if len(tiles) == batch_size:

@@ -78,7 +78,7 @@ def _fp16_on_cpu_error(path: Path, exc: Exception) -> DeviceError:
     )
 
 
-def _open_session(path: Path, providers: list[str], threads: int | None, device: str, precision: str = "fp32"):
+def open_session(path: Path, providers: list[str], threads: int | None, device: str, precision: str = "fp32"):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -153,8 +153,8 @@ class ClipModel:
         self._fingerprint: str | None = None
         providers = _providers_for(device)
         precision = {enc: bundle.precision_of(enc) for enc in ("image", "text")}
-        self._image = _open_session(bundle.image_encoder_path, providers, threads, device, precision["image"])
-        self._text = _open_session(bundle.text_encoder_path, providers, threads, device, precision["text"])
+        self._image = open_session(bundle.image_encoder_path, providers, threads, device, precision["image"])
+        self._text = open_session(bundle.text_encoder_path, providers, threads, device, precision["text"])
         size = bundle.image.size
         _check_io(self._image, bundle.image_encoder_path, "image", (3, size, size), "image.size", bundle.embed_dim,
                   "tensor(float)")
@@ -251,7 +251,7 @@ class ClipModel:
             if spec is None:
                 raise BundleError(f"model {self.bundle.name!r} has no dense head (no 'dense' in model.json); export "
                                   "one with `rsclip-geo models export ... --dense`")
-            session = _open_session(path, *self._session_args)
+            session = open_session(path, *self._session_args)
             inputs, outputs = session.get_inputs(), session.get_outputs()
             if [i.name for i in inputs] != ["image"] or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
                 raise BundleError(f"{path}: the dense encoder must take one input 'image' [batch, 3, H, W], found "

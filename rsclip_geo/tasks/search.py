@@ -103,7 +103,7 @@ def score_tiles(embeddings: np.ndarray, query: np.ndarray, negatives: np.ndarray
     return score
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(scores))
     if k == 0:
         return np.zeros(0, dtype=int)
@@ -185,7 +185,7 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
         log.warning("scenes are in %d different CRS; hits are returned in EPSG:4326", len(crs_set))
     frames = []
     for ix, scores, sim in zip(indexes, per_index, sims):
-        best = _top(scores, top)
+        best = top_indices(scores, top)
         part = ix.frame.iloc[best].copy()
         part["score"] = scores[best].astype(np.float32)
         part["similarity"] = sim[best].astype(np.float32)

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from rsclip_geo.evaluation.retrieval import _first_rank, retrieval_metrics
+from rsclip_geo.evaluation.retrieval import first_rank, retrieval_metrics
 from training.caption_sets.ceilings import chance_recall, recall_ceilings
 
 
@@ -46,7 +46,7 @@ def test_i2t_ceiling_is_what_an_oracle_reaches_under_the_runtime_tie_rule():
                 best = False
                 for s in set(own):
                     image = np.eye(len(strings))[strings.index(s)][None, :]
-                    rank = _first_rank(image @ text.T, [np.flatnonzero(owner == i)])[0]  # the runtime's ranking
+                    rank = first_rank(image @ text.T, [np.flatnonzero(owner == i)])[0]  # the runtime's ranking
                     best |= bool(rank < k)
                 hits.append(best)
             assert recall_ceilings(caps, ks=(k,))[f"i2t_R@{k}"] == pytest.approx(np.mean(hits)), (caps, k)

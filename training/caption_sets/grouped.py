@@ -23,14 +23,14 @@ import numpy as np
 
 from rsclip_geo.evaluation.datasets import read_captions
 from rsclip_geo.evaluation.embed import embed_images
-from rsclip_geo.evaluation.retrieval import DEFAULT_KS, _first_rank, retrieval_metrics  # same ranking rule
+from rsclip_geo.evaluation.retrieval import DEFAULT_KS, first_rank, retrieval_metrics  # same ranking rule
 
 def first_ranks(image_emb: np.ndarray, text_emb: np.ndarray,
                 caption_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(0-based rank of each image's best-placed own caption, rank of each caption's image), as retrieval_metrics."""
     sim = image_emb @ text_emb.T
     owned = [np.flatnonzero(caption_image == i) for i in range(len(image_emb))]
-    return _first_rank(sim, owned), _first_rank(sim.T, [np.array([i]) for i in caption_image])
+    return first_rank(sim, owned), first_rank(sim.T, [np.array([i]) for i in caption_image])
 
 
 def _items(path: Path) -> list[dict]:

@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from ...runtime.encoder import ClipModel
 from ...raster.scene import Scene
-from ...raster.tile_stream import _fill_invalid
+from ...raster.tile_stream import fill_invalid
 from ...raster.tiling import TilePlan
 
 WindowKey = tuple[int, int]  # (row_off, col_off) in scene pixels; size from the plan
@@ -121,7 +121,7 @@ def encode_windows(scene: Scene, plan: TilePlan, keys: Sequence[WindowKey], mode
             if frac <= 0 or 1.0 - frac > max_invalid:
                 skipped += 1
             else:
-                model.preprocess.from_chw(_fill_invalid(chw, valid), out=pixels[len(pending)])
+                model.preprocess.from_chw(fill_invalid(chw, valid), out=pixels[len(pending)])
                 pending.append(key)
                 if len(pending) == bs:
                     flush()
