@@ -51,7 +51,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def polygons_eval(mosaics, model, wrong_share: float, tile: TileSpec) -> dict:
-    from rsclip_geo.tasks.audit.run import audit
+    from rsclip_geo.tasks.audit import audit
 
     per_seed, scores, truth = {}, [], []
     for seed, mosaic in mosaics:
@@ -70,7 +70,7 @@ def polygons_eval(mosaics, model, wrong_share: float, tile: TileSpec) -> dict:
 
 
 def raster_eval(mosaics, model, folder: Path, levels: Sequence[float], tile: TileSpec) -> dict:
-    from rsclip_geo.tasks.audit.run import audit_class_raster
+    from rsclip_geo.tasks.audit import audit_class_raster
 
     rows = []
     for seed, mosaic in mosaics:

@@ -27,7 +27,7 @@ class AuditParams(RunParams):
 
 
 def audit(p: AuditParams, model, progress: Progress) -> dict:
-    from rsclip_geo.tasks.audit.run import audit as core_audit
+    from rsclip_geo.tasks.audit import audit as core_audit
     from rsclip_geo.raster.tiling import TileSpec
 
     tile = TileSpec(size_px=int(p.window_px) if p.window_px else None, edge="shift")

@@ -6,7 +6,7 @@ scene's CRS. The inference path needs onnxruntime, numpy and a tokenizer,
 never torch.
 """
 
-from .tasks.audit.run import AuditResult, audit, audit_class_raster, read_audit_summary, write_audit
+from .tasks.audit import AuditResult, audit, audit_class_raster, read_audit_summary, write_audit
 from .runtime.bundle import ModelBundle, read_bundle
 from .tasks.classify import Classification, RunSummary, tile_classify
 from .tasks.count import Counts, count_objects

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from shapely.geometry import Polygon, box
 
 import rsclip_geo
-from rsclip_geo.tasks.audit.run import AUDIT_COLUMNS, audit, audit_class_raster, read_audit_summary, write_audit
+from rsclip_geo.tasks.audit import AUDIT_COLUMNS, audit, audit_class_raster, read_audit_summary, write_audit
 from rsclip_geo.tasks.audit.windows import unit_windows
 from rsclip_geo.cli import main
 from rsclip_geo.errors import LabelError, OutputError, VectorInputError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..tasks.audit.run import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output
+from ..tasks.audit import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output
 from ..outputs.guard import model_files
 from ..raster.tiling import TileSpec
 from .options import FiniteFloatRange, ProgressBar, model_options, read_options

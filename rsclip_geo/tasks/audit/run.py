@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .labels import Vocabulary, build_vocabulary, label_key, read_label_map
-from .output import METADATA_KEY, AuditResult, check_audit_output, read_audit_summary, write_audit  # noqa: F401 (API)
+from .output import AuditResult
 from .summary import Agreement, AuditSummary
 from .units import check_layer, read_label_layer, repair_geometries
 from .windows import encode_windows, to_pixels, unit_windows
