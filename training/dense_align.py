@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -327,14 +328,18 @@ def export_bundle(projection: Path, checkpoint: Path, bundle_dir: Path, out: Pat
     model, _, _ = load_run_model(checkpoint.parent, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the bundle is an ordinary folder
     try:
         for f in Path(bundle_dir).iterdir():
             if f.is_file() and f.name != bundle.dense.file:
                 shutil.copy2(f, tmp / f.name)
         raw, _ = par.parity_images(None)
         images = Preprocessor(bundle.image)(raw)
+        weights = "fp32" if getattr(bundle.dense, "weights", "fp32") == "fp32" else "fp16"  # as the bundle's
         spec = export_dense(model, tmp, images, tmp / bundle.image_encoder, bundle.dense.window // bundle.dense.stride,
-                            projection=state["weight"].numpy())
+                            projection=state["weight"].numpy(), weights=weights)
         spec = replace(spec, parity={**spec.parity, "projection_file_sha256": sha256(projection)})
         replace(bundle, dense=spec).write(tmp)
         read_bundle(tmp)

@@ -156,3 +156,25 @@ def test_export_dense_with_a_trained_projection(tmp_path):
     np.testing.assert_allclose(out, f @ trained.T, rtol=1e-4, atol=1e-4)
     with pytest.raises(BundleError, match="does not replace"):
         export_dense(model, tmp_path, images, image_file, projection=trained[:, :3])
+
+
+def test_export_bundle_refuses_a_projection_for_another_checkpoint(tmp_path):
+    from tests.utils.tiny_dense import build_tiny_dense_bundle
+    from training.config import ConfigError
+    from training.dense_align import export_bundle, sha256
+
+    bundle = build_tiny_dense_bundle(tmp_path / "bundle")
+    ckpt = tmp_path / "run" / "checkpoint_final.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"not the checkpoint the projection was trained on")
+    proj = tmp_path / "dense_projection.pt"
+    torch.save({"weight": torch.zeros(4, 8), "checkpoint_sha256": "0" * 64}, proj)
+    with pytest.raises(ConfigError, match="projection file"):
+        export_bundle(proj, ckpt, bundle, tmp_path / "out")
+    torch.save({"weight": torch.zeros(4, 8), "checkpoint_sha256": sha256(ckpt)}, proj)
+    with pytest.raises(ConfigError, match="model.json source.sha256"):
+        export_bundle(proj, ckpt, bundle, tmp_path / "out")
+    torch.save({"nothing": 1}, proj)
+    with pytest.raises(ConfigError, match="not a dense projection file"):
+        export_bundle(proj, ckpt, bundle, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
