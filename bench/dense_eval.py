@@ -7,7 +7,8 @@
              storage tank and ship, ``segment`` on every test image holding the class: recall = share of its
              ground-truth boxes overlapped by a polygon, precision = share of polygons overlapping a box of the
              class; plus false-positive polygons per image on --negatives test images without the class, and the
-             share of each positive image the polygons cover (large polygons make "overlapped" easy).
+             share of each positive image the polygons cover (large polygons make "overlapped" easy), and the
+             pixel ROC AUC of the dense map against the class's boxes (threshold-free: the map's own ranking).
 3. spacenet  IoU of the 'buildings' polygons with the building mask of the SpaceNet scene in ../shared.
 4. memory    peak RSS of ``segment`` (each run its own process) on generated --memory-sizes scenes (default 4096^2
              and 16384^2, at --memory-scale 4 scene px per model px to keep the run short; memory does not depend
@@ -121,6 +122,16 @@ def _as_geotiff(jpg: Path, out: Path) -> Path:
     return path
 
 
+def _box_auc(dense: np.ndarray, boxes, cls: int) -> float:
+    """Pixel ROC AUC of the dense map (the image's pixel grid) against the boxes of ``cls``: how well the map
+    ranks object pixels above the rest of the image, before any threshold (NaN if the grids differ)."""
+    truth = np.zeros(dense.shape, bool)
+    for c, (x1, y1, x2, y2) in boxes:
+        if c == cls:
+            truth[y1:y2 + 1, x1:x2 + 1] = True
+    return roc_auc(dense, truth) if truth.any() and not truth.all() else float("nan")
+
+
 def nwpu_part(model, args, out: Path) -> dict:
     from shapely.geometry import box
 
@@ -132,14 +143,14 @@ def nwpu_part(model, args, out: Path) -> dict:
     print(f"\nNWPU VHR-10 test images ({len(test)}; scale {args.scale}, threshold {args.threshold}, min area "
           f"{args.min_area_m2} m2 at 1 m/px)")
     print(f"{'class':<14} {'images':>6} {'boxes':>6} {'polys':>6} {'recall':>7} {'precision':>9} "
-          f"{'FP/neg img':>10} {'covered':>8} {'s/img':>6}")
+          f"{'FP/neg img':>10} {'covered':>8} {'pixel AUC':>9} {'s/img':>6}")
     for cls, query in NWPU_QUERIES.items():
         pos = [i for i, b in gts.items() if any(c == cls for c, _ in b)][:args.max_images]
         neg = [i for i in test if i not in gts or not any(c == cls for c, _ in gts[i])]
         neg = list(rng.choice(neg, size=min(args.negatives, len(neg)), replace=False)) if neg else []
         hit_boxes = n_boxes = good_polys = n_polys = 0
         fp_neg = 0
-        covered = []
+        covered, aucs = [], []
         seconds = []
         for image_id, positive in [(i, True) for i in pos] + [(i, False) for i in neg]:
             jpg = root / "positive_image_set" / f"{image_id}.jpg"
@@ -162,15 +173,17 @@ def nwpu_part(model, args, out: Path) -> dict:
             n_polys += len(polys)
             good_polys += sum(any(p.intersects(b) for b in boxes) for p in polys)
             covered.append(sum(p.area for p in polys) / (res.dense.array.size or 1))
+            aucs.append(_box_auc(res.dense.array, gts[image_id], cls))
         recall = hit_boxes / max(n_boxes, 1)
         precision = good_polys / n_polys if n_polys else float("nan")
         fp = fp_neg / max(len(neg), 1)
         name = NWPU_CLASSES[cls]
         print(f"{name:<14} {len(pos):>6} {n_boxes:>6} {n_polys:>6} {recall:7.3f} {precision:9.3f} {fp:10.2f} "
-              f"{np.mean(covered):8.1%} {np.mean(seconds):6.2f}")
+              f"{np.mean(covered):8.1%} {np.nanmean(aucs):9.3f} {np.mean(seconds):6.2f}")
         results[name] = {"images": len(pos), "boxes": n_boxes, "polygons": n_polys, "recall": recall,
                          "precision": precision, "negative_images": len(neg), "fp_per_negative_image": fp,
                          "image_fraction_covered": float(np.mean(covered)),
+                         "pixel_auc_in_boxes": float(np.nanmean(aucs)),
                          "seconds_per_image": float(np.mean(seconds))}
     return results
 
