@@ -20,6 +20,8 @@ out to report cell-level figures before/after (the NWPU test images are never re
         --checkpoint runs/v2c/checkpoint_final.pt --out runs/dense_align
     python -m training.dense_align export --projection runs/dense_align/dense_projection.pt \\
         --checkpoint runs/v2c/checkpoint_final.pt --bundle rsclip_geo/models/default -o BUNDLE_OUT
+    python -m training.dense_align threshold --run runs/dense_align --projection runs/dense_align/dense_projection.pt \\
+        --bundle BUNDLE_OUT     # a segment --threshold picked on held-out train cells
 """
 
 from __future__ import annotations
@@ -297,6 +299,56 @@ def run(config: Path, checkpoint: Path, out: Path, log=print) -> dict:
     return report
 
 
+def best_threshold(scores: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> tuple[float, list[float]]:
+    """The grid value maximising the mean F1 over (positive scores, negative scores) pairs; (value, F1 per pair)."""
+    f1s = []
+    for pos, neg in scores:
+        tp = (pos[None] >= grid[:, None]).sum(1)
+        fp = (neg[None] >= grid[:, None]).sum(1)
+        f1s.append(2 * tp / np.maximum(2 * tp + fp + (len(pos) - tp), 1))
+    i = int(np.mean(f1s, 0).argmax())
+    return float(grid[i]), [float(f[i]) for f in f1s]
+
+
+def pick_threshold(run: Path, projection: Path | None, bundle_dir: Path, checkpoint: Path | None = None,
+                   queries: dict[str, str] | None = None) -> dict:
+    """One ``segment --threshold`` for a dense head, picked on the held-out NWPU *train* cells of ``run``'s cache
+    (never test images): the cosine to the query's prompt ensemble (the bundle's text encoder) that maximises the
+    mean F1 of class cells vs background cells of the images holding the class. ``projection`` None: the global
+    projection of ``checkpoint``."""
+    import rsclip_geo
+    from training.data.boxes import NWPU_VHR10_CLASSES
+
+    queries = queries or {"airplane": "airplanes", "storage tank": "storage tanks", "ship": "ships"}
+    cfg = json.loads((run / "cache.json").read_text())["key"]
+    with np.load(run / "cache.npz") as z:
+        image, y = z["image"], z["labels"]
+        val = split_images(len(z["image_ids"]), float(cfg["data"]["val_share"]), int(cfg["seed"]))[image]
+        x = z["features"][val].astype(np.float32)
+    y, image = y[val], image[val]
+    if projection is None:
+        from training.checkpoint import load_checkpoint
+
+        if checkpoint is None:
+            raise ConfigError("threshold: give --projection (trained head) or --checkpoint (its global projection)")
+        sd = load_checkpoint(checkpoint)["state_dict"]
+        weight = next(v for k, v in sd.items() if k.endswith("visual.head.proj.weight")).numpy()
+    else:
+        weight = load_projection(projection)["weight"].numpy()
+    emb = x @ weight.T
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    text = rsclip_geo.load_model(bundle_dir, device="cpu").class_embeddings(list(queries.values()))
+    bg = len(NWPU_VHR10_CLASSES)
+    pairs = []
+    for j, cls in enumerate(queries):
+        k = NWPU_VHR10_CLASSES.index(cls)
+        with_k = np.isin(image, np.unique(image[y == k]))
+        s = emb @ text[j]
+        pairs.append((s[y == k], s[(y == bg) & with_k]))
+    value, f1 = best_threshold(pairs, np.round(np.arange(0.0, 0.4001, 0.0025), 4))
+    return {"threshold": value, "f1": dict(zip(queries, f1))}
+
+
 def load_projection(path: Path) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "weight" not in state or "checkpoint_sha256" not in state:
@@ -363,6 +415,15 @@ def main(argv=None) -> int:
         ap.add_argument("--overwrite", action="store_true")
         a = ap.parse_args(argv[1:])
         print(export_bundle(a.projection, a.checkpoint, a.bundle, a.out, a.overwrite))
+        return 0
+    if argv[:1] == ["threshold"]:
+        ap = argparse.ArgumentParser(prog="python -m training.dense_align threshold")
+        ap.add_argument("--run", type=Path, required=True, help="Run folder holding the feature cache.")
+        ap.add_argument("--projection", type=Path, default=None, help="Trained projection (default: the global).")
+        ap.add_argument("--checkpoint", type=Path, default=None, help="Checkpoint for the global projection.")
+        ap.add_argument("--bundle", type=Path, required=True, help="Bundle whose text encoder embeds the queries.")
+        a = ap.parse_args(argv[1:])
+        print(json.dumps(pick_threshold(a.run, a.projection, a.bundle, a.checkpoint)))
         return 0
     ap = argparse.ArgumentParser(prog="python -m training.dense_align", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

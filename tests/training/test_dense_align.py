@@ -178,3 +178,15 @@ def test_export_bundle_refuses_a_projection_for_another_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="not a dense projection file"):
         export_bundle(proj, ckpt, bundle, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_best_threshold_maximises_mean_f1():
+    from training.dense_align import best_threshold
+
+    grid = np.round(np.arange(0, 1.0001, 0.1), 4)
+    a = (np.array([0.6, 0.7, 0.8]), np.array([0.1, 0.2, 0.55]))   # any value in (0.55, 0.6] separates a
+    b = (np.array([0.45, 0.9]), np.array([0.3, 0.35]))          # any value in (0.35, 0.45] separates b
+    value, f1 = best_threshold([a], grid)
+    assert value == 0.6 and f1 == [1.0]
+    value, f1 = best_threshold([a, b], grid)  # no single value separates both: 0.4 keeps all positives of both
+    assert value == 0.4 and f1[1] == 1.0 and f1[0] == pytest.approx(6 / 7)
