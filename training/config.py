@@ -59,6 +59,11 @@ def _merge(base: dict, override: dict, where: str, path: Path) -> dict:
     return out
 
 
+def merge_config(defaults: dict, raw: dict, path: Path) -> dict:
+    """``defaults`` updated by ``raw`` (a parsed TOML file at ``path``), unknown keys rejected by name."""
+    return _merge(defaults, raw, "", Path(path))
+
+
 def load_config(path: Path) -> dict:
     """Defaults + the TOML file; [[datasets]] must list at least one entry with a 'kind'."""
     path = Path(path)

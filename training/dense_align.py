@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.config import ConfigError, _merge
+from training.config import ConfigError, merge_config
 from training.dense_labels import IGNORE, cell_labels, window_origins
 
 DEFAULTS: dict = {
@@ -65,7 +65,7 @@ def load_align_config(path: Path) -> dict:
         raise ConfigError(f"{path}: config file does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
-    cfg = _merge(DEFAULTS, raw, "", path)
+    cfg = merge_config(DEFAULTS, raw, path)
     if not cfg["labels"]["background_prompts"]:
         raise ConfigError(f"{path}: labels.background_prompts is empty")
     return cfg
@@ -130,7 +130,7 @@ def train_projection(x: np.ndarray, y: np.ndarray, weight0: np.ndarray, text: np
 
 
 # ---- figures on held-out cells -------------------------------------------------------------------------------------
-def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     if not len(pos) or not len(neg):
         return float("nan")
     from scipy.stats import rankdata
@@ -152,7 +152,7 @@ def cell_figures(x: np.ndarray, y: np.ndarray, image: np.ndarray, weight: np.nda
     out = {"accuracy": float((pred[lab] == y[lab]).mean()) if lab.any() else float("nan"), "auc": {}}
     for k, name in enumerate(classes):
         with_k = np.isin(image, np.unique(image[y == k]))
-        out["auc"][name] = _auc(sims[y == k, k], sims[(y == n) & with_k, k])
+        out["auc"][name] = auc(sims[y == k, k], sims[(y == n) & with_k, k])
     return out
 
 

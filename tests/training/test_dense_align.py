@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.dense_align import (_auc, cell_figures, class_weights, dense_align_loss,  # noqa: E402
+from training.dense_align import (auc, cell_figures, class_weights, dense_align_loss,  # noqa: E402
                                   split_images, train_projection)
 from training.dense_labels import IGNORE, cell_labels, window_origins  # noqa: E402
 
@@ -41,11 +41,12 @@ def test_cell_labels_background_margin_and_bad_input():
 
 
 def test_window_origins_match_segment_plan():
-    from rsclip_geo.tasks.dense_map import _starts
+    from rsclip_geo.tasks.dense_map import plan_windows
 
     for n in (1, 3, 4, 5, 9, 26):
-        for step in (1, 2, 4):
-            assert window_origins(n, 4, step) == list(_starts(n, 4, step))
+        for step, overlap in ((1, 0.75), (2, 0.5), (4, 0.0)):
+            plan = plan_windows(n * 8, 8, stride=8, scale=1.0, window=32, min_window=32, overlap=overlap)
+            assert window_origins(n, 4, step) == list(plan.cols)
 
 
 def _problem(seed=0, n=600, c=12, d=6, k=2, bg=2):
@@ -116,8 +117,8 @@ def test_class_weights_and_split():
     assert w[3] == 0 and w[1] == pytest.approx(3 * w[0]) and w[:3].mean() == pytest.approx(1)
     val = split_images(20, 0.1, seed=0)
     assert val.sum() == 2 and np.array_equal(val, split_images(20, 0.1, seed=0))
-    assert _auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
-    assert _auc(np.array([0.5]), np.array([0.5])) == 0.5
+    assert auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert auc(np.array([0.5]), np.array([0.5])) == 0.5
 
 
 def test_export_dense_with_a_trained_projection(tmp_path):
