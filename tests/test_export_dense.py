@@ -166,6 +166,40 @@ def test_existing_fp32_head_is_converted_without_torch(exported, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in src.iterdir())  # no temp files left
 
 
+def test_image_encoder_weights_stored_fp16_keep_the_embeddings(exported, tmp_path):
+    from rsclip_geo.export.weight_storage import store_bundle_image_fp16
+
+    _, src = exported["conv32"]
+    folder = tmp_path / "bundle"
+    shutil.copytree(src, folder)
+    before = read_bundle(folder)
+    x = np.random.default_rng(5).standard_normal((3, 3, before.image.size, before.image.size)).astype(np.float32)
+    model_before = load_model(folder, device="cpu")
+    emb_before = model_before.encode_batch(x)
+    record = store_bundle_image_fp16(folder)
+    after = read_bundle(folder)
+    assert after.image_weights == "fp16-stored" and after.parity["image_weight_storage"] == record
+    assert json.loads((folder / "model.json").read_text())["image_weights"] == "fp16-stored"
+    assert "image_weights" not in json.loads((src / "model.json").read_text())  # fp32 bundles keep their model.json
+    assert record["cosine_min"] >= 0.9999 and record["weight_storage"]["initializers"] > 0
+    assert (folder / "image_encoder.onnx").stat().st_size < 0.6 * (src / "image_encoder.onnx").stat().st_size
+    model_after = load_model(folder, device="cpu")
+    assert _cosines(model_after.encode_batch(x), emb_before).min() >= 0.9999
+    assert model_after.fingerprint != model_before.fingerprint  # indexes of the fp32 encoder are not reused
+    with pytest.raises(BundleError, match="already 'fp16-stored'"):
+        store_bundle_image_fp16(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in src.iterdir())  # no temp files left
+
+
+def test_image_weights_field_is_validated(tiny_bundle, tmp_path):
+    folder = tmp_path / "b"
+    shutil.copytree(tiny_bundle, folder)
+    doc = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**doc, "image_weights": "bf16"}))
+    with pytest.raises(BundleError, match="'image_weights' must be one of"):
+        read_bundle(folder)
+
+
 def test_converting_a_bundle_without_dense_head_fails_clearly(tiny_bundle, tmp_path):
     from rsclip_geo.export.weight_storage import store_bundle_dense_fp16
 

@@ -189,3 +189,51 @@ def store_bundle_dense_fp16(folder: str | os.PathLike, min_cosine: float = 0.999
     replace(bundle, dense=dense).write(folder)
     read_bundle(folder)
     return asdict(dense)
+
+
+def store_bundle_image_fp16(folder: str | os.PathLike, min_cosine: float = 0.9999,
+                            min_elements: int = MIN_ELEMENTS) -> dict[str, Any]:
+    """Store the fp32 image encoder of the bundle in ``folder`` as float16 weights (no torch needed); record in
+    model.json (``image_weights``, ``parity.image_weight_storage``) the cosine of its embeddings to the encoder
+    it replaces on the packaged parity images. Returns that record.
+
+    Why: a larger image tower (EfficientNet-Lite1) with its dense head does not fit the 50 MB bundle budget in
+    fp32; float16 storage halves the file and keeps the float32 kernels. Raises BundleError when the encoder is
+    not fp32 or already fp16-stored, or the embeddings move below ``min_cosine`` (then nothing changes)."""
+    from dataclasses import replace
+
+    from ..runtime.preprocess import Preprocessor
+    from . import parity as par
+
+    bundle = read_bundle(folder)
+    path = bundle.image_encoder_path
+    if bundle.precision_of("image") != "fp32":
+        raise BundleError(f"{path}: float16 weight storage needs an fp32 image encoder, this one is "
+                          f"{bundle.precision_of('image')}")
+    if bundle.image_weights != "fp32":
+        raise BundleError(f"{path}: image weights are already {bundle.image_weights!r}")
+    raw, info = par.parity_images(None)
+    images = np.ascontiguousarray(Preprocessor(bundle.image)(raw), dtype=np.float32)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        storage = store_file_fp16(path, tmp, min_elements)
+        before = par.ort_embed(par.ort_session(path), "image", images)
+        after = par.ort_embed(par.ort_session(tmp), "image", images)
+        cos = par.cosine_rows(before, after)
+        record = {"cosine_min": float(cos.min()), "max_abs_diff": float(np.abs(before - after).max()),
+                  "n_images": int(len(images)), "min_cosine_required": float(min_cosine),
+                  "compared_to": f"the fp32 {path.name} it replaces (onnxruntime, no torch)", "inputs": info,
+                  "runtime": "onnxruntime CPUExecutionProvider", "weight_storage": storage}
+        if not record["cosine_min"] >= min_cosine:
+            raise BundleError(f"{path}: float16-stored weights change the image embeddings too much ({record}, "
+                              f"required cosine >= {min_cosine}); the bundle was not changed")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    replace(bundle, image_weights=DENSE_WEIGHTS_FP16,
+            parity={**bundle.parity, "image_weight_storage": record}).write(folder)
+    read_bundle(folder)
+    return record

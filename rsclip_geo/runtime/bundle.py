@@ -116,6 +116,9 @@ class ModelBundle:
     precision: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     dense: DenseSpec | None = None
+    # How the fp32 image encoder stores its weights: "fp32" or "fp16-stored" (as for the dense head: half the file,
+    # the same float32 kernels once onnxruntime folds the casts); absent from model.json when fp32.
+    image_weights: str = "fp32"
     root: Path | None = None
 
     def precision_of(self, encoder: str) -> str:
@@ -160,6 +163,8 @@ class ModelBundle:
             d.pop("dense")  # likewise for bundles without a dense head
         elif self.dense.weights == "fp32":
             d["dense"].pop("weights")  # and for fp32 dense heads written before the field
+        if self.image_weights == "fp32":
+            d.pop("image_weights")  # and for image encoders with fp32 weights
         # format_version first, for humans reading the file
         return {"format_version": d.pop("format_version"), **d}
 
@@ -321,6 +326,12 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
     image_file = _bundle_file(_optional(data, "image_encoder", str, IMAGE_ENCODER, "", file), "image_encoder", file)
     text_file = _bundle_file(_optional(data, "text_encoder", str, TEXT_ENCODER, "", file), "text_encoder", file)
     precision = _precision(data, {"image": image_file, "text": text_file}, file)
+    image_weights = _optional(data, "image_weights", str, "fp32", "", file)
+    if image_weights not in DENSE_WEIGHTS:
+        raise BundleError(f"{file}: field 'image_weights' must be one of {DENSE_WEIGHTS}, got {image_weights!r}")
+    if image_weights != "fp32" and precision.get("image", precision_from_file_name(image_file)) != "fp32":
+        raise BundleError(f"{file}: field 'image_weights' {image_weights!r} needs an fp32 image encoder (float16 "
+                          "storage of int8 or fp16 weights is not a thing)")
 
     return ModelBundle(
         name=_require(data, "name", str, "", file),
@@ -340,6 +351,7 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
         precision=precision,
         format_version=version,
         dense=_dense(data, size, file),
+        image_weights=image_weights,
         root=root,
     )
 
