@@ -64,16 +64,21 @@ def merge_config(defaults: dict, raw: dict, path: Path) -> dict:
     return _merge(defaults, raw, "", Path(path))
 
 
-def load_config(path: Path) -> dict:
-    """Defaults + the TOML file; [[datasets]] must list at least one entry with a 'kind'."""
+def read_toml(path: Path) -> dict:
+    """The parsed TOML file; ConfigError naming the file when it is missing or not TOML."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
-    cfg = _merge(DEFAULTS, raw, "", path)
+
+
+def load_config(path: Path) -> dict:
+    """Defaults + the TOML file; [[datasets]] must list at least one entry with a 'kind'."""
+    path = Path(path)
+    cfg = _merge(DEFAULTS, read_toml(path), "", path)
     if not cfg["datasets"]:
         raise ConfigError(f"{path}: no [[datasets]] entries")
     for i, d in enumerate(cfg["datasets"]):

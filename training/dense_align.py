@@ -27,14 +27,12 @@ out to report cell-level figures before/after (the NWPU test images are never re
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.config import ConfigError, merge_config
+from rsclip_geo.export import file_sha256 as sha256
+from training.config import ConfigError, merge_config, read_toml
 from training.dense_labels import IGNORE, cell_labels, window_origins
 
 DEFAULTS: dict = {
@@ -59,24 +58,12 @@ DEFAULTS: dict = {
 
 def load_align_config(path: Path) -> dict:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
-    cfg = merge_config(DEFAULTS, raw, path)
+    cfg = merge_config(DEFAULTS, read_toml(path), path)
     if not cfg["labels"]["background_prompts"]:
         raise ConfigError(f"{path}: labels.background_prompts is empty")
     return cfg
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- the loss ------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ FP16_MIN_COSINE = 0.999
 EXAMPLE_SHORT_TEXT = "a river"  # traced next to a longer text, so the example has padding
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -303,7 +303,7 @@ def export_checkpoint(
             text=text_spec,
             logit_scale=float(model.logit_scale.detach().exp().item()),
             templates=templates,
-            source={"checkpoint": checkpoint.name, "sha256": _sha256(checkpoint), **(source or {})},
+            source={"checkpoint": checkpoint.name, "sha256": file_sha256(checkpoint), **(source or {})},
             license=license,
             activation=built.activation,
             image_encoder=image_file,
