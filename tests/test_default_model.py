@@ -30,9 +30,12 @@ def test_default_bundle_loads_and_has_export_parity():
     storage = parity["image_weight_storage"]
     assert storage["cosine_min"] >= 0.9999 and storage["weight_storage"]["bytes_after"] == files[
         model.bundle.image_encoder] < 0.55 * storage["weight_storage"]["bytes_before"]
-    # the dense head's cells against torch (measured on the float16-stored file at export), and their mean
-    # against the image encoder
-    assert dense.parity["cosine_min"] >= 0.9999 and dense.parity["pooled_vs_image_cosine_min"] >= 0.999
+    # the dense head's cells against torch (measured on the float16-stored file at export); its projection was
+    # trained for region alignment (training/dense_align.py), so the mean of its cells stays near, not at, the
+    # image embedding
+    assert dense.parity["cosine_min"] >= 0.9999
+    assert dense.parity["projection"].startswith("trained") and len(dense.parity["projection_file_sha256"]) == 64
+    assert 0.95 <= dense.parity["pooled_vs_image_cosine_min"] < 0.999
 
 
 def test_aid30_sample_matches_model_card(shared_data):
