@@ -36,6 +36,7 @@ def test_default_bundle_loads_and_has_export_parity():
     assert dense.parity["cosine_min"] >= 0.9999
     assert dense.parity["projection"].startswith("trained") and len(dense.parity["projection_file_sha256"]) == 64
     assert 0.95 <= dense.parity["pooled_vs_image_cosine_min"] < 0.999
+    assert dense.threshold is not None and 0.0 < dense.threshold < 1.0  # calibrated for `segment --threshold auto`
 
 
 def test_aid30_sample_matches_model_card(shared_data):

@@ -196,3 +196,32 @@ def test_sam_masks_replace_the_blobs(dense_model, scene, tmp_path):
         assert np.hypot(g.centroid.x - row["peak_x"], g.centroid.y - row["peak_y"]) < 2.0
         r = 0.5 * min(g.bounds[2] - g.bounds[0], g.bounds[3] - g.bounds[1])
         assert 15 < r < 26 and row["area_m2"] == pytest.approx(g.area)
+
+
+def test_auto_uses_the_bundles_calibrated_threshold(dense_model, scene, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(dense_model.bundle.root, folder)
+    doc = json.loads((folder / "model.json").read_text())
+    otsu = rsclip_geo.segment(scene, "red", model=dense_model)
+    assert otsu.threshold_rule.startswith("auto: Otsu")
+    doc["dense"]["threshold"] = 0.99  # above every score of the tiny model: nothing is found
+    (folder / "model.json").write_text(json.dumps(doc))
+    calibrated = rsclip_geo.load_model(folder, device="cpu")
+    assert calibrated.bundle.dense.threshold == 0.99
+    r = rsclip_geo.segment(scene, "red", model=calibrated)
+    assert r.threshold == 0.99 and "calibrated" in r.threshold_rule and len(r.polygons) == 0
+    # 'otsu' asks for Otsu explicitly; negatives or a raw query shift the scores, so auto falls back to Otsu
+    assert rsclip_geo.segment(scene, "red", model=calibrated, threshold="otsu").threshold == otsu.threshold
+    neg = rsclip_geo.segment(scene, "red", model=calibrated, negative="blue")
+    assert neg.threshold_rule.startswith("auto: Otsu") and neg.threshold != 0.99
+    out = tmp_path / "otsu.gpkg"
+    res = CliRunner().invoke(main, ["segment", str(scene), "red", "-o", str(out), "--threshold", "otsu",
+                                    "--model", str(folder)])
+    assert res.exit_code == 0 and "otsu: Otsu" in res.output, res.output
+    for bad in (2.0, "0.5", True):
+        (folder / "model.json").write_text(json.dumps({**doc, "dense": {**doc["dense"], "threshold": bad}}))
+        with pytest.raises(rsclip_geo.BundleError, match="dense.threshold"):
+            rsclip_geo.read_bundle(folder)

@@ -22,7 +22,7 @@ def style_objects(layer, colour=(0, 200, 255)) -> None:
 class FindObjectsAlgorithm(RsclipAlgorithm):
     """Find the objects a text names (e.g. 'storage tanks') as one polygon each, with their score (the best cosine
     similarity inside) and area in m2. Needs a model with a dense head (rsclip-geo models export --dense): one pass
-    per window scores every 32 px cell; the map is thresholded (auto: Otsu on the scene's scores, or a number),
+    per window scores every 32 px cell; the map is thresholded (auto: the model's calibrated threshold, else Otsu on the scene's scores; or a number),
     touching objects are split at local maxima. Optionally refined by a SAM/MobileSAM ONNX folder."""
 
     QUERY, THRESHOLD, MIN_AREA, NEGATIVE, REFINE, DENSE = "QUERY", "THRESHOLD", "MIN_AREA", "NEGATIVE", "REFINE", "DENSE"

@@ -10,11 +10,11 @@ from .options import FiniteFloatRange, ProgressBar, model_options, read_options
 
 def _threshold(ctx, param, value):
     if value is None or value.strip().lower() in ("auto", "otsu"):
-        return "auto"
+        return "auto" if value is None else value.strip().lower()
     try:
         return float(value)
     except ValueError:
-        raise click.BadParameter(f"expected 'auto' or a number (a score, cosine units), got {value!r}") from None
+        raise click.BadParameter(f"expected 'auto', 'otsu' or a number (a score, cosine units), got {value!r}") from None
 
 
 @click.command("segment")
@@ -25,7 +25,9 @@ def _threshold(ctx, param, value):
 @click.option("--raster", type=click.Path(dir_okay=False), default=None,
               help="Also write the dense score map (.tif, COG on the scene's grid, NaN = no data).")
 @click.option("--threshold", callback=_threshold, default="auto", show_default=True, metavar="auto|X",
-              help="Score threshold: auto = Otsu on the scene's scores (always finds its best areas), or a number.")
+              help="Score threshold: auto = the model's calibrated threshold (model.json dense.threshold) for a query "
+                   "without --negative/--raw, else Otsu; otsu = Otsu on the scene's scores (always finds its best "
+                   "areas); or a number.")
 @click.option("--min-area-m2", type=FiniteFloatRange(min=0), default=None, metavar="A",
               help="Drop polygons smaller than A m2 [half a dense cell].")
 @click.option("--negative", multiple=True, help="Text to steer away from (repeatable), as in `search`.")

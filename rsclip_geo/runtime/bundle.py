@@ -86,6 +86,9 @@ class DenseSpec:
     file: str = DENSE_ENCODER
     weights: str = "fp32"  # one of DENSE_WEIGHTS; the graph contract is the same for both
     parity: dict[str, Any] = field(default_factory=dict)
+    # The object threshold `segment --threshold auto` uses with this head (cosine units, templated query, no
+    # negatives), picked on held-out training cells; None: Otsu on each scene's scores.
+    threshold: float | None = None
 
     @property
     def cells(self) -> int:
@@ -161,8 +164,11 @@ class ModelBundle:
             d.pop("precision")  # bundles written before the field keep their exact model.json (and fingerprint)
         if self.dense is None:
             d.pop("dense")  # likewise for bundles without a dense head
-        elif self.dense.weights == "fp32":
-            d["dense"].pop("weights")  # and for fp32 dense heads written before the field
+        else:
+            if self.dense.weights == "fp32":
+                d["dense"].pop("weights")  # and for fp32 dense heads written before the field
+            if self.dense.threshold is None:
+                d["dense"].pop("threshold")  # and for heads without a calibrated threshold
         if self.image_weights == "fp32":
             d.pop("image_weights")  # and for image encoders with fp32 weights
         # format_version first, for humans reading the file
@@ -276,7 +282,13 @@ def _dense(data: dict, image_size: int, file: Path) -> DenseSpec | None:
     weights = _optional(d, "weights", str, "fp32", "dense.", file)
     if weights not in DENSE_WEIGHTS:
         raise BundleError(f"{file}: field 'dense.weights' must be one of {DENSE_WEIGHTS}, got {weights!r}")
-    return DenseSpec(method=method, stride=stride, window=window, file=name, parity=dict(parity), weights=weights)
+    threshold = d.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not -1.0 <= float(threshold) <= 1.0):
+        raise BundleError(f"{file}: field 'dense.threshold' must be a number in [-1, 1] (a cosine score), got "
+                          f"{threshold!r}")
+    return DenseSpec(method=method, stride=stride, window=window, file=name, parity=dict(parity), weights=weights,
+                     threshold=None if threshold is None else float(threshold))
 
 
 def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None) -> ModelBundle:

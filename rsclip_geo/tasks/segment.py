@@ -1,11 +1,13 @@
 """Text -> object polygons: threshold the dense score map, split touching objects, vectorise.
 
 1. ``dense_map`` scores the scene (one dense-head pass per large window, see ``dense_map.py``).
-2. Threshold: a number (score units: cosine similarity, minus the negatives' term), or ``auto`` = Otsu's
+2. Threshold: a number (score units: cosine similarity, minus the negatives' term); ``otsu`` = Otsu's
    threshold on the scene's finite scores (256-bin histogram between their min and max: the score that best
-   separates the map into two classes, maximising the between-class variance). Otsu always finds a split, so on a
-   scene without the object ``auto`` still returns its best-scoring areas; give a number (e.g. from an ``auto``
-   run on a scene that has the object, printed and stored as a raster tag) to get "nothing found" answers.
+   separates the map into two classes, maximising the between-class variance); or ``auto`` = the bundle's
+   calibrated threshold (model.json ``dense.threshold``, picked on held-out training cells by
+   ``training.dense_align threshold``) for a templated query without negatives, Otsu otherwise. Otsu always finds
+   a split, so on a scene without the object it still returns its best-scoring areas; a calibrated or given
+   number can answer "nothing found".
 3. Split: a connected region above the threshold that holds several peaks (cells that are the maximum of their
    3 x 3 neighbourhood on the cell grid, above the threshold) is divided by a marker-based watershed on the score
    map (marker-based flooding with ``scipy.ndimage``, ``flood_from_markers``), one region per peak: touching objects become one polygon each.
@@ -91,15 +93,21 @@ def otsu_threshold(values: np.ndarray, bins: int = OTSU_BINS) -> float:
     return float(edges[k + 1])
 
 
-def resolve_threshold(threshold: str | float, scores: np.ndarray) -> tuple[float, str]:
+def resolve_threshold(threshold: str | float, scores: np.ndarray, calibrated: float | None = None
+                      ) -> tuple[float, str]:
+    """(value, rule): a number as given; 'otsu': Otsu on the scene's scores; 'auto': the model's ``calibrated``
+    threshold when there is one (it holds for templated queries without negatives), else Otsu."""
     if isinstance(threshold, str):
-        if threshold.strip().lower() not in ("auto", "otsu"):
+        rule = threshold.strip().lower()
+        if rule not in ("auto", "otsu"):
             try:
                 threshold = float(threshold)
             except ValueError:
-                raise ValueError(f"threshold must be 'auto' or a number, got {threshold!r}") from None
+                raise ValueError(f"threshold must be 'auto', 'otsu' or a number, got {threshold!r}") from None
+        elif rule == "auto" and calibrated is not None:
+            return float(calibrated), "auto: the model's calibrated threshold (model.json dense.threshold)"
         else:
-            return otsu_threshold(scores), "auto: Otsu on the scene's scores"
+            return otsu_threshold(scores), f"{rule}: Otsu on the scene's scores"
     value = float(threshold)
     if not math.isfinite(value):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
@@ -331,7 +339,8 @@ def segment(scene: str | os.PathLike | Scene, query: str, model: ClipModel | str
             raise RasterInputError(f"{sc.path}: no CRS, so a minimum area in m2 cannot be applied")
         dmap = dense_map(sc, model, query, negatives, negative_weight, raw, scale, window, overlap, max_invalid,
                          max_cells, progress)
-        value, rule = resolve_threshold(threshold, dmap.array)
+        calibrated = model.bundle.dense.threshold if not (negatives or raw) else None
+        value, rule = resolve_threshold(threshold, dmap.array, calibrated)
         labels, info = blobs(dmap, value, split)
         if refiner is not None and info:
             info = refiner.refine(sc, dmap, labels, info)
