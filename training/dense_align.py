@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rsclip_geo.export import file_sha256 as sha256
+from rsclip_geo.export import file_sha256 as sha256, partial_bundle_dir
 from training.config import ConfigError, merge_config, read_toml
 from training.dense_labels import IGNORE, cell_labels, window_origins
 
@@ -365,11 +363,7 @@ def export_bundle(projection: Path, checkpoint: Path, bundle_dir: Path, out: Pat
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     model, _, _ = load_run_model(checkpoint.parent, checkpoint)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the bundle is an ordinary folder
+    tmp = partial_bundle_dir(out)
     try:
         for f in Path(bundle_dir).iterdir():
             if f.is_file() and f.name != bundle.dense.file:

@@ -40,6 +40,18 @@ FP16_MIN_COSINE = 0.999
 EXAMPLE_SHORT_TEXT = "a river"  # traced next to a longer text, so the example has padding
 
 
+def partial_bundle_dir(out_dir: Path) -> Path:
+    """A hidden temporary folder beside ``out_dir`` where a bundle is written before it is renamed into place,
+    with ordinary folder permissions (mkdtemp makes it 0700)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -238,11 +250,7 @@ def export_checkpoint(
     model = built.model
     log.info("loaded %s into %s (activation %s)", checkpoint, built.arch, built.activation or "tower-defined")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the bundle is an ordinary folder
+    tmp = partial_bundle_dir(out_dir)
     try:
         text_spec = write_tokenizer_files(built.tokenizer, tmp)
         model_pad = getattr(getattr(getattr(model, "text", None), "config", None), "pad_token_id", None)

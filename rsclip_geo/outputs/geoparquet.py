@@ -43,7 +43,7 @@ def frame_table(frame, metadata: Mapping[bytes, bytes] | None = None, extra_colu
     plain.attrs = {}
     table = pa.Table.from_pandas(plain, preserve_index=False)
     wkb = shapely.to_wkb(frame.geometry.values, flavor="iso")
-    table = table.append_column(name, pa.array(list(wkb), type=pa.binary()))
+    table = table.append_column(name, pa.array(wkb, type=pa.binary()))  # object array of bytes/None, no list copy
     for column, values in (extra_columns or {}).items():
         table = table.append_column(column, values)
     meta = dict(table.schema.metadata or {})

@@ -38,8 +38,8 @@ def _check_model(meta: dict, where, model: ClipModel) -> None:
     """Embeddings of other weights live in another space: scoring them against this model's text is noise."""
     reason = stale_reason(meta, model_fingerprint=model.fingerprint)
     if reason:
-        raise IndexFileError(f"{where}: {reason.replace('it was built', 'built')}, not the loaded "
-                             f"{model.bundle.name!r}; search it with that model or rebuild the index")
+        raise IndexFileError(f"{where}: {reason}; the loaded model is {model.bundle.name!r}: search it with that "
+                             "model or rebuild the index")
 
 
 def _open_index(path: Path, model: ClipModel) -> SceneIndex:
