@@ -120,9 +120,14 @@ def build_captions(spec: dict, repo_root: Path, cache_dir: Path | None) -> Sourc
 
 def _excluded(spec: dict, repo_root: Path) -> set[str]:
     """Keys listed in the spec's `exclude` file (one per line, '#' comments): near-duplicates of test images."""
-    if "exclude" not in spec:
-        return set()
-    path = repo_root / spec["exclude"]
+    return _listed(spec, "exclude", repo_root) or set()
+
+
+def _listed(spec: dict, key: str, repo_root: Path) -> set[str] | None:
+    """The lines of the file the spec names under `key` ('#' comments, blanks skipped); None when not given."""
+    if key not in spec:
+        return None
+    path = _data_path(spec, key, repo_root)
     lines = path.read_text(encoding="utf-8").splitlines()
     return {ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()}
 
@@ -152,7 +157,8 @@ def build_folder(spec: dict, repo_root: Path, cache_dir: Path | None) -> Source:
     """A folder-per-class scene set (UCM, RESISC45, PatternNet... layout): one group per class.
 
     Keys: root, classes (list; default every folder), phrases (JSON {folder: [names and synonyms]}; default
-    the humanized folder name), templates, cache_size, weight, name.
+    the humanized folder name), include / exclude (files of 'class/file' lines: a split, or test images held
+    out), templates, cache_size, weight, name.
     """
     from training.data.aid_captions import TRAIN_TEMPLATES
     from training.data.image_cache import load_images
@@ -161,7 +167,9 @@ def build_folder(spec: dict, repo_root: Path, cache_dir: Path | None) -> Source:
     name = spec.get("name", "folder")
     phrases = read_phrases(repo_root / spec["phrases"]) if "phrases" in spec else None
     items = class_folder_items(_data_path(spec, "root", repo_root), tuple(spec.get("templates", TRAIN_TEMPLATES)),
-                               phrases, spec.get("classes"))
+                               phrases, spec.get("classes"), _listed(spec, "include", repo_root),
+                               _listed(spec, "exclude", repo_root))
+    log.info("%s: %d images in %d classes", name, len(items.paths), len(items.captions))
     return _source(spec, name, items, load_images(items.paths, spec.get("cache_size"), cache_dir))
 
 

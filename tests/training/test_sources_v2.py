@@ -195,6 +195,29 @@ def test_folder_and_mask_sources(tmp_path):
                             "classes": {"1": "building"}}, tmp_path, None)
 
 
+def test_folder_source_include_exclude_lists(tmp_path):
+    """A split's test part is held out by file list; a list written for another copy of the set is an error."""
+    from training.sources import build_folder
+
+    for c in ("beach", "forest"):
+        (tmp_path / "scenes" / c).mkdir(parents=True)
+        for i in range(3):
+            _image(tmp_path / "scenes" / c / f"{c}{i}.png", i)
+    (tmp_path / "test.txt").write_text("# held out\nbeach/beach0.png\nforest/forest2.png  # near-duplicate\n")
+    spec = {"name": "f", "root": str(tmp_path / "scenes"), "cache_size": 16, "templates": ["{}."]}
+    src = build_folder({**spec, "exclude": "test.txt"}, tmp_path, None)
+    assert src.groups == ["f:beach"] * 2 + ["f:forest"] * 2
+    first = src.images[0].numpy()
+    assert np.array_equal(first, build_folder(spec, tmp_path, None).images[1].numpy())  # beach0 left out
+    (tmp_path / "only.txt").write_text("forest/forest1.png\n")
+    assert build_folder({**spec, "include": "only.txt", "classes": ["forest"]}, tmp_path, None).groups == ["f:forest"]
+    with pytest.raises(DatasetError, match="every image is left out"):
+        build_folder({**spec, "include": "only.txt"}, tmp_path, None)  # beach keeps nothing
+    (tmp_path / "other.txt").write_text("baseball_diamond/beach1.png\n")
+    with pytest.raises(DatasetError, match="name no image here"):
+        build_folder({**spec, "exclude": "other.txt"}, tmp_path, None)
+
+
 def test_overlap_exclusions():
     rows = [{"filename": "beach_1.jpg", "split": "test"}, {"filename": "beach_2.jpg", "split": "train"},
             {"filename": "00001.jpg", "split": "train"}, {"filename": "pond_3.jpg", "split": "val"}]

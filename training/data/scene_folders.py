@@ -50,8 +50,13 @@ def read_phrases(path: Path | None) -> dict[str, list[str]]:
 
 
 def class_folder_items(root: Path, templates: tuple[str, ...], phrases: dict[str, list[str]] | None = None,
-                       classes: list[str] | None = None) -> FolderItems:
-    """root/<class>/*: one group per class; captions = templates x (phrases[class] or the humanized folder name)."""
+                       classes: list[str] | None = None, include: set[str] | None = None,
+                       exclude: set[str] | None = None) -> FolderItems:
+    """root/<class>/*: one group per class; captions = templates x (phrases[class] or the humanized folder name).
+
+    include / exclude: 'class/file' paths (a set's published split, or its test part held out); a class left
+    with no image is an error naming it, so a wrong split file cannot silently empty the source.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"scene folder set not found: {root}")
@@ -61,15 +66,25 @@ def class_folder_items(root: Path, templates: tuple[str, ...], phrases: dict[str
     if missing:
         raise DatasetError(f"{root}: class folders {missing} not found (have {found})")
     phrases = phrases or {}
-    paths, keys, captions = [], [], {}
+    paths, keys, captions, seen = [], [], {}, set()
     for c in classes:
         files = _images(root / c)
         if not files:
             raise DatasetError(f"{root / c}: no images ({', '.join(IMAGE_EXTS)})")
+        files = [f for f in files if (include is None or f"{c}/{f.name}" in include)
+                 and (exclude is None or f"{c}/{f.name}" not in exclude)]
+        if not files:
+            raise DatasetError(f"{root / c}: every image is left out by the include/exclude lists")
         names = phrases.get(c) or [humanize(c)]
         captions[c] = [t.format(n) for n in names for t in templates]
         paths += files
         keys += [c] * len(files)
+        seen.update(f"{c}/{f.name}" for f in _images(root / c))
+    for label, listed in (("include", include), ("exclude", exclude)):
+        unknown = sorted((listed or set()) - seen)
+        if unknown:  # a split written for another copy of the set: it would silently keep or drop the wrong images
+            raise DatasetError(f"{root}: {len(unknown)} {label} entries name no image here, e.g. {unknown[:3]} "
+                               f"(entries are 'class folder/file name' as in this copy)")
     return FolderItems(paths, keys, captions)
 
 
