@@ -249,3 +249,28 @@ def test_text_bank_cache_survives_a_restart(tiny_run, monkeypatch):
     assert torch.equal(second.lookup(caps, "cpu"), first.lookup(caps, "cpu"))
     other = dict(model_cfg, text_cfg={**model_cfg["text_cfg"], "context_length": 16})
     assert text_bank.text_cache_name(other) != cache.name
+
+
+def test_training_is_bit_identical_and_resume_matches_a_straight_run(tiny_run):
+    """The same config trains the same weights to the bit, and stopping after epoch 1 and resuming gives the
+    weights of an uninterrupted run: what lets `training.train --config default.toml` reproduce the bundle."""
+    from training.train import main
+
+    tmp, toml = tiny_run
+    two = tmp / "two_epochs.toml"
+    two.write_text(toml.read_text().replace("epochs = 1", "epochs = 2"))
+    runs = {}
+    for name in ("a", "b"):
+        main(["--config", str(two), "--out", str(tmp / f"straight_{name}"), "--cache", str(tmp / "cache")])
+        runs[name] = torch.load(tmp / f"straight_{name}" / "checkpoint_last.pt", map_location="cpu",
+                                weights_only=False)["state_dict"]
+    out = tmp / "stopped"
+    main(["--config", str(toml), "--out", str(out), "--cache", str(tmp / "cache")])
+    main(["--config", str(two), "--out", str(out), "--resume", str(out / "checkpoint_last.pt"),
+          "--cache", str(tmp / "cache")])
+    runs["resumed"] = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)["state_dict"]
+    trained = [k for k, v in runs["a"].items() if v.is_floating_point()]
+    assert trained and set(runs["a"]) == set(runs["b"]) == set(runs["resumed"])
+    for k in trained:
+        assert torch.equal(runs["a"][k], runs["b"][k]), f"{k}: two runs of one config differ"
+        assert torch.equal(runs["a"][k], runs["resumed"][k]), f"{k}: resumed run differs from the straight run"
