@@ -94,6 +94,11 @@ def test_conv_dense_head_is_the_projection_of_every_cell(exported, family):
     p = bundle.dense.parity
     assert p["cosine_min"] >= 0.9999 and p["pooled_vs_image_cosine_min"] >= 0.9999
     assert p["window_sizes"] == ["64x64", "128x128", "64x128"]
+    # the bar follows the weight storage: rounded float16 weights are held to the float16 bar, fp32 to 0.9999
+    from rsclip_geo.export.weight_storage import FP16_STORED_MIN_COSINE
+
+    want = 0.9999 if family == "conv32" else FP16_STORED_MIN_COSINE
+    assert p["min_cosine_required"] == want and FP16_STORED_MIN_COSINE < 0.9999
 
     clip = load_model(folder, device="cpu")
     rng = np.random.default_rng(0)

@@ -234,6 +234,7 @@ def export_checkpoint(
         from .onnx_export import require_fp16_converter
 
         require_fp16_converter()
+    dense_min_cosine = None if min_cosine is None else float(min_cosine)  # None: the bar of its weight storage
     min_cosine = par.DEFAULT_MIN_COSINE if min_cosine is None else float(min_cosine)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < 17:
@@ -290,8 +291,8 @@ def export_checkpoint(
         if dense:  # before int8/fp16 replace the fp32 image encoder it is compared with
             from .dense import export_dense
 
-            dense_spec = export_dense(model, tmp, images, tmp / IMAGE_ENCODER, dense_window_cells, opset, min_cosine,
-                                      weights=dense_weights)
+            dense_spec = export_dense(model, tmp, images, tmp / IMAGE_ENCODER, dense_window_cells, opset,
+                                      dense_min_cosine, weights=dense_weights)
 
         image_file, text_file = IMAGE_ENCODER, TEXT_ENCODER
         precision = {"image": "fp32", "text": "fp32"}

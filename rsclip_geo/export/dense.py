@@ -175,22 +175,27 @@ DENSE_WEIGHT_CHOICES = ("fp16", "fp32")  # how export_dense stores the weights (
 
 
 def export_dense(model, folder: Path, images: np.ndarray, image_file: Path, window_cells: int | None = None,
-                 opset: int = 17, min_cosine: float = 0.9999, weights: str = "fp16", projection=None) -> DenseSpec:
+                 opset: int = 17, min_cosine: float | None = None, weights: str = "fp16", projection=None) -> DenseSpec:
     """Write ``dense_encoder.onnx`` into ``folder``, check it against torch at the model's input size and at a
     larger non-square window, and return its DenseSpec (with the parity figures).
 
     ``projection``: a trained dense projection [D, C] (``python -m training.dense_align``) applied to every cell
     instead of the global projection; the mean of the cells is then no longer the image embedding, so their
-    cosine is recorded (``pooled_vs_image_cosine_min``) but not required, and ``projection: trained`` is noted."""
+    cosine is recorded (``pooled_vs_image_cosine_min``) but not required, and ``projection: trained`` is noted.
+    ``min_cosine``: the parity bar per cell; default 0.9999 for fp32 weights, ``FP16_STORED_MIN_COSINE`` for
+    float16-stored ones (rounded weights, measured against the fp32 torch model)."""
     torch = require_torch()
     import onnx
 
     from . import parity as par
     from .onnx_export import swapped_attention
-    from .weight_storage import store_file_fp16
+    from .parity import DEFAULT_MIN_COSINE
+    from .weight_storage import FP16_STORED_MIN_COSINE, store_file_fp16
 
     if weights not in DENSE_WEIGHT_CHOICES:  # "fp16": float16-stored weights, fp32 compute (weight_storage)
         raise BundleError(f"dense weights must be one of {DENSE_WEIGHT_CHOICES}, got {weights!r}")
+    if min_cosine is None:
+        min_cosine = FP16_STORED_MIN_COSINE if weights == "fp16" else DEFAULT_MIN_COSINE
     module, method, stride = _dense_module(model, projection)
     size = int(images.shape[-1])
     if size % stride:
