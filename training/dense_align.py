@@ -295,12 +295,30 @@ def best_threshold(scores: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray
     return float(grid[i]), [float(f[i]) for f in f1s]
 
 
+def lowest_threshold_with_precision(scores: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray,
+                                    min_precision: float) -> tuple[float, list[tuple[float, float]]]:
+    """The lowest grid value at which every (positive, negative scores) pair keeps precision >= ``min_precision``:
+    recall first, at a floor of precision (the objects goal: recall >= 0.6 at precision >= 0.5). Returns (value,
+    (recall, precision) per pair); a ValueError when no grid value holds the floor for every pair."""
+    stats = []
+    for pos, neg in scores:
+        tp = (pos[None] >= grid[:, None]).sum(1)
+        fp = (neg[None] >= grid[:, None]).sum(1)
+        stats.append((tp / max(len(pos), 1), np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)))
+    ok = np.all([prec >= min_precision for _, prec in stats], axis=0) & np.any([rec > 0 for rec, _ in stats], axis=0)
+    if not ok.any():
+        raise ValueError(f"no threshold in [{grid[0]}, {grid[-1]}] keeps precision >= {min_precision} for every class")
+    i = int(np.flatnonzero(ok)[0])
+    return float(grid[i]), [(float(rec[i]), float(prec[i])) for rec, prec in stats]
+
+
 def pick_threshold(run: Path, projection: Path | None, bundle_dir: Path, checkpoint: Path | None = None,
-                   queries: dict[str, str] | None = None) -> dict:
+                   queries: dict[str, str] | None = None, min_precision: float | None = None) -> dict:
     """One ``segment --threshold`` for a dense head, picked on the held-out NWPU *train* cells of ``run``'s cache
     (never test images): the cosine to the query's prompt ensemble (the bundle's text encoder) that maximises the
-    mean F1 of class cells vs background cells of the images holding the class. ``projection`` None: the global
-    projection of ``checkpoint``."""
+    mean F1 of class cells vs background cells of the images holding the class, or with ``min_precision`` the
+    lowest one at which every class keeps that cell precision (``lowest_threshold_with_precision``). ``projection``
+    None: the global projection of ``checkpoint``."""
     import rsclip_geo
     from training.data.boxes import NWPU_VHR10_CLASSES
 
@@ -330,8 +348,13 @@ def pick_threshold(run: Path, projection: Path | None, bundle_dir: Path, checkpo
         with_k = np.isin(image, np.unique(image[y == k]))
         s = emb @ text[j]
         pairs.append((s[y == k], s[(y == bg) & with_k]))
-    value, f1 = best_threshold(pairs, np.round(np.arange(0.0, 0.4001, 0.0025), 4))
-    return {"threshold": value, "f1": dict(zip(queries, f1))}
+    grid = np.round(np.arange(0.0, 0.4001, 0.0025), 4)
+    if min_precision is not None:
+        value, rp = lowest_threshold_with_precision(pairs, grid, float(min_precision))
+        return {"threshold": value, "rule": f"lowest with cell precision >= {min_precision} for every class",
+                "recall_precision": {q: [round(r, 4), round(p, 4)] for q, (r, p) in zip(queries, rp)}}
+    value, f1 = best_threshold(pairs, grid)
+    return {"threshold": value, "rule": "best mean cell F1", "f1": dict(zip(queries, f1))}
 
 
 def load_projection(path: Path) -> dict:
@@ -403,8 +426,11 @@ def main(argv=None) -> int:
         ap.add_argument("--projection", type=Path, default=None, help="Trained projection (default: the global).")
         ap.add_argument("--checkpoint", type=Path, default=None, help="Checkpoint for the global projection.")
         ap.add_argument("--bundle", type=Path, required=True, help="Bundle whose text encoder embeds the queries.")
+        ap.add_argument("--min-precision", type=float, default=None,
+                        help="Pick the lowest threshold keeping this cell precision for every class (recall first) "
+                             "instead of the best mean F1.")
         a = ap.parse_args(argv[1:])
-        print(json.dumps(pick_threshold(a.run, a.projection, a.bundle, a.checkpoint)))
+        print(json.dumps(pick_threshold(a.run, a.projection, a.bundle, a.checkpoint, min_precision=a.min_precision)))
         return 0
     ap = argparse.ArgumentParser(prog="python -m training.dense_align", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

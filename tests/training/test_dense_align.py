@@ -191,3 +191,19 @@ def test_best_threshold_maximises_mean_f1():
     assert value == 0.6 and f1 == [1.0]
     value, f1 = best_threshold([a, b], grid)  # no single value separates both: 0.4 keeps all positives of both
     assert value == 0.4 and f1[1] == 1.0 and f1[0] == pytest.approx(6 / 7)
+
+
+def test_lowest_threshold_keeping_precision_favours_recall():
+    from training.dense_align import lowest_threshold_with_precision
+
+    grid = np.round(np.arange(0, 1.0001, 0.1), 4)
+    a = (np.array([0.35, 0.6, 0.7, 0.8]), np.array([0.1, 0.2, 0.55]))
+    b = (np.array([0.45, 0.9]), np.array([0.3, 0.35, 0.38]))
+    # up to 0.3 b keeps 3 false cells (precision 0.4); at 0.4 b is clean and a keeps 3 of 4 at precision 3 / 4
+    value, rp = lowest_threshold_with_precision([a, b], grid, 0.5)
+    assert value == 0.4 and rp[0] == (0.75, 0.75) and rp[1] == (1.0, 1.0)
+    value, rp = lowest_threshold_with_precision([a], grid, 0.5)  # a alone: 0.0 already has 4 / 7 >= 0.5
+    assert value == 0.0 and rp[0] == (1.0, pytest.approx(4 / 7))
+    assert lowest_threshold_with_precision([a], grid, 0.7)[0] == 0.3  # 4 / 6 at 0.2 is too low, 4 / 5 at 0.3
+    with pytest.raises(ValueError, match="no threshold"):
+        lowest_threshold_with_precision([(np.array([0.1]), np.array([0.5, 0.6]))], grid, 0.9)
