@@ -3,6 +3,8 @@
 1. aid       pixel ROC AUC of the dense map vs the SeLo heatmap on AID mosaics (tests/utils/mosaic.py: 4x4 cells of
              150 px, held-out 'val' images), and the wall time of both on the same scene (each run alternately,
              no index: every window is encoded); the timing scene is a --time-grid mosaic (default 8x8, 1200 px).
+             --layouts aligned,shifted: 'aligned' mosaics put the scenes on the window grids of both methods (at
+             --scale 1.17 a dense window is one scene), 'shifted' ones are cut off-grid, as real scenes are.
 2. nwpu      NWPU VHR-10 test images (image_set/test.txt; the training recipe reads only train): for airplane,
              storage tank and ship, ``segment`` on every test image holding the class: recall = share of its
              ground-truth boxes overlapped by a polygon, precision = share of polygons overlapping a box of the
@@ -42,7 +44,8 @@ from rsclip_geo.tasks.dense_map import dense_map  # noqa: E402
 from rsclip_geo.tasks.heatmap import heatmap  # noqa: E402
 from rsclip_geo.raster.scene import NotGeoreferencedSceneWarning, Scene  # noqa: E402
 from rsclip_geo.tasks.segment import segment  # noqa: E402
-from tests.utils.mosaic import DEFAULT_CLASSES, build_mosaic, class_query, roc_auc, truth_on_grid  # noqa: E402
+from tests.utils.mosaic import (DEFAULT_CLASSES, build_mosaic, class_query, roc_auc, shifted_mosaic,  # noqa: E402
+                                truth_on_grid)
 
 NWPU_CLASSES = {1: "airplane", 2: "ship", 3: "storage tank", 4: "baseball diamond", 5: "tennis court",
                 6: "basketball court", 7: "ground track field", 8: "harbor", 9: "bridge", 10: "vehicle"}
@@ -53,27 +56,40 @@ _BOX = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*,\s*\(\s*(\d+)\s*,\s*(\d+)\s*\
 
 
 # ---- 1. AID mosaics ---------------------------------------------------------------------------------------------
+SHIFTS = ((40, 95), (75, 20), (110, 60))  # (row, col) px cut offsets of the shifted mosaics, one per seed
+
+
 def aid_part(model, args, out: Path) -> dict:
     classes = DEFAULT_CLASSES
-    table = {c: {"selo": [], "dense": []} for c in classes}
-    for seed in args.seeds:
-        m = build_mosaic(out / f"mosaic_{seed}.tif", classes, (4, 4), seed)
-        for k, name in enumerate(classes):
-            q = class_query(name)
-            heat = heatmap(m.path, q, scales=args.selo_scales, model=model, use_index=False)
-            table[name]["selo"].append(roc_auc(heat.array, truth_on_grid(m, heat) == k))
-            with Scene(m.path) as sc:
-                dm = dense_map(sc, model, q, scale=args.scale, window=args.window, overlap=args.overlap)
-            table[name]["dense"].append(roc_auc(dm.array, truth_on_grid(m, dm) == k))
-    print(f"\nAID mosaics (4x4 x 150 px, held-out val images), seeds {args.seeds}: pixel ROC AUC, SeLo (windows "
-          f"{args.selo_scales or 'default'} px) vs dense (scale {args.scale}, overlap {args.overlap})")
-    print(f"{'class':<18} {'query':<22} {'SeLo':>7} {'dense':>7}")
-    for name in classes:
-        print(f"{name:<18} {class_query(name):<22} {np.mean(table[name]['selo']):7.3f} "
-              f"{np.mean(table[name]['dense']):7.3f}")
-    selo = float(np.mean([np.mean(v["selo"]) for v in table.values()]))
-    dense = float(np.mean([np.mean(v["dense"]) for v in table.values()]))
-    print(f"{'mean':<18} {'':<22} {selo:7.3f} {dense:7.3f}")
+    result = {}
+    for layout in args.layouts:
+        table = {c: {"selo": [], "dense": []} for c in classes}
+        for seed in args.seeds:
+            if layout == "aligned":
+                m = build_mosaic(out / f"mosaic_{seed}.tif", classes, (4, 4), seed)
+            else:
+                m = shifted_mosaic(out / f"shifted_{seed}.tif", classes, (4, 4), seed, SHIFTS[seed % len(SHIFTS)])
+            for k, name in enumerate(classes):
+                q = class_query(name)
+                heat = heatmap(m.path, q, scales=args.selo_scales, model=model, use_index=False)
+                table[name]["selo"].append(roc_auc(heat.array, truth_on_grid(m, heat) == k))
+                with Scene(m.path) as sc:
+                    dm = dense_map(sc, model, q, scale=args.scale, window=args.window, overlap=args.overlap)
+                table[name]["dense"].append(roc_auc(dm.array, truth_on_grid(m, dm) == k))
+        what = ("scene tiles on the window grid" if layout == "aligned" else
+                f"cut at offsets {[SHIFTS[s % len(SHIFTS)] for s in args.seeds]} px: no window lines up with a scene")
+        print(f"\nAID mosaics, {layout} (4x4 x 150 px, held-out val images; {what}), seeds {args.seeds}: pixel ROC "
+              f"AUC, SeLo (windows {args.selo_scales or 'default'} px) vs dense (scale {args.scale}, overlap "
+              f"{args.overlap})")
+        print(f"{'class':<18} {'query':<22} {'SeLo':>7} {'dense':>7}")
+        for name in classes:
+            print(f"{name:<18} {class_query(name):<22} {np.mean(table[name]['selo']):7.3f} "
+                  f"{np.mean(table[name]['dense']):7.3f}")
+        selo = float(np.mean([np.mean(v["selo"]) for v in table.values()]))
+        dense = float(np.mean([np.mean(v["dense"]) for v in table.values()]))
+        print(f"{'mean':<18} {'':<22} {selo:7.3f} {dense:7.3f}")
+        result[layout] = {"auc": {k: {m: float(np.mean(v[m])) for m in v} for k, v in table.items()},
+                          "auc_mean_selo": selo, "auc_mean_dense": dense}
 
     # timing on one larger mosaic, alternating, no index
     rows, cols = args.time_grid
@@ -91,9 +107,8 @@ def aid_part(model, args, out: Path) -> dict:
     side = rows * 150
     print(f"wall time on a {side}x{side} mosaic (median of {args.rounds} alternating rounds): SeLo {s:.2f} s, "
           f"dense {d:.2f} s, speed-up {s / d:.1f}x")
-    return {"auc": {k: {m: float(np.mean(v[m])) for m in v} for k, v in table.items()}, "auc_mean_selo": selo,
-            "auc_mean_dense": dense, "seconds_selo": s, "seconds_dense": d, "speedup": s / d,
-            "timing_scene_px": side}
+    return {**result.get("aligned", {}), "layouts": result, "seconds_selo": s, "seconds_dense": d,
+            "speedup": s / d, "timing_scene_px": side}
 
 
 # ---- 2. NWPU VHR-10 -----------------------------------------------------------------------------------------------
@@ -258,6 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-area-m2", type=float, default=None)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--selo-scales", default="75,150", help="SeLo window sizes (as tests.utils.mosaic --report).")
+    ap.add_argument("--layouts", default="aligned,shifted",
+                    help="AID mosaics: 'aligned' (scene tiles on the window grid) and/or 'shifted' (cut off-grid).")
     ap.add_argument("--time-grid", default="8x8")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-images", type=int, default=1000)
@@ -270,6 +287,9 @@ def main(argv=None) -> int:
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.selo_scales = [int(s) for s in args.selo_scales.split(",") if s.strip()] or None
     args.memory_sizes = [int(v) for v in args.memory_sizes.split(",") if v.strip()]
+    args.layouts = [v.strip() for v in args.layouts.split(",") if v.strip()]
+    if not args.layouts or set(args.layouts) - {"aligned", "shifted"}:
+        ap.error(f"--layouts takes aligned and/or shifted, got {args.layouts}")
     args.time_grid = tuple(int(v) for v in args.time_grid.lower().split("x"))
     args.threshold = args.threshold if args.threshold == "auto" else float(args.threshold)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]

@@ -94,6 +94,31 @@ def build_mosaic(path: Path, classes: Sequence[str] = DEFAULT_CLASSES, grid: tup
     return Mosaic(Path(path), tuple(classes), np.array(layout).reshape(rows, cols), truth, transform, crs, used)
 
 
+def shifted_mosaic(path: Path, classes: Sequence[str] = DEFAULT_CLASSES, grid: tuple[int, int] = (4, 4),
+                   seed: int = 0, offset: tuple[int, int] = (40, 95), aid_root: Path = AID_ROOT, part: str = "val",
+                   cell: int = CELL) -> Mosaic:
+    """A ``grid`` mosaic's worth of pixels cut at ``offset`` (row, col px) from a mosaic two cells larger.
+
+    Why: a window grid that starts at the origin lines up with the 150 px scenes of an unshifted mosaic, so every
+    other window holds exactly one scene; real scenes have no such seams. The cut keeps its georeferencing, so
+    ``truth_on_grid`` (which maps through coordinates) reads the right classes.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    if not all(0 <= o < 2 * cell for o in offset):
+        raise ValueError(f"offset must be within two cells ({2 * cell} px), got {offset}")
+    big = build_mosaic(Path(path).with_suffix(".full.tif"), classes, (grid[0] + 2, grid[1] + 2), seed, aid_root,
+                       part, cell)
+    win = Window(offset[1], offset[0], grid[1] * cell, grid[0] * cell)
+    with rasterio.open(big.path) as src:
+        profile = dict(src.profile, width=int(win.width), height=int(win.height), transform=src.window_transform(win))
+        data = src.read(window=win)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return Mosaic(Path(path), big.classes, big.layout, big.truth, big.transform, big.crs, big.images)
+
+
 # ---- metrics ----------------------------------------------------------------------------------------------------
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve = Mann-Whitney U / (n_pos * n_neg), ties counted half; NaN scores are left out."""
