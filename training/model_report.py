@@ -7,10 +7,12 @@ note, when its files are absent):
   linear probe / k-NN / few-shot on frozen embeddings (AID train part -> val).
 - RSICD test split (1,093 images): zero-shot by scene class (31 classes, names as RSICD writes them) and
   image-text retrieval R@1/5/10 both ways with its 5 raw captions per image (the standard protocol).
-- Scene sets never trained on: UCM (21 classes, VT-RSBS's test split of 420 images, the split of the published
-  RemoteCLIP/GeoRSCLIP figures that VT-RSBS measured), EuroSAT RGB (10 classes, 64 px Sentinel-2; the uploader's
-  4,050-image test split), NWPU-RESISC45 (the 10 official classes of the 12-class subset reachable here, its
-  1,500-image test part): zero-shot top-1 with CLIP's published class names for EuroSAT.
+- Other scene sets, by their test parts (never trained on; the v2.2 default trains on their other images, v2.1
+  and earlier never saw the sets at all: the model card says which): UCM (21 classes, VT-RSBS's test split of
+  420 images, the split of the published RemoteCLIP/GeoRSCLIP figures that VT-RSBS measured), EuroSAT RGB (10
+  classes, 64 px Sentinel-2; the uploader's 4,050-image test split), NWPU-RESISC45 (the 10 official classes of
+  the 12-class subset reachable here, its 1,500-image test part): zero-shot top-1 with CLIP's published class
+  names for EuroSAT.
 - NWPU VHR-10 test images (never trained on): RemoteCount-style counting crops with 1-10 objects of one
   class (training/data/count_crops.py), exact / within-1 / MAE vs the best constant guess.
 
@@ -97,7 +99,7 @@ def _listed(root: Path, rel_paths: list[str], labels: list[str]):
 
 
 def unseen_scene_sets(root: Path, skipped: dict):
-    """(key, ImageFolderDataset, class names) of each scene set never trained on that is on disk."""
+    """(key, ImageFolderDataset, class names) of the test part of each other scene set that is on disk."""
     ucm_csv, ucm = root / "vtrsbs/metadata/UCM/UCM.csv", root / "ucm/Images"
     if ucm_csv.is_file() and ucm.is_dir():
         with ucm_csv.open(newline="", encoding="utf-8") as fh:
@@ -200,9 +202,9 @@ ROWS = (("aid30_zero_shot", "top1", "AID-30 held-out, zero-shot top-1 (2,000 ima
         ("aid30_probe", "knn", "AID-30 k-NN (k=20)"),
         ("rsicd_test_zero_shot", "top1", "RSICD test by scene class, zero-shot top-1 (1,093 images, 31-way)"),
         ("rsicd_test_retrieval", "mean_recall", "RSICD test retrieval, mean recall of R@1/5/10 both ways"),
-        ("ucm_test_zero_shot", "top1", "UCM test, zero-shot top-1 (420 images, 21-way; never trained on)"),
-        ("eurosat_test_zero_shot", "top1", "EuroSAT RGB test, zero-shot top-1 (4,050 images, 10-way; never trained on)"),
-        ("resisc10_test_zero_shot", "top1", "RESISC45 10-class test, zero-shot top-1 (1,500 images; never trained on)"),
+        ("ucm_test_zero_shot", "top1", "UCM test, zero-shot top-1 (420 images, 21-way)"),
+        ("eurosat_test_zero_shot", "top1", "EuroSAT RGB test, zero-shot top-1 (4,050 images, 10-way)"),
+        ("resisc10_test_zero_shot", "top1", "RESISC45 10-class test, zero-shot top-1 (1,500 images)"),
         ("nwpu_test_counting", "exact", "NWPU VHR-10 test counting crops: exact"),
         ("nwpu_test_counting", "within1", "NWPU VHR-10 test counting crops: within 1"),
         ("nwpu_test_counting", "mae", "NWPU VHR-10 test counting crops: MAE"),
