@@ -1,7 +1,6 @@
 """The shipped default bundle: loads without torch, parity as exported, accuracy as its model card says."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
