@@ -68,10 +68,11 @@ def class_folder_items(root: Path, templates: tuple[str, ...], phrases: dict[str
     phrases = phrases or {}
     paths, keys, captions, seen = [], [], {}, set()
     for c in classes:
-        files = _images(root / c)
-        if not files:
+        every = _images(root / c)
+        if not every:
             raise DatasetError(f"{root / c}: no images ({', '.join(IMAGE_EXTS)})")
-        files = [f for f in files if (include is None or f"{c}/{f.name}" in include)
+        seen.update(f"{c}/{f.name}" for f in every)
+        files = [f for f in every if (include is None or f"{c}/{f.name}" in include)
                  and (exclude is None or f"{c}/{f.name}" not in exclude)]
         if not files:
             raise DatasetError(f"{root / c}: every image is left out by the include/exclude lists")
@@ -79,7 +80,6 @@ def class_folder_items(root: Path, templates: tuple[str, ...], phrases: dict[str
         captions[c] = [t.format(n) for n in names for t in templates]
         paths += files
         keys += [c] * len(files)
-        seen.update(f"{c}/{f.name}" for f in _images(root / c))
     for label, listed in (("include", include), ("exclude", exclude)):
         unknown = sorted((listed or set()) - seen)
         if unknown:  # a split written for another copy of the set: it would silently keep or drop the wrong images
