@@ -284,12 +284,16 @@ def run(config: Path, checkpoint: Path, out: Path, log=print) -> dict:
     return report
 
 
+def _hits(pos: np.ndarray, neg: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true positives, false positives) at each grid value: positive / negative scores >= the value."""
+    return (pos[None] >= grid[:, None]).sum(1), (neg[None] >= grid[:, None]).sum(1)
+
+
 def best_threshold(scores: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> tuple[float, list[float]]:
     """The grid value maximising the mean F1 over (positive scores, negative scores) pairs; (value, F1 per pair)."""
     f1s = []
     for pos, neg in scores:
-        tp = (pos[None] >= grid[:, None]).sum(1)
-        fp = (neg[None] >= grid[:, None]).sum(1)
+        tp, fp = _hits(pos, neg, grid)
         f1s.append(2 * tp / np.maximum(2 * tp + fp + (len(pos) - tp), 1))
     i = int(np.mean(f1s, 0).argmax())
     return float(grid[i]), [float(f[i]) for f in f1s]
@@ -302,8 +306,7 @@ def lowest_threshold_with_precision(scores: list[tuple[np.ndarray, np.ndarray]],
     (recall, precision) per pair); a ValueError when no grid value holds the floor for every pair."""
     stats = []
     for pos, neg in scores:
-        tp = (pos[None] >= grid[:, None]).sum(1)
-        fp = (neg[None] >= grid[:, None]).sum(1)
+        tp, fp = _hits(pos, neg, grid)
         stats.append((tp / max(len(pos), 1), np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)))
     ok = np.all([prec >= min_precision for _, prec in stats], axis=0) & np.any([rec > 0 for rec, _ in stats], axis=0)
     if not ok.any():
