@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.dense_align import (auc, cell_figures, class_weights, dense_align_loss,  # noqa: E402
-                                  split_images, train_projection)
+from training.dense_align import (CellSet, auc, cell_figures, class_weights, dense_align_loss,  # noqa: E402
+                                  scene_accuracy, split_images, train_projection)
 from training.dense_labels import IGNORE, cell_labels, window_origins  # noqa: E402
 
 
@@ -207,3 +207,164 @@ def test_lowest_threshold_keeping_precision_favours_recall():
     assert lowest_threshold_with_precision([a], grid, 0.7)[0] == 0.3  # 4 / 6 at 0.2 is too low, 4 / 5 at 0.3
     with pytest.raises(ValueError, match="no threshold"):
         lowest_threshold_with_precision([(np.array([0.1]), np.array([0.5, 0.6]))], grid, 0.9)
+
+
+# ---- scene mosaics (training/dense_mosaics.py) ---------------------------------------------------------------------
+def test_scene_cell_labels_majority_and_seams():
+    from training.dense_mosaics import scene_cell_labels
+
+    scene = np.zeros((16, 24), np.int16)
+    scene[:, 12:] = 2        # a seam through the middle of cell column 1 (px 8..15): 4/8 of each side
+    scene[8:, 20:] = 5       # cell (1, 2): columns 16..19 scene 2, 20..23 scene 5 -> 4/8 each
+    lab = scene_cell_labels(scene, 8, min_cover=0.75)
+    np.testing.assert_array_equal(lab, [[0, IGNORE, 2], [0, IGNORE, IGNORE]])
+    lab = scene_cell_labels(scene, 8, min_cover=0.5)  # a half share is enough at 0.5 (the larger label wins)
+    assert lab[0, 0] == 0 and lab[0, 2] == 2 and lab[1, 1] in (0, 2) and lab[1, 2] in (2, 5)
+    with pytest.raises(ValueError, match="whole number"):
+        scene_cell_labels(scene[:, :20], 8, 0.75)
+    with pytest.raises(ValueError, match="min_cover"):
+        scene_cell_labels(scene, 8, 0.4)
+
+
+def test_make_canvas_places_scenes_and_cuts_at_the_offset():
+    from training.dense_mosaics import make_canvas
+
+    s, stride = 12, 4
+    images = [np.full((s, s, 3), 10 * (i + 1), np.uint8) for i in range(4)]
+    c = make_canvas(images, [3, 1, 0, 2], grid=2, scene_px=s, offset=(4, 6), stride=stride, min_cover=0.75)
+    # canvas 24 px, cut at row 4 / col 6 -> 18 px left -> 4 whole cells of 4 px = 16 px
+    assert c.image.shape == (16, 16, 3) and c.labels.shape == (4, 4)
+    assert c.image[0, 0, 0] == 10 and c.image[0, 6, 0] == 20 and c.image[8, 0, 0] == 30 and c.image[8, 6, 0] == 40
+    # scene seams at canvas px 12 -> cut px 8 (rows) and 6 (cols): col 6 splits cell column 1 in halves
+    np.testing.assert_array_equal(c.labels[:, 0], [3, 3, 0, 0])
+    assert (c.labels[:, 1] == IGNORE).all()
+    np.testing.assert_array_equal(c.labels[:, 2], [1, 1, 2, 2])
+    with pytest.raises(ValueError, match="expected 12 x 12"):
+        make_canvas([images[0][:10]] + images[1:], [0, 1, 2, 3], 2, s, (0, 0), stride, 0.75)
+    with pytest.raises(ValueError, match="need 4 images"):
+        make_canvas(images[:3], [0, 1, 2], 2, s, (0, 0), stride, 0.75)
+
+
+def test_random_canvases_are_seeded_and_draw_only_the_given_images(tmp_path):
+    from PIL import Image
+
+    from training.dense_mosaics import random_canvases
+
+    paths, labels = [], []
+    for k in range(3):
+        for j in range(2):
+            p = tmp_path / f"c{k}_{j}.png"
+            Image.fromarray(np.full((20, 20, 3), 40 * k + j, np.uint8)).save(p)
+            paths.append(p)
+            labels.append(k)
+    labels = np.array(labels)
+    a = list(random_canvases(paths, labels, 3, 2, (16, 24), 8, 0.75, seed=5))
+    b = list(random_canvases(paths, labels, 3, 2, (16, 24), 8, 0.75, seed=5))
+    assert len(a) == 3
+    for (ca, pa), (cb, pb) in zip(a, b):
+        assert pa == pb and np.array_equal(ca.image, cb.image) and np.array_equal(ca.labels, cb.labels)
+        assert 16 <= ca.scene_px <= 24 and all(0 <= o < ca.scene_px for o in ca.offset)
+        # every labelled cell's pixels are the colour of an image of that class
+        for (r, c), k in np.ndenumerate(ca.labels):
+            if k != IGNORE:
+                centre = int(ca.image[r * 8 + 4, c * 8 + 4, 0])
+                assert centre // 40 == k
+    assert not all(np.array_equal(x.image, y.image)
+                   for (x, _), (y, _) in zip(a, random_canvases(paths, labels, 3, 2, (16, 24), 8, 0.75, seed=6)))
+
+
+def test_an_extra_cell_set_without_background_trains_alongside_the_boxes():
+    x, y, w0, text = _problem(seed=3)
+    xs, ys, _, text_s = _problem(seed=4, k=3, bg=0)  # scene cells: 3 classes + a 4th direction never labelled
+    scene_y = np.where(ys == 3, IGNORE, ys).astype(np.int8)
+    cells = CellSet(xs, scene_y, text_s[:3], 3, weight=1.0)
+    w, hist = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None, extra=[cells])
+    assert hist[-1]["ce_1"] < 0.5 * hist[0]["ce_1"] and hist[-1]["ce"] < 0.5 * hist[0]["ce"]
+    lab = scene_y != IGNORE
+    before = scene_accuracy(xs[lab], scene_y[lab], w0, text_s[:3])
+    after = scene_accuracy(xs[lab], scene_y[lab], w, text_s[:3])
+    assert after > max(0.9, before + 0.2)
+    # without the extra set the first set's batches are drawn as before: same weights as a boxes-only run
+    alone, _ = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None)
+    again, _ = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None, extra=[])
+    np.testing.assert_array_equal(alone, again)
+    assert not np.array_equal(alone, w)
+
+
+# ---- the trainable tail (training/dense_tail.py) -------------------------------------------------------------------
+def _tiny_conv_model(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    pytest.importorskip("timm")
+    cfg = {"embed_dim": 16, "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                                         "layers": 1},
+           "vision_cfg": {"timm_model_name": "test_efficientnet", "timm_model_pretrained": False,
+                          "timm_pool": "avg", "timm_proj": "linear", "image_size": 64}}
+    config = tmp_path / "tiny-dense-tail.json"
+    config.write_text(json.dumps(cfg))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    return open_clip.create_model(config.stem, pretrained_text=False).eval()
+
+
+def test_dense_tail_splits_the_trunk_faithfully_and_its_training_lands_in_the_trunk(tmp_path):
+    from training.dense_align import train_tail
+    from training.dense_tail import DenseTail, load_tail_into_trunk, tail_embeddings, trunk_until
+
+    model = _tiny_conv_model(tmp_path)
+    trunk, proj = model.visual.trunk, model.visual.head.proj.weight
+    start = len(trunk.blocks) - 2
+    rng = np.random.default_rng(0)
+    windows = rng.standard_normal((12, 3, 64, 64)).astype(np.float32)
+    feats = trunk_until(trunk, start, windows).numpy()
+    tail = DenseTail(trunk, start, proj)
+    with torch.no_grad():
+        whole = trunk.forward_features(torch.from_numpy(windows))
+        want = whole.permute(0, 2, 3, 1).reshape(-1, whole.shape[1]) @ proj.T
+    got = tail_embeddings(tail, feats)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)  # untrained tail = the frozen head
+    # train: cells of window i labelled i % 2 against two random "text" rows
+    k = whole.shape[-1]
+    labels = np.repeat((np.arange(12) % 2).astype(np.int8), k * k).reshape(12, k, k)
+    text = rng.standard_normal((2, 16)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    cfg = {"steps": 40, "tail_batch": 6, "tail_lr": 3e-3, "weight_decay": 0.0, "distill_weight": 0.1,
+           "balance": 0.0, "log_every": 10}
+    hist = train_tail(tail, [(feats.astype(np.float16), labels, text, 2, 1.0)], 10.0, cfg, seed=0,
+                      log=lambda *_: None)
+    assert hist[-1]["ce"] < 0.5 * hist[0]["ce"]
+    trained = tail_embeddings(tail, feats)
+    assert not np.allclose(trained, got, atol=1e-3)
+    # the trained tail's trunk weights, loaded into a trunk, give the same cells from raw windows (what export runs)
+    load_tail_into_trunk(trunk, tail.trunk_state())
+    with torch.no_grad():
+        whole = trunk.forward_features(torch.from_numpy(windows))
+        again = (whole.permute(0, 2, 3, 1).reshape(-1, whole.shape[1]) @ tail.proj.T).numpy()
+    np.testing.assert_allclose(again, trained, rtol=1e-3, atol=1e-4)
+    assert any(name.startswith(f"blocks.{start}.") for name in tail.trunk_state())
+    with pytest.raises(ValueError, match="do not fit"):
+        load_tail_into_trunk(trunk, {"blocks.99.conv.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="outside"):
+        DenseTail(trunk, len(trunk.blocks), proj)
+
+
+def test_write_threshold_updates_model_json_atomically_and_refuses_a_bundle_without_dense_head(tmp_path):
+    import rsclip_geo
+    from tests.utils.tiny_bundle import build_tiny_bundle
+    from tests.utils.tiny_dense import build_tiny_dense_bundle
+    from training.config import ConfigError
+    from training.dense_align import write_threshold
+
+    bundle = build_tiny_dense_bundle(tmp_path / "bundle")
+    pick = {"threshold": 0.2125, "rule": "lowest with cell precision >= 0.5 for every class",
+            "recall_precision": {"ships": [0.86, 0.51]}}
+    write_threshold(bundle, pick, "training.dense_align threshold --run R --min-precision 0.5")
+    dense = rsclip_geo.load_model(bundle, device="cpu").bundle.dense
+    assert dense.threshold == pytest.approx(0.2125)
+    saved = json.loads((bundle / "model.json").read_text())["dense"]
+    assert "--min-precision 0.5" in saved["threshold_pick"] and "0.51" in saved["threshold_pick"]
+    assert not list(bundle.glob("*.tmp"))
+    plain = build_tiny_bundle(tmp_path / "plain")
+    before = (plain / "model.json").read_bytes()
+    with pytest.raises(ConfigError, match="no dense head"):
+        write_threshold(plain, pick, "x")
+    assert (plain / "model.json").read_bytes() == before
