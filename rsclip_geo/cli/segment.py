@@ -36,7 +36,7 @@ def _threshold(ctx, param, value):
 @click.option("--scale", type=FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Scene pixels per model pixel (2 reads the scene at half resolution: larger objects).")
 @click.option("--window", type=click.IntRange(min=1), default=None, metavar="PX",
-              help="Dense window side in model pixels (default: the bundle's, e.g. 512).")
+              help="Dense window side in model pixels (default: the bundle's dense.window: 128 for the default model).")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Overlap of neighbouring windows (0.5: every cell scored in up to 4 windows and averaged; 0: "
                    "4x fewer windows, seams at window edges).")
