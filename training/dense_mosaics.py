@@ -70,7 +70,8 @@ def make_canvas(images: Sequence[np.ndarray], labels: Sequence[int], grid: int, 
     return Canvas(full[crop], scene_cell_labels(scene[crop], stride, min_cover), scene_px, (oy, ox))
 
 
-def aid_training_pool(aid_root: Path, split_file: Path, exclude_file: Path | None) -> tuple[list[str], list[Path], np.ndarray]:
+def aid_training_pool(aid_root: Path, split_file: Path,
+                      exclude_file: Path | None) -> tuple[list[str], list[Path], np.ndarray]:
     """(class names, image paths, class index per image) of the split's 'train' part minus the exclude list."""
     from training.data.aid import aid_subset, load_split
 

@@ -74,8 +74,8 @@ def trunk_until(trunk, start: int, windows: np.ndarray) -> torch.Tensor:
 def cache_windows(model, cfg: dict, out: Path, start: int, nwpu_windows, mosaic_windows, log=print) -> dict:
     """Window-level cache for tail training: per window the features entering blocks[start] (float16) and the
     cell labels [k, k]; ``source`` 0 = NWPU boxes, 1 = scene mosaics; ``image`` (NWPU image index, of
-    ``n_images``) and ``val`` (held-out mosaic canvases). ``nwpu_windows`` / ``mosaic_windows``: iterables of (windows, labels, image or
-    val flag) per image/canvas. Reused when the key matches."""
+    ``n_images``) and ``val`` (held-out mosaic canvases). ``nwpu_windows`` / ``mosaic_windows``: iterables of
+    (windows, labels, image index or val flag) per image/canvas. Reused when the key matches."""
     key = {"checkpoint_sha256": cfg["checkpoint_sha256"], "data": cfg["data"], "labels": cfg["labels"],
            "mosaics": {k: v for k, v in cfg["mosaics"].items() if k != "weight"}, "start": start, "seed": cfg["seed"]}
     meta_path, arrays = out / "window_cache.json", out / "window_cache.npz"
