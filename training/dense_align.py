@@ -727,7 +727,10 @@ def export_bundle(projection: Path, checkpoint: Path, bundle_dir: Path, out: Pat
         weights = "fp32" if getattr(bundle.dense, "weights", "fp32") == "fp32" else "fp16"  # as the bundle's
         spec = export_dense(model, tmp, images, tmp / bundle.image_encoder, bundle.dense.window // bundle.dense.stride,
                             projection=state["weight"].numpy(), weights=weights)
-        spec = replace(spec, parity={**spec.parity, "projection_file_sha256": sha256(projection)})
+        extra = {"projection_file_sha256": sha256(projection)}
+        if "tail" in state:  # the dense head's trunk copy differs from the image encoder's from this block on
+            extra["trunk_trained_from_block"] = int(state["tail_from_block"])
+        spec = replace(spec, parity={**spec.parity, **extra})
         replace(bundle, dense=spec).write(tmp)
         read_bundle(tmp)
         if out.exists():

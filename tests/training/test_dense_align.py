@@ -368,3 +368,29 @@ def test_write_threshold_updates_model_json_atomically_and_refuses_a_bundle_with
     with pytest.raises(ConfigError, match="no dense head"):
         write_threshold(plain, pick, "x")
     assert (plain / "model.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["dense_align", "dense_align_tail"])
+def test_shipped_dense_align_configs_parse_and_name_committed_files(name):
+    """The dense-head recipes the model card cites load; the split and exclude files of their mosaics exist."""
+    from pathlib import Path
+
+    from training.dense_align import load_align_config
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_align_config(repo / "training" / "configs" / f"{name}.toml")
+    assert cfg["data"]["window"] % 32 == 0 and cfg["labels"]["background_prompts"]
+    if cfg["mosaics"]["count"]:
+        for key in ("split", "exclude"):
+            assert (repo / cfg["mosaics"][key]).is_file(), f"{name}.toml mosaics.{key} missing"
+    assert (cfg["train"]["tail_from_block"] >= 0) == (name == "dense_align_tail")
+
+
+def test_mosaic_config_rejects_a_bad_scene_size(tmp_path):
+    from training.config import ConfigError
+    from training.dense_align import load_align_config
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[mosaics]\ncount = 10\nscene_px = [192, 96]\n")
+    with pytest.raises(ConfigError, match="scene_px"):
+        load_align_config(bad)
