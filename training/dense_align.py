@@ -144,14 +144,27 @@ def train_projection(x: np.ndarray, y: np.ndarray, weight0: np.ndarray, text: np
                          torch.from_numpy(np.ascontiguousarray(cs.text, np.float32)), cs.n_classes,
                          class_weights(cs.y, n_labels, float(tcfg["balance"])), float(cs.weight)))
     opt = torch.optim.AdamW([w], lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
+
+    def batch_loss(j: int):
+        xs, ys, t, n, cw, lw = prepared[j]
+        idx = torch.randint(0, len(xs), (min(int(tcfg["batch"]), len(xs)),), generator=g)
+        part, p = dense_align_loss(w, w0, xs[idx].float(), ys[idx], t, n, logit_scale, float(tcfg["distill_weight"]),
+                                   cw)
+        return lw * part, p
+
+    history = _fit(opt, len(prepared), batch_loss, tcfg, log)
+    return w.detach().numpy().copy(), history
+
+
+def _fit(opt, n_sets: int, batch_loss, tcfg: dict, log) -> list[dict]:
+    """The optimisation loop of both kinds of head: each step sums ``batch_loss(j)`` (weighted loss, its parts)
+    over the cell sets in order (so the seeded batch draws are the same run to run), logs every ``log_every``."""
     history = []
     for step in range(1, int(tcfg["steps"]) + 1):
         loss, parts = 0.0, {}
-        for j, (xs, ys, t, n, cw, lw) in enumerate(prepared):
-            idx = torch.randint(0, len(xs), (min(int(tcfg["batch"]), len(xs)),), generator=g)
-            part, p = dense_align_loss(w, w0, xs[idx].float(), ys[idx], t, n, logit_scale,
-                                       float(tcfg["distill_weight"]), cw)
-            loss = loss + lw * part
+        for j in range(n_sets):
+            part, p = batch_loss(j)
+            loss = loss + part
             parts.update(p if j == 0 else {f"{k}_{j}": v for k, v in p.items()})
         opt.zero_grad()
         loss.backward()
@@ -159,7 +172,7 @@ def train_projection(x: np.ndarray, y: np.ndarray, weight0: np.ndarray, text: np
         if step == 1 or step % int(tcfg["log_every"]) == 0 or step == int(tcfg["steps"]):
             history.append({"step": step, "loss": loss.item(), **parts})
             log(f"step {step}: loss {loss.item():.4f} (" + ", ".join(f"{k} {v:.4f}" for k, v in parts.items()) + ")")
-    return w.detach().numpy().copy(), history
+    return history
 
 
 def train_tail(tail, sets: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, int, float]], logit_scale: float,
@@ -181,25 +194,18 @@ def train_tail(tail, sets: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, in
                          class_weights(labels.reshape(-1), n_labels, float(tcfg["balance"])), float(weight)))
     opt = torch.optim.AdamW(tail.parameters(), lr=float(tcfg["tail_lr"]), weight_decay=float(tcfg["weight_decay"]))
     tail.eval()  # BatchNorm: running statistics kept, affine parameters learn
-    history = []
-    for step in range(1, int(tcfg["steps"]) + 1):
-        loss, parts = 0.0, {}
-        for j, (feats, ys, text, n, cw, lw) in enumerate(prepared):
-            idx = torch.randint(0, len(feats), (min(int(tcfg["tail_batch"]), len(feats)),), generator=g)
-            x = torch.from_numpy(feats[idx.numpy()].astype(np.float32))
-            with torch.no_grad():
-                target = frozen(x)
-            part, p = cell_loss(tail(x), target, ys[idx].reshape(-1), text, n, logit_scale,
-                                float(tcfg["distill_weight"]), cw)
-            loss = loss + lw * part
-            parts.update(p if j == 0 else {f"{k}_{j}": v for k, v in p.items()})
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step == 1 or step % int(tcfg["log_every"]) == 0 or step == int(tcfg["steps"]):
-            history.append({"step": step, "loss": loss.item(), **parts})
-            log(f"step {step}: loss {loss.item():.4f} (" + ", ".join(f"{k} {v:.4f}" for k, v in parts.items()) + ")")
-    return history
+
+    def batch_loss(j: int):
+        feats, ys, text, n, cw, lw = prepared[j]
+        idx = torch.randint(0, len(feats), (min(int(tcfg["tail_batch"]), len(feats)),), generator=g)
+        x = torch.from_numpy(feats[idx.numpy()].astype(np.float32))
+        with torch.no_grad():
+            target = frozen(x)
+        part, p = cell_loss(tail(x), target, ys[idx].reshape(-1), text, n, logit_scale, float(tcfg["distill_weight"]),
+                            cw)
+        return lw * part, p
+
+    return _fit(opt, len(prepared), batch_loss, tcfg, log)
 
 
 # ---- figures on held-out cells -------------------------------------------------------------------------------------
@@ -458,26 +464,35 @@ def run(config: Path, checkpoint: Path, out: Path, log=print) -> dict:
     weight, history = train_projection(x[~val], y[~val], weight0, text, len(classes), logit_scale,
                                        cfg["train"], cfg["seed"], log, extra=extra)
     seconds = time.perf_counter() - t0
-    before = cell_figures(x[val], y[val], cache["image"][val], weight0, text, classes)
-    after = cell_figures(x[val], y[val], cache["image"][val], weight, text, classes)
-    cos = F.cosine_similarity(torch.from_numpy(x[val].astype(np.float32) @ weight.T),
-                              torch.from_numpy(x[val].astype(np.float32) @ weight0.T), dim=-1)
-    report = {"config": cfg, "prompts": prompts, "logit_scale": logit_scale, "train_cells": counts,
-              "train_seconds": seconds, "history": history, "val_before": before, "val_after": after,
-              "val_cosine_to_global_mean": float(cos.mean())}
-    log(f"held-out train images: accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}; cosine to the "
-        f"global cells {float(cos.mean()):.3f}")
-    for name in classes:
-        log(f"  {name:<20} cell AUC {before['auc'][name]:.3f} -> {after['auc'][name]:.3f}")
+    xv = x[val].astype(np.float32)
+    report = _report(cfg, prompts, logit_scale, seconds, history, xv @ weight0.T, xv @ weight.T, y[val],
+                     cache["image"][val], text, classes, "held-out train images", log)
+    report["train_cells"] = counts
     if mosaic is not None:
         mv = mosaic["val"]
-        acc = [scene_accuracy(mosaic["features"][mv], mosaic["labels"][mv], w, mosaic["text"])
-               for w in (weight0, weight)]
-        report["mosaic_val_accuracy"] = {"before": acc[0], "after": acc[1]}
-        log(f"held-out mosaic cells ({int(mv.sum())}, images never trained on): scene accuracy "
-            f"{acc[0]:.3f} -> {acc[1]:.3f}")
+        xm = mosaic["features"][mv].astype(np.float32)
+        _report_mosaics(report, xm @ weight0.T, xm @ weight.T, mosaic["labels"][mv], mosaic["text"], log)
     _save_head(out, {"weight": torch.from_numpy(weight)}, cfg, report)
     return report
+
+
+def _report(cfg, prompts, logit_scale, seconds, history, emb_before, emb_after, y, image, text, classes, what, log):
+    """The run report: cell figures of the held-out NWPU cells before/after, and their cosine to the start."""
+    before = embedding_figures(emb_before, y, image, text, classes)
+    after = embedding_figures(emb_after, y, image, text, classes)
+    cos = F.cosine_similarity(torch.from_numpy(emb_after), torch.from_numpy(emb_before), dim=-1)
+    log(f"{what}: accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}; cosine to the global cells "
+        f"{float(cos.mean()):.3f}")
+    for name in classes:
+        log(f"  {name:<20} cell AUC {before['auc'][name]:.3f} -> {after['auc'][name]:.3f}")
+    return {"config": cfg, "prompts": prompts, "logit_scale": logit_scale, "train_seconds": seconds, "history": history,
+            "val_before": before, "val_after": after, "val_cosine_to_global_mean": float(cos.mean())}
+
+
+def _report_mosaics(report: dict, emb_before, emb_after, labels, text, log) -> None:
+    acc = [scene_accuracy(e, labels, None, text) for e in (emb_before, emb_after)]
+    report["mosaic_val_accuracy"] = {"before": acc[0], "after": acc[1]}
+    log(f"held-out mosaic cells ({len(labels)}, images never trained on): scene accuracy {acc[0]:.3f} -> {acc[1]:.3f}")
 
 
 def _save_head(out: Path, head: dict, cfg: dict, report: dict) -> None:
@@ -530,24 +545,13 @@ def _run_tail(cfg, model, tokenizer, templates, classes, prompts, text, logit_sc
     seconds = time.perf_counter() - t0
     emb_after = tail_embeddings(tail, feats[nwpu_val])
     y, image = labels[nwpu_val].reshape(-1), np.repeat(wc["image"][nwpu_val], k2)
-    before = embedding_figures(emb_before, y, image, text, classes)
-    after = embedding_figures(emb_after, y, image, text, classes)
-    cos = F.cosine_similarity(torch.from_numpy(emb_after), torch.from_numpy(emb_before), dim=-1)
-    report = {"config": cfg, "prompts": prompts, "logit_scale": logit_scale, "tail_from_block": start,
-              "train_seconds": seconds, "history": history, "val_before": before, "val_after": after,
-              "val_cosine_to_global_mean": float(cos.mean())}
-    log(f"held-out train images (all cells): accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}; cosine "
-        f"to the global cells {float(cos.mean()):.3f}")
-    for name in classes:
-        log(f"  {name:<20} cell AUC {before['auc'][name]:.3f} -> {after['auc'][name]:.3f}")
+    report = _report(cfg, prompts, logit_scale, seconds, history, emb_before, emb_after, y, image, text, classes,
+                     "held-out train images (all cells)", log)
+    report["tail_from_block"] = start
     if scene_text is not None:
         my = labels[wc["val"]].reshape(-1)
         lab = my != IGNORE
-        acc = [scene_accuracy(e[lab], my[lab], None, scene_text)
-               for e in (mos_before, tail_embeddings(tail, feats[wc["val"]]))]
-        report["mosaic_val_accuracy"] = {"before": acc[0], "after": acc[1]}
-        log(f"held-out mosaic cells ({int(lab.sum())}, images never trained on): scene accuracy "
-            f"{acc[0]:.3f} -> {acc[1]:.3f}")
+        _report_mosaics(report, mos_before[lab], tail_embeddings(tail, feats[wc["val"]])[lab], my[lab], scene_text, log)
     _save_head(out, {"weight": tail.proj.detach().clone(), "tail": tail.trunk_state(), "tail_from_block": start},
                cfg, report)
     return report

@@ -121,23 +121,27 @@ def test_class_weights_and_split():
     assert auc(np.array([0.5]), np.array([0.5])) == 0.5
 
 
-def test_export_dense_with_a_trained_projection(tmp_path):
+def _tiny_conv_model(tmp_path):
     open_clip = pytest.importorskip("open_clip")
     pytest.importorskip("timm")
+    cfg = {"embed_dim": 16, "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                                         "layers": 1},
+           "vision_cfg": {"timm_model_name": "test_efficientnet", "timm_model_pretrained": False,
+                          "timm_pool": "avg", "timm_proj": "linear", "image_size": 64}}
+    config = tmp_path / "tiny-dense-tail.json"
+    config.write_text(json.dumps(cfg))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    return open_clip.create_model(config.stem, pretrained_text=False).eval()
+
+
+def test_export_dense_with_a_trained_projection(tmp_path):
+    model = _tiny_conv_model(tmp_path)
     from rsclip_geo.errors import BundleError
     from rsclip_geo.export import parity as par
     from rsclip_geo.export.dense import export_dense
     from rsclip_geo.export.onnx_export import export_encoders  # noqa: F401  (the export extra is present)
 
-    cfg = {"embed_dim": 16, "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                                         "layers": 1},
-           "vision_cfg": {"timm_model_name": "test_efficientnet", "timm_model_pretrained": False,
-                          "timm_pool": "avg", "timm_proj": "linear", "image_size": 64}}
-    config = tmp_path / "tiny-dense-align.json"
-    config.write_text(json.dumps(cfg))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model(config.stem, pretrained_text=False).eval()
     rng = np.random.default_rng(0)
     images = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
     image_file = tmp_path / "image.onnx"
@@ -292,20 +296,6 @@ def test_an_extra_cell_set_without_background_trains_alongside_the_boxes():
 
 
 # ---- the trainable tail (training/dense_tail.py) -------------------------------------------------------------------
-def _tiny_conv_model(tmp_path):
-    open_clip = pytest.importorskip("open_clip")
-    pytest.importorskip("timm")
-    cfg = {"embed_dim": 16, "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                                         "layers": 1},
-           "vision_cfg": {"timm_model_name": "test_efficientnet", "timm_model_pretrained": False,
-                          "timm_pool": "avg", "timm_proj": "linear", "image_size": 64}}
-    config = tmp_path / "tiny-dense-tail.json"
-    config.write_text(json.dumps(cfg))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    return open_clip.create_model(config.stem, pretrained_text=False).eval()
-
-
 def test_dense_tail_splits_the_trunk_faithfully_and_its_training_lands_in_the_trunk(tmp_path):
     from training.dense_align import train_tail
     from training.dense_tail import DenseTail, load_tail_into_trunk, tail_embeddings, trunk_until
