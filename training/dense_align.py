@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from rsclip_geo.export import file_sha256 as sha256, partial_bundle_dir
 from training.config import ConfigError, merge_config, read_toml
 from training.dense_labels import IGNORE, cell_labels, window_origins
+from training.keyed_cache import cached_arrays
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,10 +73,9 @@ def load_align_config(path: Path) -> dict:
     cfg = merge_config(DEFAULTS, read_toml(path), path)
     if not cfg["labels"]["background_prompts"]:
         raise ConfigError(f"{path}: labels.background_prompts is empty")
-    m = cfg["mosaics"]
-    lo, hi = (m["scene_px"] + [0, 0])[:2] if isinstance(m["scene_px"], list) else (0, 0)
-    if m["count"] and not (isinstance(m["scene_px"], list) and len(m["scene_px"]) == 2 and 0 < lo <= hi):
-        raise ConfigError(f"{path}: mosaics.scene_px must be [smallest, largest] model px, got {m['scene_px']}")
+    px = cfg["mosaics"]["scene_px"]
+    if cfg["mosaics"]["count"] and not (isinstance(px, list) and len(px) == 2 and 0 < px[0] <= px[1]):
+        raise ConfigError(f"{path}: mosaics.scene_px must be [smallest, largest] model px, got {px}")
     return cfg
 
 
@@ -128,6 +128,14 @@ class CellSet:
     weight: float = 1.0
 
 
+def _text_and_weights(y: np.ndarray, text: np.ndarray, n_classes: int, tcfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text rows as a tensor and the class weights of labels ``y`` (background counted when text has
+    background rows)."""
+    n_labels = n_classes + (1 if len(text) > n_classes else 0)
+    return (torch.from_numpy(np.ascontiguousarray(text, np.float32)),
+            class_weights(y, n_labels, float(tcfg["balance"])))
+
+
 def train_projection(x: np.ndarray, y: np.ndarray, weight0: np.ndarray, text: np.ndarray, n_classes: int,
                      logit_scale: float, tcfg: dict, seed: int, log=print,
                      extra: Sequence[CellSet] = ()) -> tuple[np.ndarray, list[dict]]:
@@ -137,16 +145,12 @@ def train_projection(x: np.ndarray, y: np.ndarray, weight0: np.ndarray, text: np
     w0 = torch.from_numpy(np.ascontiguousarray(weight0, np.float32))
     w = torch.nn.Parameter(w0.clone())
     sets = [CellSet(x, y, text, n_classes)] + list(extra)
-    prepared = []
-    for cs in sets:
-        n_labels = cs.n_classes + (1 if len(cs.text) > cs.n_classes else 0)
-        prepared.append((torch.from_numpy(cs.x), torch.from_numpy(cs.y),
-                         torch.from_numpy(np.ascontiguousarray(cs.text, np.float32)), cs.n_classes,
-                         class_weights(cs.y, n_labels, float(tcfg["balance"])), float(cs.weight)))
+    prepared = [(torch.from_numpy(cs.x), torch.from_numpy(cs.y), *_text_and_weights(cs.y, cs.text, cs.n_classes, tcfg),
+                 cs.n_classes, float(cs.weight)) for cs in sets]
     opt = torch.optim.AdamW([w], lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
 
     def batch_loss(j: int):
-        xs, ys, t, n, cw, lw = prepared[j]
+        xs, ys, t, cw, n, lw = prepared[j]
         idx = torch.randint(0, len(xs), (min(int(tcfg["batch"]), len(xs)),), generator=g)
         part, p = dense_align_loss(w, w0, xs[idx].float(), ys[idx], t, n, logit_scale, float(tcfg["distill_weight"]),
                                    cw)
@@ -186,17 +190,14 @@ def train_tail(tail, sets: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, in
     frozen = copy.deepcopy(tail).eval()
     for q in frozen.parameters():
         q.requires_grad_(False)
-    prepared = []
-    for feats, labels, text, n, weight in sets:
-        n_labels = n + (1 if len(text) > n else 0)
-        prepared.append((feats, torch.from_numpy(labels.reshape(len(labels), -1)),
-                         torch.from_numpy(np.ascontiguousarray(text, np.float32)), n,
-                         class_weights(labels.reshape(-1), n_labels, float(tcfg["balance"])), float(weight)))
+    prepared = [(feats, torch.from_numpy(labels.reshape(len(labels), -1)),
+                 *_text_and_weights(labels.reshape(-1), text, n, tcfg), n, float(weight))
+                for feats, labels, text, n, weight in sets]
     opt = torch.optim.AdamW(tail.parameters(), lr=float(tcfg["tail_lr"]), weight_decay=float(tcfg["weight_decay"]))
     tail.eval()  # BatchNorm: running statistics kept, affine parameters learn
 
     def batch_loss(j: int):
-        feats, ys, text, n, cw, lw = prepared[j]
+        feats, ys, text, cw, n, lw = prepared[j]
         idx = torch.randint(0, len(feats), (min(int(tcfg["tail_batch"]), len(feats)),), generator=g)
         x = torch.from_numpy(feats[idx.numpy()].astype(np.float32))
         with torch.no_grad():
@@ -218,16 +219,10 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def cell_figures(x: np.ndarray, y: np.ndarray, image: np.ndarray, weight: np.ndarray, text: np.ndarray,
-                 classes: list[str]) -> dict:
-    """Per class: ROC AUC of cosine(cell, class prompt), cells of the class vs background cells of the images
-    holding it (what a per-image threshold sees), and the accuracy over [classes + background]."""
-    return embedding_figures(x.astype(np.float32) @ weight.T, y, image, text, classes)
-
-
-def embedding_figures(emb: np.ndarray, y: np.ndarray, image: np.ndarray, text: np.ndarray,
-                      classes: list[str]) -> dict:
-    """``cell_figures`` of cell embeddings [N, D] (any head: projection only or a trained tail)."""
+def cell_figures(emb: np.ndarray, y: np.ndarray, image: np.ndarray, text: np.ndarray, classes: list[str]) -> dict:
+    """Per class, for cell embeddings [N, D] (any head): ROC AUC of cosine(cell, class prompt), cells of the class
+    vs background cells of the images holding it (what a per-image threshold sees), and the accuracy over
+    [classes + background]."""
     n = len(classes)
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     sims = emb @ text.T
@@ -240,10 +235,8 @@ def embedding_figures(emb: np.ndarray, y: np.ndarray, image: np.ndarray, text: n
     return out
 
 
-def scene_accuracy(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None, text: np.ndarray) -> float:
-    """Share of cells whose most similar scene prompt is their scene (top-1 over the scene classes); ``weight``
-    None: ``x`` are cell embeddings already."""
-    emb = x.astype(np.float32) @ weight.T if weight is not None else x
+def scene_accuracy(emb: np.ndarray, y: np.ndarray, text: np.ndarray) -> float:
+    """Share of cells (embeddings [N, D]) whose most similar scene prompt is their scene (top-1)."""
     return float(((emb @ text.T).argmax(1) == y).mean()) if len(y) else float("nan")
 
 
@@ -307,31 +300,25 @@ def cache_mosaic_features(model, cfg: dict, out: Path, log=print) -> dict:
     m, d = cfg["mosaics"], cfg["data"]
     key = {"checkpoint_sha256": cfg["checkpoint_sha256"], "mosaics": {k: v for k, v in m.items() if k != "weight"},
            "window": d["window"], "overlap": d["overlap"], "seed": cfg["seed"]}
-    meta_path, arrays = out / "mosaic_cache.json", out / "mosaic_cache.npz"
-    if meta_path.is_file() and arrays.is_file() and json.loads(meta_path.read_text()).get("key") == key:
-        log(f"mosaic cache {arrays} reused")
-        with np.load(arrays) as z:
-            return {name: z[name] for name in z.files}
-    trunk = model.visual.trunk
-    stride = int(trunk.feature_info[-1]["reduction"])
-    feats, labs, vals = [], [], []
-    t0 = time.perf_counter()
-    for i, (xs, ys, is_val) in enumerate(_mosaic_windows(cfg, stride)):
-        f = _trunk_cells(trunk, xs, int(d["batch"]))
-        y = np.concatenate([a.reshape(-1) for a in ys])
-        keep = y != IGNORE
-        feats.append(f[keep].astype(np.float16))
-        labs.append(y[keep])
-        vals.append(np.full(int(keep.sum()), is_val))
-        if (i + 1) % 100 == 0:
-            log(f"mosaics: {i + 1} canvases, {sum(map(len, labs))} cells, {time.perf_counter() - t0:.0f} s")
-    cache = {"features": np.concatenate(feats), "labels": np.concatenate(labs), "val": np.concatenate(vals),
-             "classes": np.array(mosaic_classes(cfg))}
-    tmp = out / "mosaic_cache.tmp.npz"
-    np.savez(tmp, **cache)
-    tmp.replace(arrays)
-    meta_path.write_text(json.dumps({"key": key, "seconds": time.perf_counter() - t0}, indent=2) + "\n")
-    return cache
+
+    def build() -> dict:
+        trunk = model.visual.trunk
+        stride = int(trunk.feature_info[-1]["reduction"])
+        feats, labs, vals = [], [], []
+        t0 = time.perf_counter()
+        for i, (xs, ys, is_val) in enumerate(_mosaic_windows(cfg, stride)):
+            f = _trunk_cells(trunk, xs, int(d["batch"]))
+            y = np.concatenate([a.reshape(-1) for a in ys])
+            keep = y != IGNORE
+            feats.append(f[keep].astype(np.float16))
+            labs.append(y[keep])
+            vals.append(np.full(int(keep.sum()), is_val))
+            if (i + 1) % 100 == 0:
+                log(f"mosaics: {i + 1} canvases, {sum(map(len, labs))} cells, {time.perf_counter() - t0:.0f} s")
+        return {"features": np.concatenate(feats), "labels": np.concatenate(labs), "val": np.concatenate(vals),
+                "classes": np.array(mosaic_classes(cfg))}
+
+    return cached_arrays(out, "mosaic_cache", key, build, log)
 
 
 def _nwpu_items(d: dict) -> list:
@@ -353,7 +340,7 @@ def _nwpu_windows(items, d: dict, classes: list[str], stride: int):
         yield xs, ys, i
 
 
-def _mosaic_windows(cfg: dict, stride: int, log=print):
+def _mosaic_windows(cfg: dict, stride: int):
     """(windows, cell labels, is_val) per scene-mosaic canvas (training/dense_mosaics.py): 'train' canvases from
     the pool's images minus a held-out share, then 'val' canvases from that share only."""
     from training.dense_mosaics import aid_training_pool, random_canvases
@@ -383,36 +370,31 @@ def cache_features(model, cfg: dict, classes: list[str], out: Path, log=print) -
     the cache's key (checkpoint, data and label settings) matches."""
     d = {**cfg["data"], **{k: cfg["labels"][k] for k in ("min_cover", "background_max_cover")}}
     key = {"checkpoint_sha256": cfg["checkpoint_sha256"], "data": d, "classes": classes, "seed": cfg["seed"]}
-    meta_path, arrays = out / "cache.json", out / "cache.npz"
-    if meta_path.is_file() and arrays.is_file() and json.loads(meta_path.read_text()).get("key") == key:
-        log(f"feature cache {arrays} reused")
-        with np.load(arrays) as z:
-            return {name: z[name] for name in z.files}
-    items = _nwpu_items(d)
-    trunk = model.visual.trunk
-    stride = int(trunk.feature_info[-1]["reduction"])
-    rng = np.random.default_rng(cfg["seed"])
-    feats, labs, imgs = [], [], []
-    t0 = time.perf_counter()
-    for xs, ys, i in _nwpu_windows(items, d, classes, stride):
-        for j in range(0, len(xs), int(d["batch"])):
-            f = _trunk_cells(trunk, xs[j:j + int(d["batch"])], int(d["batch"]))
-            y = np.concatenate([a.reshape(-1) for a in ys[j:j + int(d["batch"])]])
-            u = rng.random(len(y))
-            keep = ((y != IGNORE) & (y != len(classes))) | ((y == len(classes)) & (u < d["keep_background"])) \
-                | ((y == IGNORE) & (u < d["keep_ignored"]))
-            feats.append(f[keep].astype(np.float16))
-            labs.append(y[keep])
-            imgs.append(np.full(int(keep.sum()), i, np.int32))
-        if (i + 1) % 50 == 0 or i + 1 == len(items):
-            log(f"cached {i + 1}/{len(items)} images, {sum(map(len, labs))} cells, {time.perf_counter() - t0:.0f} s")
-    cache = {"features": np.concatenate(feats), "labels": np.concatenate(labs), "image": np.concatenate(imgs),
-             "image_ids": np.array([i for i, _, _ in items])}
-    tmp = out / "cache.tmp.npz"
-    np.savez(tmp, **cache)
-    tmp.replace(arrays)
-    meta_path.write_text(json.dumps({"key": key, "seconds": time.perf_counter() - t0}, indent=2) + "\n")
-    return cache
+
+    def build() -> dict:
+        items = _nwpu_items(d)
+        trunk = model.visual.trunk
+        stride = int(trunk.feature_info[-1]["reduction"])
+        rng = np.random.default_rng(cfg["seed"])
+        feats, labs, imgs = [], [], []
+        t0 = time.perf_counter()
+        for xs, ys, i in _nwpu_windows(items, d, classes, stride):
+            for j in range(0, len(xs), int(d["batch"])):
+                f = _trunk_cells(trunk, xs[j:j + int(d["batch"])], int(d["batch"]))
+                y = np.concatenate([a.reshape(-1) for a in ys[j:j + int(d["batch"])]])
+                u = rng.random(len(y))
+                keep = ((y != IGNORE) & (y != len(classes))) | ((y == len(classes)) & (u < d["keep_background"])) \
+                    | ((y == IGNORE) & (u < d["keep_ignored"]))
+                feats.append(f[keep].astype(np.float16))
+                labs.append(y[keep])
+                imgs.append(np.full(int(keep.sum()), i, np.int32))
+            if (i + 1) % 50 == 0 or i + 1 == len(items):
+                log(f"cached {i + 1}/{len(items)} images, {sum(map(len, labs))} cells, "
+                    f"{time.perf_counter() - t0:.0f} s")
+        return {"features": np.concatenate(feats), "labels": np.concatenate(labs), "image": np.concatenate(imgs),
+                "image_ids": np.array([i for i, _, _ in items])}
+
+    return cached_arrays(out, "cache", key, build, log)
 
 
 def split_images(n_images: int, share: float, seed: int) -> np.ndarray:
@@ -478,8 +460,8 @@ def run(config: Path, checkpoint: Path, out: Path, log=print) -> dict:
 
 def _report(cfg, prompts, logit_scale, seconds, history, emb_before, emb_after, y, image, text, classes, what, log):
     """The run report: cell figures of the held-out NWPU cells before/after, and their cosine to the start."""
-    before = embedding_figures(emb_before, y, image, text, classes)
-    after = embedding_figures(emb_after, y, image, text, classes)
+    before = cell_figures(emb_before, y, image, text, classes)
+    after = cell_figures(emb_after, y, image, text, classes)
     cos = F.cosine_similarity(torch.from_numpy(emb_after), torch.from_numpy(emb_before), dim=-1)
     log(f"{what}: accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}; cosine to the global cells "
         f"{float(cos.mean()):.3f}")
@@ -490,7 +472,7 @@ def _report(cfg, prompts, logit_scale, seconds, history, emb_before, emb_after, 
 
 
 def _report_mosaics(report: dict, emb_before, emb_after, labels, text, log) -> None:
-    acc = [scene_accuracy(e, labels, None, text) for e in (emb_before, emb_after)]
+    acc = [scene_accuracy(e, labels, text) for e in (emb_before, emb_after)]
     report["mosaic_val_accuracy"] = {"before": acc[0], "after": acc[1]}
     log(f"held-out mosaic cells ({len(labels)}, images never trained on): scene accuracy {acc[0]:.3f} -> {acc[1]:.3f}")
 

@@ -13,12 +13,13 @@ BatchNorm layers keep their running statistics (eval mode), only weights and aff
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from training.keyed_cache import cached_arrays
 
 
 class DenseTail(torch.nn.Module):
@@ -78,36 +79,31 @@ def cache_windows(model, cfg: dict, out: Path, start: int, nwpu_windows, mosaic_
     (windows, labels, image index or val flag) per image/canvas. Reused when the key matches."""
     key = {"checkpoint_sha256": cfg["checkpoint_sha256"], "data": cfg["data"], "labels": cfg["labels"],
            "mosaics": {k: v for k, v in cfg["mosaics"].items() if k != "weight"}, "start": start, "seed": cfg["seed"]}
-    meta_path, arrays = out / "window_cache.json", out / "window_cache.npz"
-    if meta_path.is_file() and arrays.is_file() and json.loads(meta_path.read_text()).get("key") == key:
-        log(f"window cache {arrays} reused")
-        with np.load(arrays) as z:
-            return {name: z[name] for name in z.files}
-    trunk, batch = model.visual.trunk, int(cfg["data"]["batch"])
-    feats, labs, source, image, val = [], [], [], [], []
-    n_images = 0
-    t0 = time.perf_counter()
-    for src, items in ((0, nwpu_windows), (1, mosaic_windows)):
-        for n, (xs, ys, tag) in enumerate(items):
-            n_images += src == 0
-            for j in range(0, len(xs), batch):
-                feats.append(trunk_until(trunk, start, np.stack(xs[j:j + batch])).numpy().astype(np.float16))
-            labs.extend(ys)
-            source.extend([src] * len(ys))
-            image.extend([tag if src == 0 else -1] * len(ys))
-            val.extend([bool(tag) if src == 1 else False] * len(ys))
-            if (n + 1) % 100 == 0:
-                log(f"window cache: source {src}, {n + 1} images/canvases, {len(labs)} windows, "
-                    f"{time.perf_counter() - t0:.0f} s")
-    cache = {"features": np.concatenate(feats), "labels": np.stack(labs).astype(np.int8),
-             "source": np.array(source, np.int8), "image": np.array(image, np.int32), "val": np.array(val),
-             "n_images": np.array(n_images)}
-    tmp = out / "window_cache.tmp.npz"
-    np.savez(tmp, **cache)
-    tmp.replace(arrays)
-    meta_path.write_text(json.dumps({"key": key, "seconds": time.perf_counter() - t0}, indent=2) + "\n")
-    log(f"window cache: {len(labs)} windows in {time.perf_counter() - t0:.0f} s")
-    return cache
+
+    def build() -> dict:
+        trunk, batch = model.visual.trunk, int(cfg["data"]["batch"])
+        feats, labs, source, image, val = [], [], [], [], []
+        n_images = 0
+        t0 = time.perf_counter()
+        for src, items in ((0, nwpu_windows), (1, mosaic_windows)):
+            for n, (xs, ys, tag) in enumerate(items):
+                n_images += src == 0
+                for j in range(0, len(xs), batch):
+                    feats.append(trunk_until(trunk, start, np.stack(xs[j:j + batch])).numpy().astype(np.float16))
+                labs.extend(ys)
+                source.extend([src] * len(ys))
+                image.extend([tag if src == 0 else -1] * len(ys))
+                val.extend([bool(tag) if src == 1 else False] * len(ys))
+                if (n + 1) % 100 == 0:
+                    log(f"window cache: source {src}, {n + 1} images/canvases, {len(labs)} windows, "
+                        f"{time.perf_counter() - t0:.0f} s")
+        cache = {"features": np.concatenate(feats), "labels": np.stack(labs).astype(np.int8),
+                 "source": np.array(source, np.int8), "image": np.array(image, np.int32), "val": np.array(val),
+                 "n_images": np.array(n_images)}
+        log(f"window cache: {len(labs)} windows in {time.perf_counter() - t0:.0f} s")
+        return cache
+
+    return cached_arrays(out, "window_cache", key, build, log)
 
 
 def tail_embeddings(tail: DenseTail, features: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 from ..runtime.bundle import IMAGE_ENCODER, TEXT_ENCODER, ModelBundle, read_bundle
 from ..errors import BundleError, OutputError
 from .checkpoint import load_checkpoint_state, load_strict
+from .weight_storage import FP16_STORED_MIN_COSINE
 
 __all__ = ["export_checkpoint", "load_checkpoint_state"]
 
@@ -35,8 +36,8 @@ TEXT_ENCODER_INT8 = "text_encoder.int8.onnx"
 IMAGE_ENCODER_FP16 = "image_encoder.fp16.onnx"
 TEXT_ENCODER_FP16 = "text_encoder.fp16.onnx"
 # fp16 vs fp32 ONNX on the parity inputs, where onnxruntime's CPU provider runs the fp16 graphs: below this the
-# conversion is broken (overflow, NaN), not merely rounded
-FP16_MIN_COSINE = 0.999
+# conversion is broken (overflow, NaN), not merely rounded. One bar with float16-stored weights (weight_storage).
+FP16_MIN_COSINE = FP16_STORED_MIN_COSINE
 EXAMPLE_SHORT_TEXT = "a river"  # traced next to a longer text, so the example has padding
 
 

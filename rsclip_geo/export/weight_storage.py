@@ -30,7 +30,7 @@ MIN_ELEMENTS = 1024
 # Parity gate of float16-*stored* weights against the fp32 model (per cell or per embedding): rounding every weight
 # to 2^-11 relative error moves the cells of a 20-odd-layer conv trunk to cosines near 0.9998 (the v2.2 default's
 # dense head: 0.99980; pooled embeddings average it away, 0.999998), while a broken conversion (overflow to inf, a
-# lost cast) falls far below. The same bar as fully float16 encoders (export.FP16_MIN_COSINE); fp32 exports keep
+# lost cast) falls far below. Also the bar of fully float16 encoders (export.FP16_MIN_COSINE); fp32 exports keep
 # parity.DEFAULT_MIN_COSINE (0.9999).
 FP16_STORED_MIN_COSINE = 0.999
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504

@@ -70,8 +70,8 @@ def test_training_lowers_the_loss_and_raises_accuracy():
     w, hist = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None)
     assert hist[-1]["ce"] < 0.5 * hist[0]["ce"]
     img = np.zeros(len(y), np.int32)
-    before = cell_figures(x, y, img, w0, text, ["a", "b"])
-    after = cell_figures(x, y, img, w, text, ["a", "b"])
+    before = cell_figures(x @ w0.T, y, img, text, ["a", "b"])
+    after = cell_figures(x @ w.T, y, img, text, ["a", "b"])
     assert after["accuracy"] > max(0.9, before["accuracy"] + 0.2)
     # deterministic: the same seed gives the same weights
     w2, _ = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None)
@@ -285,8 +285,8 @@ def test_an_extra_cell_set_without_background_trains_alongside_the_boxes():
     w, hist = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None, extra=[cells])
     assert hist[-1]["ce_1"] < 0.5 * hist[0]["ce_1"] and hist[-1]["ce"] < 0.5 * hist[0]["ce"]
     lab = scene_y != IGNORE
-    before = scene_accuracy(xs[lab], scene_y[lab], w0, text_s[:3])
-    after = scene_accuracy(xs[lab], scene_y[lab], w, text_s[:3])
+    before = scene_accuracy(xs[lab] @ w0.T, scene_y[lab], text_s[:3])
+    after = scene_accuracy(xs[lab] @ w.T, scene_y[lab], text_s[:3])
     assert after > max(0.9, before + 0.2)
     # without the extra set the first set's batches are drawn as before: same weights as a boxes-only run
     alone, _ = train_projection(x, y, w0, text, 2, 20.0, CFG, seed=0, log=lambda *_: None)
@@ -384,3 +384,21 @@ def test_mosaic_config_rejects_a_bad_scene_size(tmp_path):
     bad.write_text("[mosaics]\ncount = 10\nscene_px = [192, 96]\n")
     with pytest.raises(ConfigError, match="scene_px"):
         load_align_config(bad)
+
+
+def test_cached_arrays_reuse_only_the_same_key_and_leave_no_temporary_file(tmp_path):
+    from training.keyed_cache import cached_arrays
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"x": np.arange(len(calls) * 3)}
+
+    first = cached_arrays(tmp_path, "cache", {"seed": 0}, build, log=lambda *_: None)
+    again = cached_arrays(tmp_path, "cache", {"seed": 0}, build, log=lambda *_: None)
+    assert len(calls) == 1 and np.array_equal(first["x"], again["x"])
+    other = cached_arrays(tmp_path, "cache", {"seed": 1}, build, log=lambda *_: None)
+    assert len(calls) == 2 and len(other["x"]) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json", "cache.npz"]
+    assert json.loads((tmp_path / "cache.json").read_text())["key"] == {"seed": 1}
