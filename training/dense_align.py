@@ -507,6 +507,10 @@ def _run_tail(cfg, model, tokenizer, templates, classes, prompts, text, logit_sc
     from training.dense_tail import DenseTail, tail_embeddings
 
     start = int(cfg["train"]["tail_from_block"])
+    try:  # before the long window pass: a bad block number or trunk fails at once
+        tail = DenseTail(model.visual.trunk, start, model.visual.head.proj.weight)
+    except ValueError as exc:
+        raise ConfigError(f"train.tail_from_block: {exc}") from exc
     wc, nwpu_val = _tail_windows(cfg, model, classes, out, log)
     nwpu_train = (wc["source"] == 0) & ~nwpu_val
     feats, labels = wc["features"], wc["labels"]
@@ -519,7 +523,6 @@ def _run_tail(cfg, model, tokenizer, templates, classes, prompts, text, logit_sc
         sets.append((feats[mo_train], labels[mo_train], scene_text, len(scene_text), float(cfg["mosaics"]["weight"])))
     log(f"tail from block {start}: {int(nwpu_train.sum())} NWPU train windows, {int(nwpu_val.sum())} held out; "
         f"{int(((wc['source'] == 1) & ~wc['val']).sum())} mosaic train windows, {int(wc['val'].sum())} held out")
-    tail = DenseTail(model.visual.trunk, start, model.visual.head.proj.weight)
     emb_before = tail_embeddings(tail, feats[nwpu_val])
     mos_before = tail_embeddings(tail, feats[wc["val"]]) if scene_text is not None else None
     t0 = time.perf_counter()

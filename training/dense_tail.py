@@ -28,6 +28,10 @@ class DenseTail(torch.nn.Module):
 
     def __init__(self, trunk, start: int, projection: torch.Tensor):
         super().__init__()
+        missing = [a for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2") if not hasattr(trunk, a)]
+        if missing:
+            raise ValueError(f"tail_from_block needs a timm EfficientNet-style trunk; {type(trunk).__name__} has no "
+                             f"{', '.join(missing)}")
         if not 0 <= start < len(trunk.blocks):
             raise ValueError(f"tail_from_block {start} outside the trunk's {len(trunk.blocks)} blocks")
         self.start = start

@@ -335,6 +335,8 @@ def test_dense_tail_splits_the_trunk_faithfully_and_its_training_lands_in_the_tr
         load_tail_into_trunk(trunk, {"blocks.99.conv.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="outside"):
         DenseTail(trunk, len(trunk.blocks), proj)
+    with pytest.raises(ValueError, match="no conv_stem, bn1, blocks, conv_head, bn2"):
+        DenseTail(torch.nn.Linear(2, 2), 0, proj)
 
 
 def test_write_threshold_updates_model_json_atomically_and_refuses_a_bundle_without_dense_head(tmp_path):
