@@ -74,13 +74,14 @@ def aid_part(model, args, out: Path) -> dict:
                 heat = heatmap(m.path, q, scales=args.selo_scales, model=model, use_index=False)
                 table[name]["selo"].append(roc_auc(heat.array, truth_on_grid(m, heat) == k))
                 with Scene(m.path) as sc:
-                    dm = dense_map(sc, model, q, scale=args.scale, window=args.window, overlap=args.overlap)
+                    dm = dense_map(sc, model, q, scale=args.scale, window=args.window, overlap=args.overlap,
+                                   staggered=args.stagger)
                 table[name]["dense"].append(roc_auc(dm.array, truth_on_grid(m, dm) == k))
         what = ("scene tiles on the window grid" if layout == "aligned" else
                 f"cut at offsets {[SHIFTS[s % len(SHIFTS)] for s in args.seeds]} px: no window lines up with a scene")
         print(f"\nAID mosaics, {layout} (4x4 x 150 px, held-out val images; {what}), seeds {args.seeds}: pixel ROC "
               f"AUC, SeLo (windows {args.selo_scales or 'default'} px) vs dense (scale {args.scale}, overlap "
-              f"{args.overlap})")
+              f"{args.overlap}{', staggered' if args.stagger else ''})")
         print(f"{'class':<18} {'query':<22} {'SeLo':>7} {'dense':>7}")
         for name in classes:
             print(f"{name:<18} {class_query(name):<22} {np.mean(table[name]['selo']):7.3f} "
@@ -101,7 +102,8 @@ def aid_part(model, args, out: Path) -> dict:
         t_selo.append(time.perf_counter() - t)
         t = time.perf_counter()
         with Scene(big.path) as sc:
-            dense_map(sc, model, "parking lot", scale=args.scale, window=args.window, overlap=args.overlap)
+            dense_map(sc, model, "parking lot", scale=args.scale, window=args.window, overlap=args.overlap,
+                      staggered=args.stagger)
         t_dense.append(time.perf_counter() - t)
     s, d = float(np.median(t_selo)), float(np.median(t_dense))
     side = rows * 150
@@ -176,7 +178,7 @@ def nwpu_part(model, args, out: Path) -> dict:
             tif = _as_geotiff(jpg, out)
             t = time.perf_counter()
             res = segment(tif, query, model=model, threshold=args.threshold, scale=args.scale, window=args.window,
-                          overlap=args.overlap, min_area_m2=args.min_area_m2)
+                          overlap=args.overlap, staggered=args.stagger, min_area_m2=args.min_area_m2)
             seconds.append(time.perf_counter() - t)
             polys = [g for g in res.polygons.geometry]
             if not positive:
@@ -212,7 +214,7 @@ def spacenet_part(model, args, out: Path) -> dict:
         truth = mk.read(1) > 0
         transform, shape = ds.transform, ds.shape
     res = segment(SPACENET, "buildings", model=model, threshold=args.threshold, scale=args.scale,
-                  window=args.window, overlap=args.overlap, min_area_m2=args.min_area_m2)
+                  window=args.window, overlap=args.overlap, staggered=args.stagger, min_area_m2=args.min_area_m2)
     pred = np.zeros(shape, bool)
     if len(res.polygons):
         pred = rasterize(((g, 1) for g in res.polygons.geometry), out_shape=shape, transform=transform) > 0
@@ -268,7 +270,9 @@ def main(argv=None) -> int:
     ap.add_argument("--nwpu", default=None, help="NWPU VHR-10 folder NWPU_VHR (needed for the nwpu part).")
     ap.add_argument("--scale", type=float, default=1.0, help="Scene pixels per model pixel for the dense map.")
     ap.add_argument("--window", type=int, default=None, help="Dense window in model px (default: the bundle's).")
-    ap.add_argument("--overlap", type=float, default=0.5, help="Dense window overlap.")
+    ap.add_argument("--overlap", type=float, default=0.0, help="Dense window overlap (segment --overlap).")
+    ap.add_argument("--stagger", action=argparse.BooleanOptionalAction, default=True,
+                    help="Staggered second window grid (segment --stagger/--no-stagger).")
     ap.add_argument("--threshold", default="auto")
     ap.add_argument("--min-area-m2", type=float, default=None)
     ap.add_argument("--seeds", default="0,1,2")

@@ -55,12 +55,15 @@ def _xy(row: float, col: float) -> tuple[float, float]:
     return ORIGIN[0] + col, ORIGIN[1] - row
 
 
-def test_cells_are_stitched_on_the_scene_grid(dense_model, scene):
-    """Every cell's score equals its own block's mean colour scored directly: windows overlap and are averaged,
-    so any misplacement of a window or cell would show."""
-    seg = rsclip_geo.segment(scene, "red", model=dense_model)
+@pytest.mark.parametrize("overlap,staggered,windows", [(0.0, True, 16 + 9), (0.0, False, 16), (0.5, False, 49),
+                                                       (0.5, True, 49 + 36)])
+def test_cells_are_stitched_on_the_scene_grid(dense_model, scene, overlap, staggered, windows):
+    """Every cell's score equals its own block's mean colour scored directly, whatever the window layout: windows
+    overlap and are averaged, so any misplacement of a window (main or staggered grid) or cell would show."""
+    seg = rsclip_geo.segment(scene, "red", model=dense_model, overlap=overlap, staggered=staggered)
     d = seg.dense
-    assert d.stats["windows"] > 1 and d.cells.shape == (32, 32) and np.isfinite(d.cells).all()
+    assert d.stats["windows"] == windows and d.stats["staggered"] == staggered
+    assert d.cells.shape == (32, 32) and np.isfinite(d.cells).all()
     x = _scene_pixels().astype(np.float64) / 255 * 2 - 1  # the bundle's mean/std 0.5
     blocks = x.reshape(3, 32, 8, 32, 8).mean(axis=(2, 4))
     expected = blocks[0] / np.linalg.norm(blocks, axis=0)
@@ -68,6 +71,68 @@ def test_cells_are_stitched_on_the_scene_grid(dense_model, scene):
     # output grid = the scene's pixels, same CRS and transform
     assert d.array.shape == (256, 256) and d.crs == "EPSG:32633"
     assert d.transform.almost_equals(Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+
+
+def test_scale_reads_the_scene_coarser_on_the_same_cells(dense_model, tmp_path):
+    """A scene at twice the resolution read with scale=2 gives the native run's cells: each strip is resampled once
+    and the windows are cut from it at whole cells, so an offset by a cell or a pixel would show at the edges."""
+    img = _scene_pixels()
+    fine = write_geotiff(tmp_path / "fine.tif", np.ascontiguousarray(img.repeat(2, axis=1).repeat(2, axis=2)),
+                         transform=Affine(0.5, 0, ORIGIN[0], 0, -0.5, ORIGIN[1]))
+    native = write_geotiff(tmp_path / "native.tif", img, transform=Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+    a = rsclip_geo.segment(native, "red", model=dense_model).dense
+    b = rsclip_geo.segment(fine, "red", model=dense_model, scale=2.0).dense
+    assert b.cells.shape == a.cells.shape == (32, 32) and b.cell_px == 16
+    assert b.cell_transform.almost_equals(a.cell_transform)
+    np.testing.assert_allclose(b.cells, a.cells, atol=0.03)
+    assert b.array.shape == (512, 512)
+
+
+def test_staggered_windows_see_inner_cells_from_two_windows():
+    from rsclip_geo.tasks.dense_map import plan_windows
+
+    plan = plan_windows(26 * 8, 11 * 8, stride=8, scale=1.0, window=32, min_window=32, overlap=0.0)
+    assert plan.grids == (((0, 4, 7), (0, 4, 8, 12, 16, 20, 22)),  # main grid, last window moved back
+                          ((2, 6), (2, 6, 10, 14, 18, 22)))  # half a step after, wholly inside the scene
+    assert len(plan) == 3 * 7 + 2 * 6
+    cover = np.zeros((11, 26), int)
+    for rows, cols in plan.grids:
+        for r in rows:
+            for c in cols:
+                cover[r:r + 4, c:c + 4] += 1
+    assert (cover >= 1).all() and (cover[2:10, 2:] >= 2).all()
+    # no second grid where it cannot fit or would coincide with the first
+    assert len(plan_windows(40, 40, 8, 1.0, 64, 64).grids) == 1  # smaller than a window
+    assert len(plan_windows(26 * 8, 88, 8, 1.0, 32, 32, overlap=0.75).grids) == 1  # step of one cell
+    assert len(plan_windows(26 * 8, 88, 8, 1.0, 32, 32, staggered=False).grids) == 1
+
+
+def test_output_grid_is_bilinear_between_cell_centres():
+    """The separable interpolation equals scipy's bilinear map_coordinates (edges clamped, NaN cells left out of
+    the weights) for cell and output sizes that do not divide each other."""
+    from types import SimpleNamespace
+
+    from scipy.ndimage import map_coordinates
+
+    from rsclip_geo.tasks.dense_map import INTERP_ROWS, to_output_grid
+
+    rng = np.random.default_rng(0)
+    for rows, cols, cell_px, out_px, shape in [(7, 9, 37.5, 1.0, (260, 330)), (1, 5, 32.0, 2.5, (11, 50)),
+                                               (3, 2, 10.0, 0.7, (INTERP_ROWS + 29, 27))]:
+        cells = rng.standard_normal((rows, cols)).astype(np.float32)
+        cells[rng.random((rows, cols)) < 0.25] = np.nan
+        cells[0, 0] = 1.0
+        grid = SimpleNamespace(n_rows=shape[0], n_cols=shape[1], cell_x=out_px, cell_y=out_px)
+        ok = np.isfinite(cells)
+        yy, xx = np.meshgrid(((np.arange(shape[0]) + 0.5) * out_px) / cell_px - 0.5,
+                             ((np.arange(shape[1]) + 0.5) * out_px) / cell_px - 0.5, indexing="ij")
+        coords = np.stack([yy.ravel(), xx.ravel()])
+        num = map_coordinates(np.where(ok, cells, 0.0), coords, order=1, mode="nearest")
+        den = map_coordinates(ok.astype(float), coords, order=1, mode="nearest")
+        want = np.where(den > 1e-6, num / np.maximum(den, 1e-12), np.nan).reshape(shape)
+        got = to_output_grid(cells, cell_px, grid)
+        assert got.shape == shape and (np.isnan(got) == np.isnan(want)).all()
+        np.testing.assert_allclose(got[np.isfinite(got)], want[np.isfinite(want)], atol=1e-5)
 
 
 def test_touching_objects_become_one_polygon_each(dense_model, scene):
@@ -106,6 +171,13 @@ def test_dense_raster_and_polygons_from_the_cli(dense_model, scene, tmp_path):
         assert ds.crs == sc.crs and ds.transform == sc.transform and ds.shape == sc.shape
         assert ds.dtypes[0] == "float32" and np.isnan(ds.nodata)
         assert ds.tags()["QUERY"] == "red" and float(ds.tags()["SCORE_MAX"]) > 0.4
+        assert ds.tags()["WINDOWS"] == "25 (overlap 0.0, staggered)"
+    r = CliRunner().invoke(main, ["segment", str(scene), "red", "-o", str(tmp_path / "grid.gpkg"), "--raster",
+                                  str(tmp_path / "grid.tif"), "--model", str(model_dir), "--overlap", "0.5",
+                                  "--no-stagger"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "grid.tif") as ds:
+        assert ds.tags()["WINDOWS"] == "49 (overlap 0.5)"
     # an existing output is not overwritten without --overwrite
     before = out.read_bytes()
     r = CliRunner().invoke(main, ["segment", str(scene), "red", "-o", str(out), "--model", str(model_dir)])

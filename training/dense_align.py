@@ -14,7 +14,7 @@ trunk's last feature map. Here a *dense* projection, initialised from the global
     (``training.dense_mosaics``): cross-entropy over the scene-class prompts for cells one scene covers, so cells
     near a seam say which scene they lie in (weight ``mosaics.weight``; distillation applies to them too).
 
-The trunk runs once: features of every ``data.window``-pixel window (half-window steps, as ``segment`` plans them)
+The trunk runs once: features of every ``data.window``-pixel window (``data.overlap`` steps, as ``segment`` plans them)
 of every train image at ``data.scale`` scene px per model px (as ``bench/dense_eval.py --scale``) are cached
 under the run folder, and training touches only the cached cells. ``data.val_share`` of the train images are held
 out to report cell-level figures before/after (the NWPU test images are never read).

@@ -315,11 +315,12 @@ def segment(scene: str | os.PathLike | Scene, query: str, model: ClipModel | str
             negative: str | Sequence[str] | None = None, negative_weight: float = 0.5, raw: bool = False,
             scale: float = 1.0, window: int | None = None, overlap: float = DENSE_OVERLAP, split: bool = True,
             refine: str | os.PathLike | None = None, max_invalid: float = 0.5, max_cells: int = DEFAULT_MAX_CELLS,
-            progress=None, **scene_options) -> Segmentation:
+            progress=None, staggered: bool = True, **scene_options) -> Segmentation:
     """Polygons of the objects ``query`` names in ``scene`` (see the module docstring).
 
     ``scale``: scene pixels per model pixel (1 = native resolution; 2 halves it). ``window``: dense window side in
-    model pixels (default: the bundle's). ``refine``: a SAM/MobileSAM ONNX folder (``sam.py``).
+    model pixels (default: the bundle's). ``overlap``, ``staggered``: the window layout (tasks/dense_map.py).
+    ``refine``: a SAM/MobileSAM ONNX folder (``sam.py``).
     Returns a Segmentation; no object above the threshold gives an empty GeoDataFrame and a message, not an error.
     """
     start = time.perf_counter()
@@ -338,7 +339,7 @@ def segment(scene: str | os.PathLike | Scene, query: str, model: ClipModel | str
         if min_area_m2 and sc.crs is None:
             raise RasterInputError(f"{sc.path}: no CRS, so a minimum area in m2 cannot be applied")
         dmap = dense_map(sc, model, query, negatives, negative_weight, raw, scale, window, overlap, max_invalid,
-                         max_cells, progress)
+                         max_cells, progress, staggered)
         calibrated = model.bundle.dense.threshold if not (negatives or raw) else None
         value, rule = resolve_threshold(threshold, dmap.array, calibrated)
         labels, info = blobs(dmap, value, split)
