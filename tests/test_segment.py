@@ -60,8 +60,8 @@ def _xy(row: float, col: float) -> tuple[float, float]:
 def test_cells_are_stitched_on_the_scene_grid(dense_model, scene, overlap, staggered, windows):
     """Every cell's score equals its own block's mean colour scored directly, whatever the window layout: windows
     overlap and are averaged, so any misplacement of a window (main or staggered grid) or cell would show."""
-    seg = rsclip_geo.segment(scene, "red", model=dense_model, overlap=overlap, staggered=staggered)
-    d = seg.dense
+    seg = rsclip_geo.segment(scene, "red", model=dense_model, overlap=overlap, staggered=staggered, use_index=False)
+    d = seg.dense  # (no cell cache: its float16 cells are tested below)
     assert d.stats["windows"] == windows and d.stats["staggered"] == staggered
     assert d.cells.shape == (32, 32) and np.isfinite(d.cells).all()
     x = _scene_pixels().astype(np.float64) / 255 * 2 - 1  # the bundle's mean/std 0.5
@@ -237,12 +237,122 @@ def test_bad_input_is_named(dense_model, tiny_model, scene, tmp_path):
 
 
 def test_negative_prompts_lower_the_scores(dense_model, scene):
-    plain = rsclip_geo.segment(scene, "red", model=dense_model)
-    steered = rsclip_geo.segment(scene, "red", model=dense_model, negative=["green"], negative_weight=1.0)
+    plain = rsclip_geo.segment(scene, "red", model=dense_model, use_index=False)
+    steered = rsclip_geo.segment(scene, "red", model=dense_model, negative=["green"], negative_weight=1.0,
+                                 use_index=False)
     x = _scene_pixels().astype(np.float64) / 255 * 2 - 1
     blocks = x.reshape(3, 32, 8, 32, 8).mean(axis=(2, 4))
     green = blocks[1] / np.linalg.norm(blocks, axis=0)  # each cell's similarity to 'green'
     np.testing.assert_allclose(steered.dense.cells, plain.dense.cells - green, atol=1e-5)
+
+
+def _sidecars(scene):
+    return scene.with_name(scene.name + ".rsclip-dense.npy"), scene.with_name(scene.name + ".rsclip-dense.json")
+
+
+def _counting_encoder(model):
+    calls = []
+    original = model.encode_dense
+
+    def encode_dense(batch):
+        calls.append(len(batch))
+        return original(batch)
+
+    model.encode_dense = encode_dense
+    return calls, lambda: setattr(model, "encode_dense", original)
+
+
+def test_next_query_reuses_the_scenes_dense_cells(dense_model, scene):
+    """The query-free cell embeddings are saved beside the scene; the next query reads them instead of running the
+    encoder, and gives the map it would have given from scratch (up to the float16 storage)."""
+    npy, meta = _sidecars(scene)
+    calls, restore = _counting_encoder(dense_model)
+    try:
+        first = rsclip_geo.segment(scene, "red", model=dense_model)
+        assert first.stats["cells_from"] == "saved" and sum(calls) == 25 and npy.is_file() and meta.is_file()
+        stored = np.load(npy)
+        assert stored.shape == (25, 8, 8) and stored.dtype.names == ("embedding", "valid")
+        assert np.allclose(np.linalg.norm(stored["embedding"].astype(np.float32), axis=-1), 1, atol=2e-3)
+        calls.clear()
+        again = rsclip_geo.segment(scene, "red", model=dense_model)
+        other = rsclip_geo.segment(scene, "green", model=dense_model)
+        assert again.stats["cells_from"] == other.stats["cells_from"] == "reused" and not calls
+    finally:
+        restore()
+    np.testing.assert_array_equal(again.dense.array, first.dense.array)  # the same map on every run
+    fresh = rsclip_geo.segment(scene, "green", model=dense_model, use_index=False)
+    assert fresh.stats["cells_from"] == "encoded"
+    np.testing.assert_allclose(other.dense.cells, fresh.dense.cells, atol=2e-3)
+    assert abs(other.dense.cells - fresh.dense.cells).max() > 0  # (really read back, not recomputed)
+
+
+def test_stale_or_damaged_dense_cells_are_rebuilt(dense_model, scene):
+    npy, meta = _sidecars(scene)
+    assert rsclip_geo.segment(scene, "red", model=dense_model).stats["cells_from"] == "saved"
+    # another window layout: rebuilt (and replaces the cells: one cache per scene)
+    assert rsclip_geo.segment(scene, "red", model=dense_model, overlap=0.5).stats["cells_from"] == "saved"
+    assert np.load(npy).shape == (49 + 36, 8, 8)
+    assert rsclip_geo.segment(scene, "red", model=dense_model, overlap=0.5).stats["cells_from"] == "reused"
+    # other scene options, then a scene rewritten in place
+    assert rsclip_geo.segment(scene, "red", model=dense_model, overlap=0.5,
+                              bands=[2, 1, 3]).stats["cells_from"] == "saved"
+    img = _scene_pixels()
+    img[:, :32, :32] = 255
+    write_geotiff(scene, img, transform=Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+    res = rsclip_geo.segment(scene, "red", model=dense_model, overlap=0.5, bands=[2, 1, 3])
+    assert res.stats["cells_from"] == "saved"
+    # damaged or crafted files are never read: each is rebuilt
+    rec = np.load(npy)
+    for damage in ("truncate", "swap", "json", "header"):
+        if damage == "truncate":
+            npy.write_bytes(npy.read_bytes()[:-100])
+        elif damage == "swap":  # a well-formed .npy of the right shape, but not the one the JSON describes
+            forged = rec.copy()
+            forged["embedding"] = -forged["embedding"]
+            np.save(npy, forged)
+        elif damage == "json":
+            meta.write_text("{not json")
+        else:  # a header claiming another shape, the JSON updated to match the file
+            np.save(npy, rec[:3])
+            import hashlib
+            import json
+
+            m = json.loads(meta.read_text())
+            m["npy"] = {"size": npy.stat().st_size, "sha1_head_tail": hashlib.sha1(npy.read_bytes()).hexdigest()}
+            meta.write_text(json.dumps(m))
+        again = rsclip_geo.segment(scene, "red", model=dense_model, overlap=0.5, bands=[2, 1, 3])
+        assert again.stats["cells_from"] == "saved", damage
+        np.testing.assert_array_equal(again.dense.array, res.dense.array)
+        rec = np.load(npy)
+
+
+def test_dense_cells_that_cannot_be_saved_cost_a_warning_not_the_run(dense_model, scene, tmp_path):
+    from rsclip_geo.embeddings.dense_cells import DenseCellCache
+    from rsclip_geo.embeddings.index import IndexNotSavedWarning
+    from rsclip_geo.raster.scene import Scene
+    from rsclip_geo.tasks.dense_map import dense_map
+
+    cache = DenseCellCache(scene, dense_model.bundle.name, dense_model.fingerprint, {})
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    cache.npy, cache.meta = blocker / "x.npy", blocker / "x.json"
+    with Scene(scene) as sc, pytest.warns(IndexNotSavedWarning, match="could not be saved"):
+        d = dense_map(sc, dense_model, "red", cache=cache)
+    assert d.stats["cells_from"] == "not saved" and np.isfinite(d.cells).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder", "scene.tif"]
+
+
+def test_no_index_leaves_nothing_beside_the_scene(dense_model, scene, tmp_path):
+    r = CliRunner().invoke(main, ["segment", str(scene), "red", "-o", str(tmp_path / "o.gpkg"), "--no-index",
+                                  "--model", str(dense_model.bundle.root)])
+    assert r.exit_code == 0, r.output
+    assert not any(p.exists() for p in _sidecars(scene)) and "cells saved" not in r.output
+    r = CliRunner().invoke(main, ["segment", str(scene), "red", "-o", str(tmp_path / "p.gpkg"),
+                                  "--model", str(dense_model.bundle.root)])
+    assert r.exit_code == 0 and "cells saved for reuse" in r.output and all(p.exists() for p in _sidecars(scene))
+    r = CliRunner().invoke(main, ["segment", str(scene), "red", "-o", str(tmp_path / "q.gpkg"),
+                                  "--model", str(dense_model.bundle.root)])
+    assert r.exit_code == 0 and "cells reused from the scene's dense cache" in r.output
 
 
 def test_otsu_threshold_separates_two_modes():

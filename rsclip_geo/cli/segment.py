@@ -43,6 +43,9 @@ def _threshold(ctx, param, value):
 @click.option("--stagger/--no-stagger", default=True, show_default=True,
               help="Add a second window grid offset by half a step in both axes: each cell seen from two windows "
                    "(--no-stagger --overlap 0: fastest, seams at window edges).")
+@click.option("--no-index", is_flag=True,
+              help="Neither reuse nor save the scene's dense cells (scene.tif.rsclip-dense.npy/.json: the query-free "
+                   "part of the work, kept so the next query on the scene skips the encoder).")
 @click.option("--no-split", is_flag=True, help="Keep touching objects as one polygon (no split at local maxima).")
 @click.option("--refine", "refine", type=click.Path(file_okay=False), default=None, metavar="SAM_DIR",
               help="Refine each object with a SAM/MobileSAM ONNX pair in SAM_DIR (see README).")
@@ -51,7 +54,8 @@ def _threshold(ctx, param, value):
 @read_options
 @model_options
 def segment_command(scene, query, output, raster, threshold, min_area_m2, negative, negative_weight, raw, scale,
-                    window, overlap, stagger, no_split, refine, overwrite, quiet, model, scene_options, max_invalid):
+                    window, overlap, stagger, no_index, no_split, refine, overwrite, quiet, model, scene_options,
+                    max_invalid):
     """Find the objects QUERY names in SCENE and write them as polygons (one per object)."""
     from ..tasks.segment import segment
 
@@ -64,8 +68,8 @@ def segment_command(scene, query, output, raster, threshold, min_area_m2, negati
     try:
         result = segment(scene, query, model=model, threshold=threshold, min_area_m2=min_area_m2,
                          negative=list(negative), negative_weight=negative_weight, raw=raw, scale=scale,
-                         window=window, overlap=overlap, staggered=stagger, split=not no_split, refine=refine,
-                         max_invalid=max_invalid, progress=bar, **scene_options)
+                         window=window, overlap=overlap, staggered=stagger, use_index=not no_index,
+                         split=not no_split, refine=refine, max_invalid=max_invalid, progress=bar, **scene_options)
     finally:
         bar.close()
     if raster:
@@ -73,7 +77,9 @@ def segment_command(scene, query, output, raster, threshold, min_area_m2, negati
     result.write(output, overwrite=overwrite)
     if not quiet:
         s = result.stats
+        source = {"reused": " (cells reused from the scene's dense cache)", "saved": " (cells saved for reuse)"}
         click.echo(f"{result.message}; dense map {s['cells']} cells from {s['windows']} windows of "
-                   f"{s['window_px']} px in {s['seconds']:.1f} s on {s['provider']}"
+                   f"{s['window_px']} px{source.get(s.get('cells_from'), '')} in {s['seconds']:.1f} s on "
+                   f"{s['provider']}"
                    + (f", {s['refined']} refined by SAM" if refine else "")
                    + f"; wrote {output}" + (f" and {raster}" if raster else ""), err=True)

@@ -210,18 +210,19 @@ def dir_writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def sidecar_path(scene: str | os.PathLike) -> Path:
-    """``scene.tif.rsclip-index.parquet`` beside the scene, or in the cache when that folder is read-only.
+def sidecar_path(scene: str | os.PathLike, suffix: str = INDEX_SUFFIX) -> Path:
+    """``scene.tif.rsclip-index.parquet`` (or another ``suffix``) beside the scene, or in the cache when that folder
+    is read-only.
 
     Beside the path as given: a symbolic link's sidecar goes beside the link, not beside its target (the
     target's folder is often someone else's or shared; the index key records the target file itself).
     """
     scene = Path(os.path.abspath(scene))
-    beside = scene.with_name(scene.name + INDEX_SUFFIX)
+    beside = scene.with_name(scene.name + suffix)
     if dir_writable(scene.parent):
         return beside
     digest = hashlib.sha1(str(scene).encode()).hexdigest()[:16]
-    return cache_dir() / "indexes" / f"{scene.stem}-{digest}{INDEX_SUFFIX}"
+    return cache_dir() / "indexes" / f"{scene.stem}-{digest}{suffix}"
 
 
 def load_or_build_index(scene: str | os.PathLike, model: ClipModel | str | None = None,

@@ -32,14 +32,20 @@ def scene_fingerprint(path: str | os.PathLike) -> dict:
     """
     path = scene_path(path).resolve()
     st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "sha1_head_tail": sha1_head_tail(path, st.st_size)}
+
+
+def sha1_head_tail(path: str | os.PathLike, size: int | None = None) -> str:
+    """SHA-1 of a file's first and last MiB: cheap evidence that a large file is the one recorded."""
+    size = os.path.getsize(path) if size is None else size
     h = hashlib.sha1()
     with open(path, "rb") as f:
         h.update(f.read(1 << 20))
-        if st.st_size > 2 << 20:
+        if size > 2 << 20:
             f.seek(-(1 << 20), os.SEEK_END)
             h.update(f.read(1 << 20))
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-            "sha1_head_tail": h.hexdigest()}
+    return h.hexdigest()
 
 
 def normalized_scene_options(options: dict) -> dict:

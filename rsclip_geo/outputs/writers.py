@@ -60,12 +60,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = check_output(path, overwrite)
     clean_stale_temp(path)
-    try:  # os.access can say yes and be wrong (Windows, ACLs, network shares)
-        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix, dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write in {path.parent} ({exc})") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_path_beside(path)
     tmp.unlink()  # drivers want to create the file themselves
     try:
         yield tmp
@@ -94,6 +89,17 @@ _TEMP_RE = re.compile(re.escape(TEMP_MARK) + r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-
 
 def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_path_beside(path: Path) -> Path:
+    """A new empty temporary file beside ``path``, named so that ``clean_stale_temp`` removes it if its writer is
+    killed. OutputError when the folder does not take it."""
+    try:  # os.access can say yes and be wrong (Windows, ACLs, network shares)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write in {path.parent} ({exc})") from exc
+    os.close(fd)
+    return Path(tmp_name)
 
 
 def _temp_prefix(path: Path) -> str:

@@ -14,7 +14,9 @@
    from it (at whole cells) has its invalid pixels filled with the window's mean valid colour and is run through
    the dense encoder: one embedding per cell. A cell's score is the cosine similarity of its embedding to the
    query (the prompt ensemble) minus ``negative_weight`` x its similarity to each negative prompt (as in
-   ``search``). Cells with more than ``max_invalid`` invalid pixels are left out.
+   ``search``). Cells with more than ``max_invalid`` invalid pixels are left out. The embeddings do not depend
+   on the query: with a ``cache`` (embeddings/dense_cells.py) they are read from the scene's saved cells when those
+   match, and saved for the next query otherwise.
 3. Overlapping windows are stitched by averaging each cell's scores (sum and count on the cell grid: memory grows
    with the number of cells, 1/1024 of the pixels at stride 32, never with the number of windows).
 4. The cell map is interpolated bilinearly (cell centres, NaN-aware) onto the output grid: the scene's CRS and
@@ -37,6 +39,7 @@ from affine import Affine
 from pyproj import CRS
 from rasterio.windows import Window
 
+from ..embeddings.dense_cells import DenseCellCache
 from ..runtime.encoder import ClipModel
 from ..errors import BundleError, RasterInputError
 from .heatmap import DEFAULT_MAX_CELLS, OutputGrid, output_grid, scene_validity
@@ -109,6 +112,13 @@ class WindowPlan:
 
     def __len__(self) -> int:
         return sum(len(r) * len(c) for r, c in self.grids)
+
+    def origins(self):
+        """(row, col) of every window, in the order they are encoded (grid by grid, row by row)."""
+        for rows, cols in self.grids:
+            for r in rows:
+                for c in cols:
+                    yield r, c
 
 
 def _starts(n: int, win: int, step: int) -> tuple[int, ...]:
@@ -214,46 +224,92 @@ def _query_vectors(model: ClipModel, query: str, negatives: Sequence[str], raw: 
     return emb[0], emb[1:]
 
 
+def _encoded_windows(scene: Scene, model: ClipModel, plan: WindowPlan, per_run: int):
+    """Yield (index of the first window, L2-normalised cell embeddings [k, rows, cols, D], valid fractions
+    [k, rows, cols]) for the plan's windows in order, ``per_run`` windows per dense-encoder run."""
+    stride = model.bundle.dense.stride
+    batch: list = []
+    first = 0
+
+    def run():
+        emb = model.encode_dense(np.stack([x for x, _ in batch]))
+        emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+        return first, emb, np.stack([f for _, f in batch])
+
+    for rows, cols in plan.grids:
+        for r in rows:
+            for _, x, frac in _row_windows(scene, plan, r, cols, stride, model):
+                batch.append((x, frac))
+                if len(batch) == per_run:
+                    yield run()
+                    first += len(batch)
+                    batch = []
+    if batch:
+        yield run()
+
+
 def cell_scores(scene: Scene, model: ClipModel, q: np.ndarray, negatives: np.ndarray, plan: WindowPlan,
-                negative_weight: float = 0.5, max_invalid: float = 0.5,
-                progress: ProgressCallback | None = None) -> np.ndarray:
-    """Mean score per cell over the windows covering it (NaN where none did); see the module docstring."""
+                negative_weight: float = 0.5, max_invalid: float = 0.5, progress: ProgressCallback | None = None,
+                cache: DenseCellCache | None = None, layout: dict | None = None) -> tuple[np.ndarray, str]:
+    """Mean score per cell over the windows covering it (NaN where none did; see the module docstring), and
+    where the cell embeddings came from: 'encoded', or with a ``cache`` 'reused', 'saved' or 'not saved'."""
     stride = model.bundle.dense.stride
     # windows per dense-encoder run: as many pixels as a batch of the model's input tiles
     per_run = max(1, (model.batch_size * model.bundle.image.size ** 2) // (plan.win_rows * plan.win_cols * stride ** 2))
+    origins = list(plan.origins())
+    shape, dim = (len(plan), plan.win_rows, plan.win_cols), model.embed_dim
     total = np.zeros((plan.n_rows, plan.n_cols), np.float64)
     count = np.zeros_like(total)
-    done = 0
 
-    def run(batch):
-        emb = model.encode_dense(np.stack([x for _, _, x, _ in batch]))
-        emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+    def add(first: int, emb: np.ndarray, frac: np.ndarray) -> None:
         score = emb @ q
         if len(negatives):
             score -= negative_weight * (emb @ negatives.T).sum(axis=-1)
-        for (r, c, _, frac), s in zip(batch, score):
+        for (r, c), s, f in zip(origins[first:first + len(emb)], score, frac):
             h, w = min(plan.win_rows, plan.n_rows - r), min(plan.win_cols, plan.n_cols - c)
-            ok = frac[:h, :w] >= 1.0 - max_invalid
+            ok = f[:h, :w] >= 1.0 - max_invalid
             total[r:r + h, c:c + w] += np.where(ok, s[:h, :w], 0.0)
             count[r:r + h, c:c + w] += ok
-
-    batch: list = []
-    for rows, cols in plan.grids:
-        for r in rows:
-            for c, x, frac in _row_windows(scene, plan, r, cols, stride, model):
-                batch.append((r, c, x, frac))
-                if len(batch) == per_run:
-                    run(batch)
-                    done += len(batch)
-                    batch = []
-                    if progress is not None:
-                        progress(done, len(plan))
-    if batch:
-        run(batch)
-        done += len(batch)
         if progress is not None:
-            progress(done, len(plan))
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+            progress(first + len(emb), len(plan))
+
+    def result() -> np.ndarray:
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+
+    if cache is not None:
+        reason = cache.stale_reason(layout, shape, dim)
+        if reason is None:
+            try:
+                for first, rec in cache.read(shape, dim, per_run):
+                    add(first, rec["embedding"].astype(np.float32), rec["valid"].astype(np.float32))
+                log.info("dense cells of %s reused from %s", scene.path, cache.npy)
+                return result(), "reused"
+            except (OSError, ValueError) as exc:  # changed under us since the check
+                reason = str(exc)
+                total[:], count[:] = 0, 0
+        log.info("encoding the dense cells of %s (%s: %s)", scene.path, cache.npy.name, reason)
+    writer = cache.writer(layout, shape, dim) if cache is not None else None
+    try:
+        for first, emb, frac in _encoded_windows(scene, model, plan, per_run):
+            if writer is not None:  # scored as stored, so the next run's map is this one
+                emb16 = emb.astype(np.float16)
+                writer.append(emb16, frac.astype(np.float16))
+                emb = emb16.astype(np.float32)
+            add(first, emb, frac)
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    if writer is None:
+        return result(), "encoded"
+    return result(), "saved" if writer.commit() else "not saved"
+
+
+def window_layout(plan: WindowPlan, stride: int, scale: float, overlap: float, staggered: bool) -> dict:
+    """What, besides the scene, model and scene options, decides the windows (the dense cell cache's key)."""
+    return {"stride": stride, "scale": float(scale), "cell_px": float(plan.cell_px), "overlap": float(overlap),
+            "staggered": bool(staggered), "window_cells": [plan.win_rows, plan.win_cols],
+            "cells": [plan.n_rows, plan.n_cols], "windows": len(plan)}
 
 
 def _linear_taps(n_out: int, out_px: float, cell_px: float, n_cells: int):
@@ -287,11 +343,13 @@ def to_output_grid(cells: np.ndarray, cell_px: float, grid: OutputGrid) -> np.nd
 def dense_map(scene: Scene, model: ClipModel, query: str, negatives: Sequence[str] = (), negative_weight: float = 0.5,
               raw: bool = False, scale: float = 1.0, window: int | None = None, overlap: float = DENSE_OVERLAP,
               max_invalid: float = 0.5, max_cells: int = DEFAULT_MAX_CELLS,
-              progress: ProgressCallback | None = None, staggered: bool = True) -> DenseMap:
+              progress: ProgressCallback | None = None, staggered: bool = True,
+              cache: DenseCellCache | None = None) -> DenseMap:
     """The dense score map of ``query`` over an opened ``scene`` (see the module docstring).
 
     ``window``: window side in model pixels (default: the bundle's ``dense.window``; a multiple of the stride).
-    ``staggered``: add the half-step offset grid of windows (see the module docstring).
+    ``staggered``: add the half-step offset grid of windows (see the module docstring). ``cache``: the scene's
+    dense cell cache (embeddings/dense_cells.py) to reuse or fill; None encodes every window and keeps nothing.
     """
     start = time.perf_counter()
     spec = model.bundle.dense
@@ -305,18 +363,19 @@ def dense_map(scene: Scene, model: ClipModel, query: str, negatives: Sequence[st
     plan = plan_windows(scene.width, scene.height, spec.stride, scale, window, model.bundle.image.size, overlap,
                         str(scene.path), staggered)
     t0 = time.perf_counter()
-    cells = cell_scores(scene, model, q, neg, plan, negative_weight, max_invalid, progress)
+    layout = window_layout(plan, spec.stride, scale, overlap, staggered)
+    cells, source = cell_scores(scene, model, q, neg, plan, negative_weight, max_invalid, progress, cache, layout)
     t_enc = time.perf_counter() - t0
     grid = output_grid(scene, max_cells=max_cells)
     array = to_output_grid(cells, plan.cell_px, grid)
     with scene.gdal_env():
         array[~scene_validity(scene, grid)] = np.nan
     stats = {"windows": len(plan), "window_px": f"{plan.win_cols * spec.stride}x{plan.win_rows * spec.stride}",
-             "overlap": overlap, "staggered": len(plan.grids) > 1,
+             "overlap": overlap, "staggered": len(plan.grids) > 1, "cells_from": source,
              "cells": f"{plan.n_cols}x{plan.n_rows}", "cells_covered": int(np.isfinite(cells).sum()),
              "method": spec.method, "scale": scale, "seconds": time.perf_counter() - start,
              "seconds_windows": t_enc, "provider": model.provider, "model": model.bundle.name}
-    log.info("dense map %r: %d windows of %s px, %s cells, %.1f s", query, len(plan), stats["window_px"],
-             stats["cells"], stats["seconds"])
+    log.info("dense map %r: %d windows of %s px (%s), %s cells, %.1f s", query, len(plan), stats["window_px"],
+             source, stats["cells"], stats["seconds"])
     cell_transform = scene.transform @ Affine.scale(plan.cell_px, plan.cell_px)
     return DenseMap(array, grid.transform, grid.crs, query, cells, cell_transform, plan.cell_px, grid, stats)

@@ -1,6 +1,8 @@
 """Text -> object polygons: threshold the dense score map, split touching objects, vectorise.
 
-1. ``dense_map`` scores the scene (one dense-head pass per large window, see ``dense_map.py``).
+1. ``dense_map`` scores the scene (one dense-head pass per large window, see ``dense_map.py``). The cell
+   embeddings do not depend on the query: they are saved beside the scene and reused by the next query on it
+   (``embeddings/dense_cells.py``; ``use_index=False`` neither reads nor writes them).
 2. Threshold: a number (score units: cosine similarity, minus the negatives' term); ``otsu`` = Otsu's
    threshold on the scene's finite scores (256-bin histogram between their min and max: the score that best
    separates the map into two classes, maximising the between-class variance); or ``auto`` = the bundle's
@@ -33,6 +35,7 @@ import numpy as np
 from pyproj import CRS, Geod
 
 from .dense_map import DENSE_OVERLAP, DenseMap, dense_map
+from ..embeddings.dense_cells import DenseCellCache
 from ..runtime.encoder import ClipModel, load_model
 from ..errors import RasterInputError
 from .heatmap import DEFAULT_MAX_CELLS
@@ -309,18 +312,27 @@ def default_min_area_m2(dmap: DenseMap) -> float | None:
     return 0.5 * float(area_m2_of([cell], dmap.crs)[0])
 
 
+def _dense_cache(sc: Scene, model: ClipModel, scene_options: dict) -> DenseCellCache | None:
+    try:
+        return DenseCellCache(sc.path, model.bundle.name, model.fingerprint, scene_options)
+    except OSError as exc:  # not a local file (e.g. a /vsicurl/ URL): nothing to key the cells on
+        log.info("dense cells of %s are not kept (%s)", sc.path, exc)
+        return None
+
+
 # ---- the API --------------------------------------------------------------------------------------------------
 def segment(scene: str | os.PathLike | Scene, query: str, model: ClipModel | str | None = None,
             threshold: str | float = "auto", min_area_m2: float | None = None,
             negative: str | Sequence[str] | None = None, negative_weight: float = 0.5, raw: bool = False,
             scale: float = 1.0, window: int | None = None, overlap: float = DENSE_OVERLAP, split: bool = True,
             refine: str | os.PathLike | None = None, max_invalid: float = 0.5, max_cells: int = DEFAULT_MAX_CELLS,
-            progress=None, staggered: bool = True, **scene_options) -> Segmentation:
+            progress=None, staggered: bool = True, use_index: bool = True, **scene_options) -> Segmentation:
     """Polygons of the objects ``query`` names in ``scene`` (see the module docstring).
 
     ``scale``: scene pixels per model pixel (1 = native resolution; 2 halves it). ``window``: dense window side in
     model pixels (default: the bundle's). ``overlap``, ``staggered``: the window layout (tasks/dense_map.py).
-    ``refine``: a SAM/MobileSAM ONNX folder (``sam.py``).
+    ``refine``: a SAM/MobileSAM ONNX folder (``sam.py``). ``use_index``: reuse / save the scene's dense cells
+    (only for a scene given as a path: an opened Scene's options are not known here).
     Returns a Segmentation; no object above the threshold gives an empty GeoDataFrame and a message, not an error.
     """
     start = time.perf_counter()
@@ -338,8 +350,9 @@ def segment(scene: str | os.PathLike | Scene, query: str, model: ClipModel | str
     try:
         if min_area_m2 and sc.crs is None:
             raise RasterInputError(f"{sc.path}: no CRS, so a minimum area in m2 cannot be applied")
+        cache = _dense_cache(sc, model, scene_options) if own and use_index else None
         dmap = dense_map(sc, model, query, negatives, negative_weight, raw, scale, window, overlap, max_invalid,
-                         max_cells, progress, staggered)
+                         max_cells, progress, staggered, cache)
         calibrated = model.bundle.dense.threshold if not (negatives or raw) else None
         value, rule = resolve_threshold(threshold, dmap.array, calibrated)
         labels, info = blobs(dmap, value, split)
