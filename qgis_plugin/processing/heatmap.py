@@ -7,7 +7,7 @@ from qgis.core import QgsProcessingException, QgsProcessingParameterRasterDestin
 from ..layers import style_scores
 from ..runs import HeatmapParams
 from .base import RsclipAlgorithm
-from .outputs import raster_to_destination, style_on_load
+from .outputs import name_on_load, raster_to_destination, style_on_load
 
 
 class HeatmapAlgorithm(RsclipAlgorithm):
@@ -37,10 +37,10 @@ class HeatmapAlgorithm(RsclipAlgorithm):
             raise QgsProcessingException(f"window sizes must be numbers like 200,400; got {text!r}") from None
         if any(s <= 0 for s in sizes):
             raise QgsProcessingException(f"window sizes must be > 0 m; got {text!r}")
-        _, result = self.run_action(parameters, context, feedback,
-                                    query=self.parameterAsString(parameters, self.QUERY, context),
-                                    scales_m=tuple(sizes))
+        query = self.parameterAsString(parameters, self.QUERY, context)
+        _, result = self.run_action(parameters, context, feedback, query=query, scales_m=tuple(sizes))
         path = raster_to_destination(result["outputs"]["heatmap"],
                                      self.parameterAsOutputLayer(parameters, self.OUTPUT, context))
         style_on_load(context, path, style_scores, 0.0, 1.0, 0.4)  # lo, hi, cut
+        name_on_load(context, path, f"Heatmap: {query.strip()}")
         return {self.OUTPUT: path}

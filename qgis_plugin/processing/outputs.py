@@ -66,3 +66,10 @@ def style_on_load(context, dest: str, style, *args) -> None:
         _KEEP.append(pp)
         del _KEEP[:-20]
         context.layerToLoadOnCompletionDetails(dest).setPostProcessor(pp)
+
+
+def name_on_load(context, dest: str, name: str) -> None:
+    """The name an output gets in the layer tree (e.g. with the query in it), instead of the parameter's: two runs
+    of one algorithm otherwise give two layers called the same."""
+    if dest and context.willLoadLayerOnCompletion(dest):
+        context.layerToLoadOnCompletionDetails(dest).name = name

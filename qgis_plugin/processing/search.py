@@ -8,7 +8,7 @@ from qgis.core import (QgsProcessingParameterNumber, QgsProcessingParameterRaste
 from ..layers import style_hits, style_scores
 from ..runs import SearchParams
 from .base import RsclipAlgorithm
-from .outputs import raster_to_destination, style_on_load
+from .outputs import name_on_load, raster_to_destination, style_on_load
 
 
 class SearchAlgorithm(RsclipAlgorithm):
@@ -38,15 +38,17 @@ class SearchAlgorithm(RsclipAlgorithm):
                                                                   createByDefault=False))
 
     def processAlgorithm(self, parameters, context, feedback):
-        _, result = self.run_action(parameters, context, feedback,
-                                    query=self.parameterAsString(parameters, self.QUERY, context),
+        query = self.parameterAsString(parameters, self.QUERY, context)
+        _, result = self.run_action(parameters, context, feedback, query=query,
                                     top=self.parameterAsInt(parameters, self.TOP, context),
                                     negative=self.parameterAsString(parameters, self.NEGATIVE, context),
                                     standout=self.parameterAsDouble(parameters, self.STANDOUT, context))
         results = {self.OUTPUT: self.tiles_to_sink(parameters, context, feedback, result["outputs"]["hits"],
                                                    style_hits)}
+        name_on_load(context, results[self.OUTPUT], f"Search hits: {query.strip()}")
         scores = self.parameterAsOutputLayer(parameters, self.SCORES, context)
         if scores:
             results[self.SCORES] = raster_to_destination(result["outputs"]["scores"], scores)
             style_on_load(context, scores, style_scores)
+            name_on_load(context, scores, f"Tile scores: {query.strip()}")
         return results

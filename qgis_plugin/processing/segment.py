@@ -8,7 +8,7 @@ from qgis.core import (QgsProcessing, QgsProcessingParameterFeatureSink, QgsProc
 
 from ..segment_run import SegmentParams
 from .base import RsclipAlgorithm
-from .outputs import file_to_sink, raster_to_destination, style_on_load
+from .outputs import file_to_sink, name_on_load, raster_to_destination, style_on_load
 
 
 def style_objects(layer, colour=(0, 200, 255)) -> None:
@@ -49,8 +49,9 @@ class FindObjectsAlgorithm(RsclipAlgorithm):
                                                                   createByDefault=False))
 
     def processAlgorithm(self, parameters, context, feedback):
+        query = self.parameterAsString(parameters, self.QUERY, context)
         _, result = self.run_action(
-            parameters, context, feedback, query=self.parameterAsString(parameters, self.QUERY, context),
+            parameters, context, feedback, query=query,
             threshold=self.parameterAsString(parameters, self.THRESHOLD, context) or "auto",
             min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             negative=self.parameterAsString(parameters, self.NEGATIVE, context) or "",
@@ -59,8 +60,10 @@ class FindObjectsAlgorithm(RsclipAlgorithm):
         dest = file_to_sink(self, parameters, self.OUTPUT, context, result["outputs"]["objects"], layer.crs(),
                             feedback)
         style_on_load(context, dest, style_objects)
+        name_on_load(context, dest, f"Objects: {query.strip()}")
         out = {self.OUTPUT: dest}
         dense = self.parameterAsOutputLayer(parameters, self.DENSE, context)
         if dense:
             out[self.DENSE] = raster_to_destination(result["outputs"]["dense"], dense)
+            name_on_load(context, out[self.DENSE], f"Dense score: {query.strip()}")
         return out

@@ -78,6 +78,20 @@ def test_localization_heatmap(common, scene_layer, tmp_path):
     assert 0.0 <= stats.minimumValue < stats.maximumValue <= 1.0
 
 
+def test_loaded_outputs_are_named_by_the_query(common, project, tmp_path):
+    """Search hits, tile scores and heatmaps carry their query in the layer tree (two runs, two names)."""
+    import processing
+
+    params = {k: v for k, v in common.items() if k != "TILE_SIZE"}
+    processing.runAndLoadResults("rsclipgeo:searchbytext", {**common, "QUERY": "blue", "TOP": 3,
+                                                            "OUTPUT": str(tmp_path / "hits.gpkg"),
+                                                            "SCORES": str(tmp_path / "scores.tif")})
+    processing.runAndLoadResults("rsclipgeo:localizationheatmap", {**params, "QUERY": "green", "WINDOWS": "160",
+                                                                   "OUTPUT": str(tmp_path / "heat.tif")})
+    names = sorted(layer.name() for layer in project.mapLayers().values())
+    assert names == ["Heatmap: green", "Search hits: blue", "Tile scores: blue", "rgbn"], names
+
+
 def test_count_objects(common, scene_layer, tmp_path):
     import processing
 

@@ -52,6 +52,19 @@ def test_find_objects_by_text(provider, scene_layer, dense_bundle, tmp_path):
     assert layer.labelsEnabled() and "score" in layer.labeling().settings().fieldName
 
 
+def test_loaded_outputs_are_named_by_the_query(provider, project, scene_layer, dense_bundle, tmp_path):
+    """Two queries on one scene give layers a user can tell apart (not two 'Objects')."""
+    import processing
+
+    for q in ("red", "red squares"):
+        processing.runAndLoadResults("rsclipgeo:findobjects", {
+            "INPUT": scene_layer, "QUERY": q, "MODEL": str(dense_bundle), "DEVICE": 1,
+            "OUTPUT": str(tmp_path / f"{q}.gpkg"), "DENSE": str(tmp_path / f"{q}.tif")})
+    names = sorted(layer.name() for layer in project.mapLayers().values())
+    assert names == ["Dense score: red", "Dense score: red squares", "Objects: red", "Objects: red squares",
+                     "objects"], names
+
+
 def test_find_objects_needs_a_dense_head(provider, scene_layer, tiny_bundle):
     import processing
     from qgis.core import QgsProcessingException
