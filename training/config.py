@@ -7,6 +7,7 @@ and a typo in a key must fail loudly instead of silently training something else
 from __future__ import annotations
 
 import copy
+import sys
 import tomllib
 from pathlib import Path
 
@@ -55,8 +56,37 @@ def _merge(base: dict, override: dict, where: str, path: Path) -> dict:
                 raise ConfigError(f"{path}: {where}{key!r} must be a table")
             out[key] = _merge(base[key], value, f"{where}{key}.", path)
         else:
+            _check_type(base[key], value, f"{where}{key}", path)
             out[key] = value
     return out
+
+
+def _check_type(default, value, key: str, path: Path) -> None:
+    """A value of the default's kind (any number where the default is a number); a None default takes anything."""
+    number = (int, float)
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, number):
+        ok, want = isinstance(value, number) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "a string"
+    elif isinstance(default, list):
+        ok, want = isinstance(value, list), "a list"
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{path}: {key!r} must be {want}, got {value!r}")
+
+
+def exit_on_config_error(main) -> None:
+    """Run a training CLI's ``main``; a ConfigError ends it with its message (file and key), not a traceback."""
+    try:
+        code = main()
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    sys.exit(code or 0)
 
 
 def merge_config(defaults: dict, raw: dict, path: Path) -> dict:

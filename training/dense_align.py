@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from rsclip_geo.export import file_sha256 as sha256, partial_bundle_dir
-from training.config import ConfigError, merge_config, read_toml
+from training.config import ConfigError, exit_on_config_error, merge_config, read_toml
 from training.dense_labels import IGNORE, cell_labels, window_origins
 from training.keyed_cache import cached_arrays
 
@@ -772,4 +772,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_on_config_error(main)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import load_config
+from training.config import exit_on_config_error, load_config
 from training.loop import train_epoch
 from training.mixing import MixedBatches
 from training.model import IMAGE_MEAN, IMAGE_STD
@@ -159,4 +159,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_config_error(main)

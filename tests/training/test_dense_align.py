@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,8 +366,6 @@ def test_write_threshold_updates_model_json_atomically_and_refuses_a_bundle_with
 @pytest.mark.parametrize("name", ["dense_align", "dense_align_tail"])
 def test_shipped_dense_align_configs_parse_and_name_committed_files(name):
     """The dense-head recipes the model card cites load; the split and exclude files of their mosaics exist."""
-    from pathlib import Path
-
     from training.dense_align import load_align_config
 
     repo = Path(__file__).resolve().parents[2]
@@ -386,6 +385,33 @@ def test_mosaic_config_rejects_a_bad_scene_size(tmp_path):
     bad.write_text("[mosaics]\ncount = 10\nscene_px = [192, 96]\n")
     with pytest.raises(ConfigError, match="scene_px"):
         load_align_config(bad)
+
+
+def test_config_values_of_the_wrong_kind_are_named_and_the_cli_prints_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from training.config import ConfigError
+    from training.dense_align import load_align_config
+
+    for text, match in (('[train]\nsteps = "many"\n', "'train.steps' must be a number, got 'many'"),
+                        ("[data]\nnwpu = 3\n", "'data.nwpu' must be a string"),
+                        ("[labels]\nbackground_prompts = 'bare land'\n", "'labels.background_prompts' must be a list"),
+                        ("[train]\nsteps = true\n", "'train.steps' must be a number")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_align_config(bad)
+    ok = tmp_path / "ok.toml"
+    ok.write_text("[train]\nsteps = 10\nlr = 1\n[data]\nscale = 2\n")  # an int where a float is the default
+    assert load_align_config(ok)["data"]["scale"] == 2
+    repo = Path(__file__).resolve().parents[2]
+    for args in (["training.dense_align", "--checkpoint", "x.pt"], ["training.train"]):
+        r = subprocess.run([sys.executable, "-m", *args, "--config", str(bad), "--out", str(tmp_path / "out")],
+                           capture_output=True, text=True, cwd=repo)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().startswith(f"error: {bad}: "), r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_cached_arrays_reuse_only_the_same_key_and_leave_no_temporary_file(tmp_path):
