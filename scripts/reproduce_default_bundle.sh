@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Rebuild the shipped default bundle from its training runs with the model card's commands, and compare every
+# file with rsclip_geo/models/default byte for byte (MODEL_CARD.md is written by hand and not rebuilt).
+#
+#   scripts/reproduce_default_bundle.sh [RUN] [DENSE_RUN] [OUT]
+#     RUN        main training run   (default runs/v22: python -m training.train --config training/configs/default.toml)
+#     DENSE_RUN  dense-head run      (default runs/dense_align_v22_tail: python -m training.dense_align --config
+#                                     training/configs/dense_align_tail.toml --checkpoint RUN/checkpoint_final.pt)
+#     OUT        where the rebuilt bundle goes (default /tmp/rsclip-default-rebuilt; replaced)
+# Needs the fetched data (training/DATA.md) for the evaluation written into model.json. ~8 min on 2 cores.
+# Exit 0 only when every file matches.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$REPO"
+RUN="${1:-runs/v22}"
+DENSE_RUN="${2:-runs/dense_align_v22_tail}"
+OUT="${3:-/tmp/rsclip-default-rebuilt}"
+SHIPPED=rsclip_geo/models/default
+PY=.venv/bin/python
+NAME=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['name'])" "$SHIPPED/model.json")
+LICENSE=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['license'])" "$SHIPPED/model.json")
+CKPT="$RUN/checkpoint_final.pt"
+rm -rf "$OUT" "$OUT.stage"
+mkdir -p "$(dirname "$OUT")"
+ARCH="$(mktemp -d)/RSCLIP-EfficientNetLite1-MiniLM.json"  # the architecture name is the file's stem
+cp "$RUN/model_config.json" "$ARCH"
+
+set -x
+.venv/bin/rsclip-geo models export --arch "$ARCH" --checkpoint "$CKPT" -o "$OUT.stage" --int8 --dense \
+  --name "$NAME" --license "$LICENSE"
+$PY -c "from rsclip_geo.export.weight_storage import store_bundle_image_fp16 as f; import sys; f(sys.argv[1])" \
+  "$OUT.stage"
+$PY -m training.dense_align export --projection "$DENSE_RUN/dense_projection.pt" --checkpoint "$CKPT" \
+  --bundle "$OUT.stage" -o "$OUT"
+$PY -m training.dense_align threshold --run "$DENSE_RUN" --projection "$DENSE_RUN/dense_projection.pt" \
+  --bundle "$OUT" --checkpoint "$CKPT" --min-precision 0.5 --write
+$PY -m training.model_report "$OUT" --write-card
+set +x
+rm -rf "$OUT.stage" "$(dirname "$ARCH")"
+
+status=0
+for f in "$SHIPPED"/*; do
+  name="$(basename "$f")"
+  [ "$name" = MODEL_CARD.md ] && continue
+  if cmp -s "$f" "$OUT/$name"; then
+    echo "same      $name  $(sha256sum "$f" | cut -c1-16)"
+  else
+    echo "DIFFERENT $name"; status=1
+  fi
+done
+for f in "$OUT"/*; do
+  [ -e "$SHIPPED/$(basename "$f")" ] || { echo "EXTRA     $(basename "$f")"; status=1; }
+done
+exit $status
