@@ -6,6 +6,8 @@ green field have a known answer.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import rasterio
@@ -270,6 +272,9 @@ def test_next_query_reuses_the_scenes_dense_cells(dense_model, scene):
     try:
         first = rsclip_geo.segment(scene, "red", model=dense_model)
         assert first.stats["cells_from"] == "saved" and sum(calls) == 25 and npy.is_file() and meta.is_file()
+        umask = os.umask(0)
+        os.umask(umask)
+        assert npy.stat().st_mode & 0o777 == meta.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others
         stored = np.load(npy)
         assert stored.shape == (25, 8, 8) and stored.dtype.names == ("embedding", "valid")
         assert np.allclose(np.linalg.norm(stored["embedding"].astype(np.float32), axis=-1), 1, atol=2e-3)

@@ -132,7 +132,8 @@ class CellWriter:
             cache.npy.parent.mkdir(parents=True, exist_ok=True)
             clean_stale_temp(cache.npy)
             self.tmp = temp_path_beside(cache.npy)
-            self.file = open(self.tmp, "wb")
+            self.tmp.unlink()  # re-created by us, so it gets the umask's permissions (mkstemp's are 0600)
+            self.file = open(self.tmp, "xb")
             np.lib.format.write_array_header_1_0(
                 self.file, {"descr": np.lib.format.dtype_to_descr(cell_dtype(dim)), "fortran_order": False,
                             "shape": tuple(shape)})
