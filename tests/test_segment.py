@@ -103,6 +103,9 @@ def test_staggered_windows_see_inner_cells_from_two_windows():
             for c in cols:
                 cover[r:r + 4, c:c + 4] += 1
     assert (cover >= 1).all() and (cover[2:10, 2:] >= 2).all()
+    # a strip one window high is staggered along its length
+    strip = plan_windows(26 * 8, 4 * 8, stride=8, scale=1.0, window=32, min_window=32, overlap=0.0)
+    assert strip.grids == (((0,), (0, 4, 8, 12, 16, 20, 22)), ((0,), (2, 6, 10, 14, 18, 22)))
     # no second grid where it cannot fit or would coincide with the first
     assert len(plan_windows(40, 40, 8, 1.0, 64, 64).grids) == 1  # smaller than a window
     assert len(plan_windows(26 * 8, 88, 8, 1.0, 32, 32, overlap=0.75).grids) == 1  # step of one cell

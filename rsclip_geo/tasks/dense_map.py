@@ -6,7 +6,8 @@
    corners every ``step = (1 - overlap) x window``; the last row/column of windows is moved back so that it ends
    on the last cell (a scene smaller than one window gets one window fitted to it, at least the model's input
    size, the part past the scene edge padded and counted invalid). ``staggered`` (the default, with overlap 0)
-   adds a second grid of windows offset by half a step along both axes (inside the scene only), so every cell
+   adds a second grid of windows offset by half a step along both axes (inside the scene only; along one axis
+   for a strip one window high or wide), so every cell
    away from the scene edge is seen from two windows whose edges fall in different places: nearly the seam-free
    map of a half-window overlap (4 windows per cell) at about a third more windows than no overlap, instead of
    4x (bench/dense_eval.py).
@@ -153,9 +154,9 @@ def plan_windows(width: int, height: int, stride: int, scale: float, window: int
     step_r = max(1, round(win_rows * (1 - overlap)))
     grids = [(_starts(n_rows, win_rows, step_r), _starts(n_cols, win_cols, step_c))]
     if staggered:
-        extra = (_offset_starts(n_rows, win_rows, step_r), _offset_starts(n_cols, win_cols, step_c))
-        if extra[0] and extra[1]:
-            grids.append(extra)
+        extra_r, extra_c = _offset_starts(n_rows, win_rows, step_r), _offset_starts(n_cols, win_cols, step_c)
+        if extra_r or extra_c:  # a strip one window high (or wide) is staggered along its length only
+            grids.append((extra_r or grids[0][0], extra_c or grids[0][1]))
     return WindowPlan(tuple(grids), win_rows, win_cols, n_rows, n_cols, cell_px)
 
 
