@@ -311,7 +311,7 @@ def test_stale_or_damaged_dense_cells_are_rebuilt(dense_model, scene):
     assert res.stats["cells_from"] == "saved"
     # damaged or crafted files are never read: each is rebuilt
     rec = np.load(npy)
-    for damage in ("truncate", "swap", "json", "header"):
+    for damage in ("truncate", "swap", "json", "header", "huge json"):
         if damage == "truncate":
             npy.write_bytes(npy.read_bytes()[:-100])
         elif damage == "swap":  # a well-formed .npy of the right shape, but not the one the JSON describes
@@ -320,6 +320,8 @@ def test_stale_or_damaged_dense_cells_are_rebuilt(dense_model, scene):
             np.save(npy, forged)
         elif damage == "json":
             meta.write_text("{not json")
+        elif damage == "huge json":
+            meta.write_text(meta.read_text()[:-1] + ', "pad": "' + "x" * (2 << 20) + '"}')
         else:  # a header claiming another shape, the JSON updated to match the file
             np.save(npy, rec[:3])
             import hashlib

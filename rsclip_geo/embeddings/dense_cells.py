@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DENSE_FORMAT = 1
 DENSE_SUFFIX = ".rsclip-dense.npy"
 MAX_HEADER = 10000  # bytes of .npy header we parse (numpy's own safety limit)
+MAX_META = 1 << 20  # a key is ~1 KB; a larger file is not ours
 KEY_PARTS = {"scene": "the scene file changed", "model": "it was made with other model weights",
              "scene_options": "band/stretch/validity options differ",
              "layout": "the window layout differs (scale, window, overlap or stagger)"}
@@ -65,6 +66,8 @@ class DenseCellCache:
         if not self.meta.exists() or not self.npy.exists():
             return "none saved yet"
         try:
+            if self.meta.stat().st_size > MAX_META:
+                return f"{self.meta.name} is too large for a dense cell key"
             meta = json.loads(self.meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             return f"{self.meta.name} is not readable JSON ({exc})"
