@@ -53,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS: dict = {
     "seed": 0,
     "templates_from": "rsclip_geo/models/default",  # bundle whose model.json templates make the class prompts
-    "data": {"nwpu": ".cache/data/nwpu_vhr10/data/NWPU_VHR", "part": "train", "scale": 1.17, "window": 128,
+    "data": {"nwpu": ".cache/data/nwpu_vhr10/data/NWPU_VHR", "part": "train", "scale": 1.17, "window": 0,
              "overlap": 0.5, "max_images": 0, "val_share": 0.1, "keep_background": 0.3, "keep_ignored": 0.3,
              "batch": 32},
     "labels": {"min_cover": 0.5, "background_max_cover": 0.0, "background_prompts": ["bare land"]},
@@ -79,6 +79,16 @@ def load_align_config(path: Path) -> dict:
     return cfg
 
 
+def resolve_window(cfg: dict, model) -> int:
+    """Set ``data.window`` to the model's input size when it is 0 (the default: the window the exported bundle's
+    dense head runs at, so one config serves 128 and 160 px towers) and check it against the trunk's stride."""
+    d = cfg["data"]
+    if not int(d["window"]):
+        d["window"] = int(model.visual.image_size[0])
+    stride = int(model.visual.trunk.feature_info[-1]["reduction"])
+    if int(d["window"]) <= 0 or int(d["window"]) % stride:
+        raise ConfigError(f"data.window must be a positive multiple of the trunk's stride {stride}, got {d['window']}")
+    return int(d["window"])
 
 
 # ---- the loss ------------------------------------------------------------------------------------------------------
@@ -418,6 +428,7 @@ def run(config: Path, checkpoint: Path, out: Path, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cfg["checkpoint_sha256"] = sha256(checkpoint)
     model, tokenizer, _ = load_run_model(checkpoint.parent, checkpoint)
+    resolve_window(cfg, model)
     proj = model.visual.head.proj
     weight0 = proj.weight.detach().numpy().copy()
     bundle = read_bundle(cfg["templates_from"])

@@ -136,6 +136,20 @@ def _tiny_conv_model(tmp_path):
     return open_clip.create_model(config.stem, pretrained_text=False).eval()
 
 
+def test_window_zero_means_the_model_input_size_and_a_bad_window_is_named(tmp_path):
+    from training.config import ConfigError
+    from training.dense_align import DEFAULTS, resolve_window
+
+    model = _tiny_conv_model(tmp_path)  # 64 px input, stride 32
+    cfg = json.loads(json.dumps(DEFAULTS))
+    assert cfg["data"]["window"] == 0 and resolve_window(cfg, model) == 64 and cfg["data"]["window"] == 64
+    cfg["data"]["window"] = 128
+    assert resolve_window(cfg, model) == 128  # an explicit window is kept
+    cfg["data"]["window"] = 80
+    with pytest.raises(ConfigError, match="multiple of the trunk's stride 32, got 80"):
+        resolve_window(cfg, model)
+
+
 def test_export_dense_with_a_trained_projection(tmp_path):
     model = _tiny_conv_model(tmp_path)
     from rsclip_geo.errors import BundleError
