@@ -7,7 +7,7 @@ note, when its files are absent):
   linear probe / k-NN / few-shot on frozen embeddings (AID train part -> val).
 - RSICD test split (1,093 images): zero-shot by scene class (31 classes, names as RSICD writes them) and
   image-text retrieval R@1/5/10 both ways with its 5 raw captions per image (the standard protocol).
-- Other scene sets, by their test parts (never trained on; the v2.2 default trains on their other images, v2.1
+- Other scene sets, by their test parts (never trained on; the v2.2 and v2.3 defaults train on their other images, v2.1
   and earlier never saw the sets at all: the model card says which): UCM (21 classes, VT-RSBS's test split of
   420 images, the split of the published RemoteCLIP/GeoRSCLIP figures that VT-RSBS measured), EuroSAT RGB (10
   classes, 64 px Sentinel-2; the uploader's 4,050-image test split), NWPU-RESISC45 (the 10 official classes of
