@@ -1,5 +1,5 @@
 """QGIS --code startup script for `CODE=scripts/qgis_panel_screenshot.py scripts/qgis_screenshot.sh docs/qgis_panel.png`:
-load the demo scene, fill the rsclip-geo panel as a user would (model, 640 m tiles, labels), press its
+load the demo scene, fill the rsclip-geo panel as a user would (model, 800 m tiles: 160 px at 5 m, labels), press its
 Classify tiles button (a background task), and save a screenshot of the QGIS window with the panel and the
 labelled tiles once the result is on the map.
 
@@ -55,7 +55,7 @@ def start():
         else:
             panel.model.setCurrentIndex(panel.model.findData("default|"))
         panel.layer.setLayer(layer)
-        panel.tile.setValue(640)
+        panel.tile.setValue(800)
         panel.area.setCurrentText("Whole layer")
         panel.text.setText(os.environ.get("RSCLIP_SHOT_QUERY", "green fields"))
         panel.labels.setText(os.environ.get("RSCLIP_SHOT_LABELS", "farmland, meadow, bare land, lake, forest, residential area"))
