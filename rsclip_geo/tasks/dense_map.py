@@ -103,14 +103,6 @@ class WindowPlan:
     n_cols: int
     cell_px: float
 
-    @property
-    def rows(self) -> tuple[int, ...]:
-        return self.grids[0][0]
-
-    @property
-    def cols(self) -> tuple[int, ...]:
-        return self.grids[0][1]
-
     def __len__(self) -> int:
         return sum(len(r) * len(c) for r, c in self.grids)
 

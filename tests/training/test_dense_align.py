@@ -47,7 +47,7 @@ def test_window_origins_match_segment_plan():
     for n in (1, 3, 4, 5, 9, 26):
         for step, overlap in ((1, 0.75), (2, 0.5), (4, 0.0)):
             plan = plan_windows(n * 8, 8, stride=8, scale=1.0, window=32, min_window=32, overlap=overlap)
-            assert window_origins(n, 4, step) == list(plan.cols)
+            assert window_origins(n, 4, step) == list(plan.grids[0][1])  # the main grid's columns
 
 
 def _problem(seed=0, n=600, c=12, d=6, k=2, bg=2):
