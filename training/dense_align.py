@@ -79,13 +79,18 @@ def load_align_config(path: Path) -> dict:
     return cfg
 
 
+def trunk_stride(model) -> int:
+    """Model pixels per cell of the trunk's last feature map (32 for EfficientNet)."""
+    return int(model.visual.trunk.feature_info[-1]["reduction"])
+
+
 def resolve_window(cfg: dict, model) -> int:
     """Set ``data.window`` to the model's input size when it is 0 (the default: the window the exported bundle's
     dense head runs at, so one config serves 128 and 160 px towers) and check it against the trunk's stride."""
     d = cfg["data"]
     if not int(d["window"]):
         d["window"] = int(model.visual.image_size[0])
-    stride = int(model.visual.trunk.feature_info[-1]["reduction"])
+    stride = trunk_stride(model)
     if int(d["window"]) <= 0 or int(d["window"]) % stride:
         raise ConfigError(f"data.window must be a positive multiple of the trunk's stride {stride}, got {d['window']}")
     return int(d["window"])
@@ -313,7 +318,7 @@ def cache_mosaic_features(model, cfg: dict, out: Path, log=print) -> dict:
 
     def build() -> dict:
         trunk = model.visual.trunk
-        stride = int(trunk.feature_info[-1]["reduction"])
+        stride = trunk_stride(model)
         feats, labs, vals = [], [], []
         t0 = time.perf_counter()
         for i, (xs, ys, is_val) in enumerate(_mosaic_windows(cfg, stride)):
@@ -384,7 +389,7 @@ def cache_features(model, cfg: dict, classes: list[str], out: Path, log=print) -
     def build() -> dict:
         items = _nwpu_items(d)
         trunk = model.visual.trunk
-        stride = int(trunk.feature_info[-1]["reduction"])
+        stride = trunk_stride(model)
         rng = np.random.default_rng(cfg["seed"])
         feats, labs, imgs = [], [], []
         t0 = time.perf_counter()
@@ -502,7 +507,7 @@ def _tail_windows(cfg: dict, model, classes: list[str], out: Path, log=print) ->
     from training.dense_tail import cache_windows
 
     d = {**cfg["data"], **{k: cfg["labels"][k] for k in ("min_cover", "background_max_cover")}}
-    stride = int(model.visual.trunk.feature_info[-1]["reduction"])
+    stride = trunk_stride(model)
     items = _nwpu_items(d)
     mosaics = _mosaic_windows(cfg, stride) if int(cfg["mosaics"]["count"]) else ()
     wc = cache_windows(model, cfg, out, int(cfg["train"]["tail_from_block"]),
