@@ -1,9 +1,12 @@
-"""QGIS --code startup script for scripts/qgis_screenshot.sh: load the demo scene, type a query into
-the rsclip-geo toolbar, run the search as the user would (a background task), save a screenshot of
-the QGIS window once the result layers are on the map, and quit.
+"""QGIS --code startup script for scripts/qgis_screenshot.sh: load the demo scene, run one rsclip-geo action as
+the user would (a background task), save a screenshot of the QGIS window once the result layers are on the map,
+and quit. Two pictures, chosen by RSCLIP_SHOT_MODE:
 
-Environment: RSCLIP_SHOT_SCENE, RSCLIP_SHOT_MODEL (bundle folder, empty: shipped default),
-RSCLIP_SHOT_QUERY, RSCLIP_SHOT_OUT (png), RSCLIP_SHOT_TILE_M.
+- ``search`` (default): type the query into the toolbar's text box and press "Search map by text".
+- ``panel``: fill the rsclip-geo dock panel (model, 800 m tiles: 160 px at 5 m, labels) and press Classify tiles.
+
+Environment: RSCLIP_SHOT_SCENE, RSCLIP_SHOT_MODEL (bundle folder, empty: shipped default), RSCLIP_SHOT_OUT (png),
+RSCLIP_SHOT_QUERY, RSCLIP_SHOT_TILE_M (search), RSCLIP_SHOT_LABELS (panel), RSCLIP_SHOT_MODE.
 """
 
 import os
@@ -17,6 +20,9 @@ from qgis.utils import iface, plugins
 
 OUT = os.environ["RSCLIP_SHOT_OUT"]
 LOG = OUT + ".log"
+MODE = os.environ.get("RSCLIP_SHOT_MODE", "search")
+MODEL = os.environ.get("RSCLIP_SHOT_MODEL", "")
+QUERY = os.environ.get("RSCLIP_SHOT_QUERY", "green fields")
 
 
 def log(text):
@@ -29,18 +35,44 @@ def quit_qgis(code=0):
     os._exit(code)  # no "save project?" dialog, no shutdown surprises under Xvfb
 
 
+def run_search(plugin, layer, window):
+    """The toolbar: the model and tile size from the plugin's settings, the query in its text box."""
+    settings_mod = sys.modules[type(plugin).__module__.rsplit(".", 1)[0] + ".settings"]
+    settings_mod.Settings(model_source="folder" if MODEL else "default", model_folder=MODEL, device="cpu",
+                          batch_size=32, tile_size_m=float(os.environ.get("RSCLIP_SHOT_TILE_M", "160")),
+                          top=10).save()
+    plugin.query_box.setText(QUERY)
+    plugin.search_action.trigger()  # exactly what clicking "Search map by text" does
+
+
+def run_panel(plugin, layer, window):
+    """The dock panel, filled field by field, then its Classify tiles button."""
+    panel = plugin.panel
+    panel.show()
+    window.resizeDocks([panel], [400], Qt.Horizontal)
+    panel.model.setCurrentIndex(panel.model.findData("folder|" if MODEL else "default|"))
+    if MODEL:
+        panel.folder.setFilePath(MODEL)
+    panel.layer.setLayer(layer)
+    panel.tile.setValue(800)
+    panel.area.setCurrentText("Whole layer")
+    panel.text.setText(QUERY)
+    panel.labels.setText(os.environ.get("RSCLIP_SHOT_LABELS",
+                                        "farmland, meadow, bare land, lake, forest, residential area"))
+    panel.buttons["classify"].click()  # exactly what pressing "Classify tiles" in the panel does
+
+
+MODES = {"search": (run_search, "query_box", 360), "panel": (run_panel, "panel", 300)}
+
+
 def start():
     try:
+        run, needs, _ = MODES[MODE]
         plugin = plugins.get("rsclip_geo_qgis")
-        log(f"plugins loaded: {sorted(plugins)}; rsclip-geo: {type(plugin).__name__}")
-        if plugin is None or not hasattr(plugin, "query_box"):
-            log("the rsclip-geo plugin did not load (or only its dependency installer did)")
+        log(f"plugins loaded: {sorted(plugins)}; rsclip-geo: {type(plugin).__name__}; mode {MODE}")
+        if plugin is None or getattr(plugin, needs, None) is None:
+            log(f"the rsclip-geo plugin did not load (or only its dependency installer did): no {needs}")
             quit_qgis(2)
-        settings_mod = sys.modules[type(plugin).__module__.rsplit(".", 1)[0] + ".settings"]
-        model = os.environ.get("RSCLIP_SHOT_MODEL", "")
-        settings_mod.Settings(model_source="folder" if model else "default", model_folder=model, device="cpu",
-                              batch_size=32, tile_size_m=float(os.environ.get("RSCLIP_SHOT_TILE_M", "160")),
-                              top=10).save()
         window = iface.mainWindow()
         window.resize(1600, 1000)  # Xvfb has no window manager to maximise it
         for dock in window.findChildren(QDockWidget):
@@ -50,8 +82,7 @@ def start():
         QgsProject.instance().addMapLayer(layer)
         iface.setActiveLayer(layer)
         iface.mapCanvas().setExtent(layer.extent())
-        plugin.query_box.setText(os.environ.get("RSCLIP_SHOT_QUERY", "green fields"))
-        plugin.search_action.trigger()  # exactly what clicking "Search map by text" does
+        run(plugin, layer, window)
         wait_for(plugin, 0)
     except Exception:
         log(traceback.format_exc())
@@ -72,7 +103,7 @@ def wait_for(plugin, tries):
         view.setExpanded(index, isinstance(node, QgsLayerTreeGroup))
     window = iface.mainWindow()
     layers_dock = [d for d in window.findChildren(QDockWidget) if d.objectName() == "Layers"]
-    window.resizeDocks(layers_dock, [360], Qt.Horizontal)
+    window.resizeDocks(layers_dock, [MODES[MODE][2]], Qt.Horizontal)
     iface.mapCanvas().refreshAllLayers()
     QTimer.singleShot(4000, lambda: shoot(0 if result is not None and result.ok else 4))
 

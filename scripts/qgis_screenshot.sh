@@ -5,10 +5,11 @@
 # packages into the profile's rsclip_geo_deps folder, and runs QGIS under Xvfb with
 # scripts/qgis_screenshot.py as startup code.
 #
-#   scripts/qgis_screenshot.sh [OUT.png]      (default docs/qgis_search.png)
-#   CODE=scripts/qgis_panel_screenshot.py scripts/qgis_screenshot.sh docs/qgis_panel.png   (the dock panel)
+#   scripts/qgis_screenshot.sh [OUT.png]      (default docs/qgis_search.png: the toolbar's text search)
+#   SHOT=panel scripts/qgis_screenshot.sh docs/qgis_panel.png   (the dock panel classifying 800 m tiles)
 # Env: PROFILES (throwaway profiles folder, default /tmp/rsclip-qgis-shot), MODEL (bundle folder;
-# default: the shipped model if built, else the tiny test bundle), QUERY, SCENE, CODE (the startup script).
+# default: the shipped model if built, else the tiny test bundle), QUERY, SCENE, SHOT (search | panel),
+# CODE (another startup script).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="$(realpath -m "${1:-$REPO/docs/qgis_search.png}")"
@@ -62,7 +63,7 @@ rm -f "$PROFILES/work/scene.tif.rsclip-index.parquet" "$OUT.log"
 mkdir -p "$(dirname "$OUT")"
 # 5. QGIS under Xvfb
 RSCLIP_SHOT_SCENE="$PROFILES/work/scene.tif" RSCLIP_SHOT_MODEL="$MODEL" RSCLIP_SHOT_QUERY="$QUERY" \
-RSCLIP_SHOT_OUT="$OUT" RSCLIP_SHOT_TILE_M="${TILE_M:-160}" \
+RSCLIP_SHOT_OUT="$OUT" RSCLIP_SHOT_TILE_M="${TILE_M:-160}" RSCLIP_SHOT_MODE="${SHOT:-search}" \
   timeout 300 xvfb-run -a -s "-screen 0 1600x1000x24" \
   qgis --profiles-path "$PROFILES" --profile default --noversioncheck --nologo \
        --code "$(realpath "${CODE:-$REPO/scripts/qgis_screenshot.py}")" || rc=$?
