@@ -53,3 +53,27 @@ def test_labels_file_errors(tmp_path):
     f.write_text("a\nb\nA\n")
     with pytest.raises(LabelError, match="duplicate"):
         read_labels_file(f)
+
+
+def test_json_files_typed_by_a_person_are_refused_clearly(tmp_path):
+    """The audit's label map and the evaluator's class names read through one reader: every bad file is a
+    LabelError that names it, never a traceback or a file read whole into memory."""
+    from rsclip_geo.evaluation.datasets import read_classnames
+    from rsclip_geo.tasks.audit.labels import read_label_map
+
+    readers = (lambda p: read_label_map(p), lambda p: read_classnames(p, ["A", "B"]))
+    cases = {"missing.json": None, "broken.json": b'{"21": "water"', "list.json": b'["water"]',
+             "empty.json": b"{}", "binary.json": b'{"21"\0: 1}', "huge.json": b" " * (2 << 20) + b"{}"}
+    for name, data in cases.items():
+        path = tmp_path / name
+        if data is not None:
+            path.write_bytes(data)
+        for read in readers:
+            with pytest.raises(LabelError, match=name):
+                read(path)
+    good = tmp_path / "good.json"
+    good.write_text('\ufeff{"A": "dense forest", "B": ["a lake", "open water"]}', encoding="utf-8")
+    assert read_label_map(good)["A"].name == "dense forest"
+    assert read_label_map(good)["B"].prompts == ("a lake", "open water")
+    with pytest.raises(LabelError, match="folder 'B' must be a non-empty string"):
+        read_classnames(good, ["A", "B"])

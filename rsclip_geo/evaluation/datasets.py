@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import DatasetError, LabelError, RasterInputError
-from ..runtime.prompts import humanize_class_name
+from ..runtime.prompts import humanize_class_name, read_json_object
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _RASTERIO_SUFFIXES = (".tif", ".tiff")
@@ -156,14 +156,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tupl
 def read_classnames(path: str | Path, classes: Sequence[str]) -> list[str]:
     """A JSON object ``{folder: class name}``; every folder in ``classes`` must be present."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabelError(f"{path}: class-names file does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LabelError(f"{path}: not a readable JSON file ({exc})") from exc
-    if not isinstance(data, dict):
-        raise LabelError(f"{path}: expected a JSON object mapping folder names to class names")
+    data = read_json_object(path, "class-names file", '{"DenseResidential": "dense residential area"}')
     return classnames_for(classes, data, where=str(path))
 
 

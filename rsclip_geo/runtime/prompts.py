@@ -6,6 +6,7 @@ prompts come from the bundle's templates (RemoteCLIP-style, overhead wording).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,19 @@ def _read_text(path: Path, what: str) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise LabelError(f"{path}: not UTF-8 text ({exc})") from exc
+
+
+def read_json_object(path: str | Path, what: str, example: str) -> dict:
+    """A small JSON object typed by a person (a label map, class names): read as ``_read_text`` reads, so a
+    missing, binary, huge or broken file is a LabelError naming the file and what was expected."""
+    path = Path(path)
+    try:
+        data = json.loads(_read_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise LabelError(f"{path}: not a readable JSON {what} ({exc})") from exc
+    if not isinstance(data, dict) or not data:
+        raise LabelError(f"{path}: a {what} is a non-empty JSON object like {example}")
+    return data
 
 
 def read_templates_file(path: str | Path) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ...errors import LabelError
-from ...runtime.prompts import Label
+from ...runtime.prompts import Label, read_json_object
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)\s*$")
 
@@ -43,14 +43,7 @@ def looks_numeric(text: str) -> bool:
 def read_label_map(path: str | Path) -> dict[str, Label]:
     """JSON object: code -> name (a string) or code -> prompts (a list of strings)."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabelError(f"{path}: label map file does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LabelError(f"{path}: not a readable JSON label map ({exc})") from exc
-    if not isinstance(raw, dict) or not raw:
-        raise LabelError(f'{path}: a label map is a non-empty JSON object like {{"21": "developed land"}}')
+    raw = read_json_object(path, "label map", '{"21": "developed land"}')
     out: dict[str, Label] = {}
     for code, value in raw.items():
         key = label_key(code)
