@@ -33,7 +33,9 @@ DEFAULTS: dict = {
     "optim": {"lr": 1e-3, "trunk_lr": 3e-4, "logit_scale_lr": 1e-2, "weight_decay": 0.05,
               "betas": [0.9, 0.98], "eps": 1e-6, "warmup_steps": 100, "min_lr_ratio": 0.0},
     "train": {"epochs": 10, "batch_size": 64, "samples_per_epoch": 0, "threads": 2,
-              "log_every": 20, "precision": "amp", "channels_last": True},
+              "log_every": 20, "precision": "amp", "channels_last": True,
+              # > 0: add this weight x cross-entropy of each scene-class item against all classes of its set
+              "class_bank_weight": 0.0},
     "eval": {"part": "val", "aid_root": "../shared/data/aid", "split": "", "every": 1},  # split '' = v1 file
     # LP-FT: fit the projection head on frozen trunk features first (0 steps: off)
     "probe": {"steps": 0, "lr": 1e-3, "weight_decay": 0.05, "logit_scale_lr": 1e-2},

@@ -1,4 +1,4 @@
-"""One training epoch: mixed batches -> augment -> image tower -> multi-positive InfoNCE -> AdamW step."""
+"""One training epoch: mixed batches -> augment -> image tower -> multi-positive InfoNCE (+ class bank) -> AdamW step."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from training.augment import AugmentConfig, augment_batch, normalize
-from training.losses import multi_positive_infonce
+from training.losses import class_bank_loss, multi_positive_infonce
 from training.model import IMAGE_MEAN, IMAGE_STD
 from training.optim import lr_factor, set_lr
 from training.setup import clamp_logit_scale
@@ -47,6 +47,20 @@ def make_batch(batch, sources, size: int, aug: AugmentConfig, g: torch.Generator
     return x, captions, groups
 
 
+def batch_class_bank_loss(batch, sources, prototypes: dict, img: torch.Tensor, logit_scale: torch.Tensor):
+    """Mean class-bank cross-entropy over the batch's scene-class items (each against its own set's classes);
+    None when the batch holds none."""
+    total, n = None, 0
+    for k, protos in prototypes.items():
+        idx = [j for j, (s, _) in enumerate(batch) if s == k]
+        if not idx:
+            continue
+        targets = torch.tensor([protos.rows[sources[k].groups[batch[j][1]]] for j in idx], device=img.device)
+        part = class_bank_loss(img[idx], protos.embeddings.to(img.device), targets, logit_scale) * len(idx)
+        total, n = (part if total is None else total + part), n + len(idx)
+    return None if total is None else total / n
+
+
 def train_epoch(ctx, epoch: int, log_file) -> dict:
     """Run one epoch; returns {'loss': mean loss, 'seconds': wall time}."""
     cfg, model, opt, bank, mixer = ctx["cfg"], ctx["model"], ctx["optimizer"], ctx["bank"], ctx["mixer"]
@@ -73,6 +87,11 @@ def train_epoch(ctx, epoch: int, log_file) -> dict:
             img = model.encode_image(x, normalize=True)
             txt = bank.lookup(captions, device)
             loss = multi_positive_infonce(img.float(), txt.float(), groups.to(device), model.logit_scale.exp())
+            if ctx.get("prototypes"):
+                bank_loss = batch_class_bank_loss(batch, ctx["sources"], ctx["prototypes"], img.float(),
+                                                  model.logit_scale.exp())
+                if bank_loss is not None:
+                    loss = loss + tc["class_bank_weight"] * bank_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -25,7 +25,8 @@ log = logging.getLogger("training")
 class Source:
     """One dataset ready to sample: uint8 images [N,3,H,W], group key per item, captions per group.
 
-    Items with the same group key are positives of each other in the contrastive loss.
+    Items with the same group key are positives of each other in the contrastive loss. ``classes``: the groups
+    are scene classes (AID, folder-per-class sets), so the class-bank loss may score an item against all of them.
     """
 
     name: str
@@ -33,6 +34,7 @@ class Source:
     images: torch.Tensor
     groups: list[str]
     captions: dict[str, list[str]]
+    classes: bool = False
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -69,7 +71,7 @@ def build_aid(spec: dict, repo_root: Path, cache_dir: Path | None) -> Source:
     log.info("aid: %d training images (%d excluded as scenes held out elsewhere)", len(paths), len(sub.paths) - len(paths))
     images = load_images(paths, spec.get("cache_size"), cache_dir)
     groups = [f"aid:{sub.classes[i]}" for i in labels]
-    return Source(spec.get("name", "aid"), float(spec.get("weight", 1.0)), images, groups, captions)
+    return Source(spec.get("name", "aid"), float(spec.get("weight", 1.0)), images, groups, captions, classes=True)
 
 
 def _data_path(spec: dict, key: str, repo_root: Path) -> Path:
@@ -170,7 +172,7 @@ def build_folder(spec: dict, repo_root: Path, cache_dir: Path | None) -> Source:
                                phrases, spec.get("classes"), _listed(spec, "include", repo_root),
                                _listed(spec, "exclude", repo_root))
     log.info("%s: %d images in %d classes", name, len(items.paths), len(items.captions))
-    return _source(spec, name, items, load_images(items.paths, spec.get("cache_size"), cache_dir))
+    return _source(spec, name, items, load_images(items.paths, spec.get("cache_size"), cache_dir), classes=True)
 
 
 def build_segmentation(spec: dict, repo_root: Path, cache_dir: Path | None) -> Source:
@@ -193,11 +195,11 @@ def build_segmentation(spec: dict, repo_root: Path, cache_dir: Path | None) -> S
     return _source(spec, name, items, load_images(items.paths, spec.get("cache_size"), cache_dir))
 
 
-def _source(spec: dict, name: str, items, images) -> Source:
+def _source(spec: dict, name: str, items, images, classes: bool = False) -> Source:
     groups = [f"{name}:{k}" for k in items.keys]
     captions = {f"{name}:{k}": caps for k, caps in items.captions.items()}
     log.info("%s: %d images, %d caption groups", name, len(groups), len(captions))
-    return Source(name, float(spec.get("weight", 1.0)), images, groups, captions)
+    return Source(name, float(spec.get("weight", 1.0)), images, groups, captions, classes)
 
 
 BUILDERS: dict[str, Callable[[dict, Path, Path | None], Source]] = {

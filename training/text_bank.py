@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -76,3 +77,26 @@ class TextBank:
             self.precompute(captions)
             return self.table[[self.index[c] for c in captions]].to(device)
         return self.model.encode_text(self.tokenizer(captions).to(device), normalize=True)
+
+
+@dataclass(frozen=True)
+class ClassPrototypes:
+    """One scene-class set's classes as text: each class's mean caption embedding, L2-normalised [C, D]."""
+
+    rows: dict[str, int]
+    embeddings: torch.Tensor
+
+
+def class_prototypes(bank: TextBank, sources) -> dict[int, ClassPrototypes]:
+    """source index -> its classes' prototypes, for every source whose groups are classes (needs a locked tower:
+    the prototypes are computed once)."""
+    if not bank.locked:
+        raise ValueError("the class-bank loss needs a locked text tower (LiT): its class prototypes are fixed")
+    out = {}
+    for k, src in enumerate(sources):
+        if not src.classes:
+            continue
+        names = sorted(src.captions)
+        means = torch.stack([bank.lookup(src.captions[n], "cpu").mean(dim=0) for n in names])
+        out[k] = ClassPrototypes({n: i for i, n in enumerate(names)}, torch.nn.functional.normalize(means, dim=-1))
+    return out

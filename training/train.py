@@ -28,7 +28,7 @@ from training.optim import make_optimizer
 from training.probe import fit_head
 from training.setup import build_run_model, text_fully_locked
 from training.sources import build_sources
-from training.text_bank import TextBank, text_cache_name
+from training.text_bank import TextBank, class_prototypes, text_cache_name
 from training.wise import wise_select
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +85,9 @@ def run(cfg: dict, out: Path, resume: Path | None = None, cache_dir: Path | None
         start = int(state["epoch"])
     image_size = model_cfg["vision_cfg"]["image_size"]
     val = make_val(cfg, image_size, cache_dir)
+    prototypes = class_prototypes(bank, sources) if tc["class_bank_weight"] > 0 else {}
     ctx = dict(cfg=cfg, model=model, tokenizer=tokenizer, optimizer=optimizer, bank=bank, mixer=mixer,
-               sources=sources, device=device, image_size=image_size)
+               sources=sources, device=device, image_size=image_size, prototypes=prototypes)
     record: dict = {}
     with open(out / "log.jsonl", "a", encoding="utf-8") as log_file:
         if resume is None and probe_from is not None:

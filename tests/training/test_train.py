@@ -297,3 +297,66 @@ def test_shipped_training_configs_parse_and_name_committed_lists(name):
         for key in ("root", "csv", "images"):
             if key in spec and spec["kind"] != "aid":
                 assert str(spec[key]).startswith("$RSCLIP_DATA/"), f"{name}.toml: fetched data outside $RSCLIP_DATA"
+
+
+def test_class_bank_loss_scores_every_class_of_the_set():
+    """Cross-entropy over all class prototypes, by hand; an image on its own class's prototype has the lower loss."""
+    from training.losses import class_bank_loss
+
+    protos = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    img = torch.tensor([[0.6, 0.8]])
+    scale = torch.tensor(10.0)
+    logits = scale * img @ protos.t()
+    want = -(logits[0, 1] - torch.logsumexp(logits[0], dim=0))
+    assert torch.isclose(class_bank_loss(img, protos, torch.tensor([1]), scale), want)
+    assert class_bank_loss(img, protos, torch.tensor([2]), scale) < class_bank_loss(img, protos, torch.tensor([0]), scale)
+
+
+def test_class_prototypes_and_batch_loss_use_only_scene_class_sources(tiny_run):
+    """Prototypes exist for class sources only (AID here; a caption set has none), each the normalised mean of its
+    class's caption embeddings, and the batch loss averages over the class items it holds."""
+    from training.config import load_config
+    from training.loop import batch_class_bank_loss
+    from training.losses import class_bank_loss
+    from training.setup import build_run_model
+    from training.sources import Source, build_sources
+    from training.text_bank import TextBank, class_prototypes
+    from training.train import REPO_ROOT
+
+    tmp, toml = tiny_run
+    cfg = load_config(toml)
+    torch.manual_seed(0)
+    model, tokenizer, _ = build_run_model(cfg, None)
+    aid = build_sources(cfg["datasets"], REPO_ROOT)[0]
+    assert aid.classes
+    caps = Source("caps", 1.0, aid.images[:2], ["caps:a", "caps:b"], {"caps:a": ["a port"], "caps:b": ["a forest"]})
+    bank = TextBank(model, tokenizer, locked=True)
+    protos = class_prototypes(bank, [caps, aid])
+    assert set(protos) == {1} and sorted(protos[1].rows) == [f"aid:{c}" for c in TRAIN_CLASSES]
+    forest = protos[1].embeddings[protos[1].rows["aid:Forest"]]
+    mean = bank.lookup(aid.captions["aid:Forest"], "cpu").mean(dim=0)
+    assert torch.allclose(forest, mean / mean.norm(), atol=1e-6)
+
+    batch = [(0, 0), (1, 0), (1, 5), (0, 1)]
+    img = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    got = batch_class_bank_loss(batch, [caps, aid], protos, img, torch.tensor(5.0))
+    targets = torch.tensor([protos[1].rows[aid.groups[0]], protos[1].rows[aid.groups[5]]])
+    assert torch.isclose(got, class_bank_loss(img[[1, 2]], protos[1].embeddings, targets, torch.tensor(5.0)))
+    assert batch_class_bank_loss([(0, 0), (0, 1)], [caps, aid], protos, img[:2], torch.tensor(5.0)) is None
+    with pytest.raises(ValueError, match="locked text tower"):
+        class_prototypes(TextBank(model, tokenizer, locked=False), [aid])
+
+
+def test_class_bank_weight_changes_the_trained_weights(tiny_run):
+    """The option is wired into the epoch: the same config with class_bank_weight > 0 trains other weights."""
+    from training.train import main
+
+    tmp, toml = tiny_run
+    bank_toml = tmp / "tiny_bank.toml"
+    bank_toml.write_text(toml.read_text().replace("samples_per_epoch = 12", "samples_per_epoch = 12\nclass_bank_weight = 1.0"))
+    weights = {}
+    for name, path in (("plain", toml), ("bank", bank_toml)):
+        main(["--config", str(path), "--out", str(tmp / f"bank_{name}"), "--cache", str(tmp / "cache")])
+        weights[name] = torch.load(tmp / f"bank_{name}" / "checkpoint_last.pt", map_location="cpu",
+                                   weights_only=False)["state_dict"]["visual.head.proj.weight"]
+    assert not torch.equal(weights["plain"], weights["bank"])
