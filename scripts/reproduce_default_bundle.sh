@@ -3,8 +3,8 @@
 # file with rsclip_geo/models/default byte for byte (MODEL_CARD.md is written by hand and not rebuilt).
 #
 #   scripts/reproduce_default_bundle.sh [RUN] [DENSE_RUN] [OUT]
-#     RUN        main training run   (default runs/x160: python -m training.train --config training/configs/default.toml)
-#     DENSE_RUN  dense-head run      (default runs/dense_align_x160_tail: python -m training.dense_align --config
+#     RUN        main training run   (default runs/classbank: python -m training.train --config training/configs/default.toml)
+#     DENSE_RUN  dense-head run      (default runs/dense_align_classbank_tail: python -m training.dense_align --config
 #                                     training/configs/dense_align_tail.toml --checkpoint RUN/checkpoint_final.pt)
 #     OUT        where the rebuilt bundle goes (default /tmp/rsclip-default-rebuilt; replaced)
 # Needs the fetched data (training/DATA.md) for the evaluation written into model.json. ~8 min on 2 cores.
@@ -12,8 +12,8 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
-RUN="${1:-runs/x160}"
-DENSE_RUN="${2:-runs/dense_align_x160_tail}"
+RUN="${1:-runs/classbank}"
+DENSE_RUN="${2:-runs/dense_align_classbank_tail}"
 OUT="${3:-/tmp/rsclip-default-rebuilt}"
 SHIPPED=rsclip_geo/models/default
 PY=.venv/bin/python

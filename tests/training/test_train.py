@@ -277,7 +277,7 @@ def test_training_is_bit_identical_and_resume_matches_a_straight_run(tiny_run):
 
 
 @pytest.mark.parametrize("name", ["default", "tower_lite0", "ablation_no_scene_sets", "ablation_heldout_classes",
-                                  "ablation_input128"])
+                                  "ablation_input128", "ablation_no_class_bank"])
 def test_shipped_training_configs_parse_and_name_committed_lists(name):
     """The recipes the model card cites load, and every split / exclusion / phrase file they name is in the repo
     (data paths under $RSCLIP_DATA are fetched, so only their form is checked)."""
