@@ -56,7 +56,7 @@ def batch_class_bank_loss(batch, sources, prototypes: dict, img: torch.Tensor, l
         if not idx:
             continue
         targets = torch.tensor([protos.rows[sources[k].groups[batch[j][1]]] for j in idx], device=img.device)
-        part = class_bank_loss(img[idx], protos.embeddings.to(img.device), targets, logit_scale) * len(idx)
+        part = class_bank_loss(img[idx], protos.embeddings, targets, logit_scale) * len(idx)
         total, n = (part if total is None else total + part), n + len(idx)
     return None if total is None else total / n
 

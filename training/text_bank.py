@@ -87,9 +87,9 @@ class ClassPrototypes:
     embeddings: torch.Tensor
 
 
-def class_prototypes(bank: TextBank, sources) -> dict[int, ClassPrototypes]:
-    """source index -> its classes' prototypes, for every source whose groups are classes (needs a locked tower:
-    the prototypes are computed once)."""
+def class_prototypes(bank: TextBank, sources, device="cpu") -> dict[int, ClassPrototypes]:
+    """source index -> its classes' prototypes on ``device``, for every source whose groups are classes (needs a
+    locked tower: the prototypes are computed, and moved to the device, once)."""
     if not bank.locked:
         raise ValueError("the class-bank loss needs a locked text tower (LiT): its class prototypes are fixed")
     out = {}
@@ -97,6 +97,6 @@ def class_prototypes(bank: TextBank, sources) -> dict[int, ClassPrototypes]:
         if not src.classes:
             continue
         names = sorted(src.captions)
-        means = torch.stack([bank.lookup(src.captions[n], "cpu").mean(dim=0) for n in names])
+        means = torch.stack([bank.lookup(src.captions[n], device).mean(dim=0) for n in names])
         out[k] = ClassPrototypes({n: i for i, n in enumerate(names)}, torch.nn.functional.normalize(means, dim=-1))
     return out

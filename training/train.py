@@ -85,7 +85,7 @@ def run(cfg: dict, out: Path, resume: Path | None = None, cache_dir: Path | None
         start = int(state["epoch"])
     image_size = model_cfg["vision_cfg"]["image_size"]
     val = make_val(cfg, image_size, cache_dir)
-    prototypes = class_prototypes(bank, sources) if tc["class_bank_weight"] > 0 else {}
+    prototypes = class_prototypes(bank, sources, device) if tc["class_bank_weight"] > 0 else {}
     ctx = dict(cfg=cfg, model=model, tokenizer=tokenizer, optimizer=optimizer, bank=bank, mixer=mixer,
                sources=sources, device=device, image_size=image_size, prototypes=prototypes)
     record: dict = {}
