@@ -316,3 +316,25 @@ def test_cluster_without_dask_says_what_to_install(monkeypatch, scenes, tiny_bun
         run_jobs([], scheduler="tcp://127.0.0.1:1")
     # in-process needs no dask
     assert batch_index([scenes[0]], tmp_path / "out", tiny_bundle, scales=[TILE], device="cpu").ok
+
+
+def test_rotations_travel_with_the_job_and_rerun_finished_scenes(scenes, tiny_bundle, tmp_path):
+    own = [Path(shutil.copy(s, tmp_path / s.name)) for s in scenes[:2]]
+    out = tmp_path / "out"
+    kw = dict(scales=[TILE], device="cpu", batch_size=4)
+    assert len(batch_index(own, out, tiny_bundle, **kw).done) == 2
+    s = batch_index(own, out, tiny_bundle, rotations=4, **kw)
+    assert len(s.done) == 2 and {r.reason for r in s.done} == {"it was built with --rotations 1, this run uses "
+                                                               "--rotations 4"}
+    assert len(batch_index(own, out, tiny_bundle, rotations=4, **kw).skipped) == 2
+    from rsclip_geo.embeddings.index import read_index_meta
+
+    assert all(read_index_meta(r.output)["model"]["fingerprint"].endswith("+rot4") for r in s.done)
+    cli = [str(tmp_path), str(out), "--device", "cpu", "--model", str(tiny_bundle), "--tile-size", "128", "-q"]
+    outputs = []
+    for rotations in ("1", "4", "4"):  # the folder holds the two scenes; OUT_DIR's partitions are rot4 ones now
+        result = CliRunner().invoke(main, ["batch", "index", *cli, "--rotations", rotations])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert "2 done, 0 skipped" in outputs[0] and "2 done, 0 skipped" in outputs[1]
+    assert "0 done, 2 skipped" in outputs[2]

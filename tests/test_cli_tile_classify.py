@@ -205,3 +205,27 @@ def test_unsupported_extension(tiny_bundle, scene, tmp_path):
 def test_labels_and_labels_file_exclusive(tiny_bundle, scene, tmp_path):
     result = run("tile-classify", scene, "--model", tiny_bundle)
     assert result.exit_code == 2 and "exactly one of --labels or --labels-file" in result.output
+
+
+def test_rotations_option_reaches_the_model(tmp_path):
+    """A model that sees only a tile's top half calls a tile whose top 3/8 is red 'red'; averaged over the four
+    quarter turns it sees mostly blue."""
+    from tests.utils.tiny_bundle import build_tiny_bundle
+
+    upright = build_tiny_bundle(tmp_path / "upright", size=16, top_half=True)
+    tile = np.empty((3, 32, 32), np.uint8)
+    tile[:, :12] = np.array(RED, np.uint8)[:, None, None]
+    tile[:, 12:] = np.array(BLUE, np.uint8)[:, None, None]
+    scene = write_geotiff(tmp_path / "scene.tif", np.concatenate([tile, tile], axis=2))
+    labels = {}
+    for rotations in ("1", "4"):
+        out = tmp_path / f"labels{rotations}.gpkg"
+        result = run("tile-classify", scene, "--labels", "red,blue", "--model", upright, "--device", "cpu",
+                     "--tile-size", 32, "-o", out, "--rotations", rotations)
+        assert result.exit_code == 0, result.output
+        assert ("tiny-rgb (rotations 4)" in result.output) == (rotations == "4")  # the summary names the run
+        import geopandas as gpd
+        labels[rotations] = list(gpd.read_file(out)["label"])
+    assert labels == {"1": ["red", "red"], "4": ["blue", "blue"]}
+    bad = run("tile-classify", scene, "--labels", "red,blue", "--model", upright, "--rotations", "2")
+    assert bad.exit_code == 2 and "'2' is not one of '1', '4'" in bad.output

@@ -209,3 +209,55 @@ def test_float16_graph_inputs_break_the_bundle_contract(tiny_bundle, tmp_path):
     onnx.save(model, str(dst / "image_encoder.onnx"))
     with pytest.raises(BundleError, match=r"input 'image' is tensor\(float16\)"):
         rsclip_geo.load_model(dst, device="cpu")
+
+
+# ---- rotation ensemble ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def upright_bundle(tmp_path_factory):
+    """A tiny model that sees only the top half of an image, so a quarter turn changes its embedding."""
+    from tests.utils.tiny_bundle import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("upright"), size=16, top_half=True)
+
+
+def _red_over_blue(size=16):
+    img = np.zeros((size, size, 3), np.uint8)
+    img[: size // 2] = RED
+    img[size // 2:] = BLUE
+    return img
+
+
+def test_four_rotations_average_the_quarter_turns(upright_bundle):
+    plain = rsclip_geo.load_model(upright_bundle, device="cpu", batch_size=3)
+    turned = rsclip_geo.load_model(upright_bundle, device="cpu", batch_size=3, rotations=4)
+    rng = np.random.default_rng(0)
+    images = [_red_over_blue()] + [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(4)]
+    got = turned.encode_images(images)
+    # by definition: the mean of the normalised embeddings of each image turned k quarter turns (numpy's rot90,
+    # counter-clockwise, on the HxW axes), renormalised
+    each = np.stack([plain.encode_images([np.rot90(im, k) for im in images]) for k in range(4)])
+    want = each.mean(axis=0)
+    np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
+    # a preprocessed float batch takes the same path as uint8 images
+    np.testing.assert_allclose(turned.encode_images(turned.preprocess(images)), got, atol=1e-6)
+    # by hand for a normalised batch of red (+1, -1, -1) over blue (-1, -1, +1): the top half is red (turn 0), blue
+    # (turn 2), half of each (turns 1, 3), so red and blue cancel and only the shared green -1 is left
+    batch = np.empty((1, 3, 16, 16), np.float32)
+    batch[0, :, :8] = np.array([1, -1, -1], np.float32)[:, None, None]
+    batch[0, :, 8:] = np.array([-1, -1, 1], np.float32)[:, None, None]
+    np.testing.assert_allclose(turned.encode_images(batch)[0], [0.0, -1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(plain.encode_images(batch)[0], np.array([1, -1, -1]) / np.sqrt(3), atol=1e-6)
+
+
+def test_rotations_other_than_1_or_4_are_refused(upright_bundle):
+    for bad in (0, 2, 3, "4", True):
+        with pytest.raises(ValueError, match=r"rotations must be one of 1, 4 .*got " + repr(bad).replace("'", ".")):
+            rsclip_geo.load_model(upright_bundle, device="cpu", rotations=bad)
+
+
+def test_rotations_are_part_of_the_embedding_fingerprint(upright_bundle):
+    plain = rsclip_geo.load_model(upright_bundle, device="cpu")
+    turned = rsclip_geo.load_model(upright_bundle, device="cpu", rotations=4)
+    assert plain.fingerprint == plain.weights_fingerprint == turned.weights_fingerprint  # old indexes stay valid
+    assert turned.fingerprint == plain.fingerprint + "+rot4"
+    assert "rotations=4" in repr(turned) and "rotations" not in repr(plain)

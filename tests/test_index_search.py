@@ -273,3 +273,23 @@ def test_large_index_round_trips_across_row_groups(tiny_model, scene, tmp_path):
     assert back.embeddings.flags.writeable and back.embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(back.embeddings, axis=1), 1.0, atol=1e-6)
     assert (back.embeddings * emb).sum(axis=1).min() > 0.999
+
+
+def test_rotations_are_part_of_the_index_key(tiny_bundle, scene, tmp_path):
+    plain = rsclip_geo.load_model(tiny_bundle, device="cpu")
+    turned = rsclip_geo.load_model(tiny_bundle, device="cpu", rotations=4)
+    load_or_build_index(scene, plain, T32)
+    rebuilt = Counter()
+    load_or_build_index(scene, turned, T32, progress=rebuilt)
+    assert rebuilt.calls > 0  # the sidecar of the plain run is not taken for a 4-rotation one
+    assert read_index_meta(sidecar_path(scene))["model"]["fingerprint"] == plain.fingerprint + "+rot4"
+    reused = Counter()
+    load_or_build_index(scene, turned, T32, progress=reused)
+    assert reused.calls == 0
+    path = write_index(build_index(scene, plain, T32), tmp_path / "plain.parquet")
+    with pytest.raises(IndexFileError, match=r"built with --rotations 1, this run uses --rotations 4"):
+        search(path, "red", model=turned)
+    result = CliRunner().invoke(main, ["search", str(path), "red", "--model", str(tiny_bundle), "--device", "cpu",
+                                       "--rotations", "4", "-o", str(tmp_path / "hits.gpkg")])
+    assert result.exit_code != 0 and "--rotations 1, this run uses --rotations 4" in result.output
+    assert not (tmp_path / "hits.gpkg").exists()

@@ -87,11 +87,11 @@ def _run_on(client, jobs: Sequence[SceneJob], progress) -> tuple[list[SceneResul
 
 # ---- the two jobs -----------------------------------------------------------------------
 def _run_batch(kind, collection, out_dir, model, params, *, asset, recursive, strict, client, workers, scheduler,
-               device, threads, batch_size, rebuild, overwrite, progress) -> BatchSummary:
+               device, threads, batch_size, rotations, rebuild, overwrite, progress) -> BatchSummary:
     start = time.perf_counter()
     coll = read_collection(collection, asset=asset, recursive=recursive, strict=strict)
     out = prepare_out_dir(out_dir)
-    spec, loaded = model_spec(model, device, threads, batch_size)
+    spec, loaded = model_spec(model, device, threads, batch_size, rotations)
     jobs, extra = plan_jobs(kind, coll, out, spec, params, rebuild, overwrite)
     log.info("batch %s: %d scenes -> %s", kind, len(jobs), out)
     results, n_workers = run_jobs(jobs, client, workers, scheduler, progress, loaded)
@@ -103,8 +103,8 @@ def batch_index(collection, out_dir: str | os.PathLike, model: ClipModel | str |
                 scales: Sequence[TileSpec] | None = None, max_invalid: float = 0.5, dtype: str = "float16", *,
                 asset: str | None = None, recursive: bool = False, strict: bool = False, client=None,
                 workers: int | None = None, scheduler: str | None = None, device: str = "auto",
-                threads: int | None = None, batch_size: int = 32, rebuild: bool = False, overwrite: bool = False,
-                progress: ProgressCallback | None = None, **scene_options) -> BatchSummary:
+                threads: int | None = None, batch_size: int = 32, rotations: int = 1, rebuild: bool = False,
+                overwrite: bool = False, progress: ProgressCallback | None = None, **scene_options) -> BatchSummary:
     """Index every scene of ``collection`` into ``out_dir`` (one partition per scene, readable by search).
 
     ``collection``: folder / list file / STAC JSON path, list of paths, or a Collection. ``model``: a bundle
@@ -118,7 +118,8 @@ def batch_index(collection, out_dir: str | os.PathLike, model: ClipModel | str |
               "scene_options": normalized_scene_options(scene_options)}
     return _run_batch("index", collection, out_dir, model, params, asset=asset, recursive=recursive, strict=strict,
                       client=client, workers=workers, scheduler=scheduler, device=device, threads=threads,
-                      batch_size=batch_size, rebuild=rebuild, overwrite=overwrite, progress=progress)
+                      batch_size=batch_size, rotations=rotations, rebuild=rebuild, overwrite=overwrite,
+                      progress=progress)
 
 
 def batch_classify(collection, out_dir: str | os.PathLike, labels: str | Sequence[str | Label],
@@ -126,8 +127,9 @@ def batch_classify(collection, out_dir: str | os.PathLike, labels: str | Sequenc
                    min_score: float = 0.0, max_invalid: float = 0.5, templates: Sequence[str] | None = None, *,
                    asset: str | None = None, recursive: bool = False, strict: bool = False, client=None,
                    workers: int | None = None, scheduler: str | None = None, device: str = "auto",
-                   threads: int | None = None, batch_size: int = 32, rebuild: bool = False, overwrite: bool = False,
-                   progress: ProgressCallback | None = None, **scene_options) -> BatchSummary:
+                   threads: int | None = None, batch_size: int = 32, rotations: int = 1, rebuild: bool = False,
+                   overwrite: bool = False, progress: ProgressCallback | None = None,
+                   **scene_options) -> BatchSummary:
     """Label every tile of every scene (as ``tile_classify``), one GeoParquet partition per scene in ``out_dir``."""
     labels = parse_labels(labels)
     if not 0 <= min_score <= 1:
@@ -137,7 +139,8 @@ def batch_classify(collection, out_dir: str | os.PathLike, labels: str | Sequenc
               "scene_options": normalized_scene_options(scene_options)}
     return _run_batch("classify", collection, out_dir, model, params, asset=asset, recursive=recursive,
                       strict=strict, client=client, workers=workers, scheduler=scheduler, device=device,
-                      threads=threads, batch_size=batch_size, rebuild=rebuild, overwrite=overwrite, progress=progress)
+                      threads=threads, batch_size=batch_size, rotations=rotations, rebuild=rebuild,
+                      overwrite=overwrite, progress=progress)
 
 
 def read_classification(out_dir: str | os.PathLike):

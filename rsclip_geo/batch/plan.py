@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..runtime.bundle import bundle_fingerprint, read_bundle
 from .collection import Collection, SceneRef
-from ..runtime.encoder import ClipModel
+from ..runtime.encoder import ClipModel, check_rotations, with_rotations
 from ..errors import BundleError, OutputError
 from .partitions import partition_files, partition_path
 from ..runtime.paths import resolve_model_path
@@ -35,18 +35,20 @@ class SceneJob:
     overwrite: bool = False
 
 
-def model_spec(model, device: str, threads: int | None, batch_size: int) -> tuple[ModelSpec, ClipModel | None]:
+def model_spec(model, device: str, threads: int | None, batch_size: int,
+               rotations: int = 1) -> tuple[ModelSpec, ClipModel | None]:
     """Resolve the model on the client once: a path the workers load, and its fingerprint."""
     if isinstance(model, ClipModel):
         bundle, loaded = model.bundle, model
         device = "cuda" if model.provider == "CUDAExecutionProvider" else "cpu"
-        batch_size = model.batch_size
+        batch_size, rotations = model.batch_size, model.rotations
     else:
         bundle, loaded = read_bundle(resolve_model_path(model)), None
     if bundle.root is None:
         raise BundleError(f"model {bundle.name!r} has no bundle folder; workers need a path to load it from")
+    rotations = check_rotations(rotations)
     spec = ModelSpec(str(Path(bundle.root).resolve()), device, threads, batch_size,
-                     bundle_fingerprint(bundle), bundle.name)
+                     with_rotations(bundle_fingerprint(bundle), rotations), bundle.name, rotations=rotations)
     return spec, loaded
 
 

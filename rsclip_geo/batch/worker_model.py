@@ -28,15 +28,16 @@ class ModelSpec:
     fingerprint: str = ""
     name: str = ""
     threads_by_worker: tuple[tuple[str, int], ...] = ()  # Dask worker address -> onnxruntime threads
+    rotations: int = 1  # ClipModel's rotation ensemble (part of the fingerprint too)
 
     @property
     def cache_key(self) -> tuple:
         """The fingerprint is part of it: a long-lived worker reloads a bundle re-exported at the same path."""
-        return (self.path, self.fingerprint, self.device, self.threads, self.batch_size)
+        return (self.path, self.fingerprint, self.device, self.threads, self.batch_size, self.rotations)
 
 
 class ModelCache:
-    """Models loaded in this process, by (path, device, threads, batch size); each loaded once.
+    """Models loaded in this process, by (path, device, threads, batch size, rotations); each loaded once.
 
     ``verify``: check the loaded bundle's fingerprint against the plan's (another machine may hold other files).
     """
@@ -56,7 +57,7 @@ class ModelCache:
             if spec.cache_key not in self._models:
                 try:
                     model = load_model(spec.path, device=spec.device, threads=spec.threads,
-                                       batch_size=spec.batch_size)
+                                       batch_size=spec.batch_size, rotations=spec.rotations)
                     self.loads += 1
                     if self.verify:
                         _check_fingerprint(model, spec)

@@ -7,7 +7,7 @@ import click
 from ..tasks.audit import FLAG_BELOW, MAX_WINDOWS, audit, audit_class_raster, check_audit_output
 from ..outputs.guard import model_files
 from ..raster.tiling import TileSpec
-from .options import FiniteFloatRange, ProgressBar, model_options, read_options
+from .options import FiniteFloatRange, ProgressBar, model_options, read_options, rotations_option
 
 
 @click.command("audit")
@@ -40,6 +40,7 @@ from .options import FiniteFloatRange, ProgressBar, model_options, read_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @read_options
 @model_options
+@rotations_option
 def audit_command(inputs, label_field, layer, class_raster, class_names, min_segment_px, label_map, flag_below,
                   max_windows, tile_size, tile_size_m, overlap, output, overwrite, quiet, model, scene_options,
                   max_invalid):

@@ -9,7 +9,7 @@ import logging
 import click
 
 from ..runtime.encoder import DEVICES
-from .options import FiniteFloatRange, scales_options, tiling_options
+from .options import FiniteFloatRange, rotations_option, scales_options, tiling_options
 
 
 def job_options(f):
@@ -27,6 +27,7 @@ def job_options(f):
     @click.option("--threads", type=click.IntRange(min=1), default=None,
                   help="onnxruntime threads per worker (default: cores / workers on each machine).")
     @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+    @rotations_option
     @click.option("--workers", type=click.IntRange(min=1), default=None,
                   help="Run on a local Dask cluster of N worker processes (needs rsclip-geo[cluster]).")
     @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",

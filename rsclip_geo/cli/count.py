@@ -8,7 +8,7 @@ from ..tasks.count import count_objects
 from ..runtime.count_prompts import NUMERAL_STYLES
 from ..outputs.guard import check_outputs_apart, model_files
 from ..outputs.writers import VECTOR_DRIVERS, check_output
-from .options import ProgressBar, model_options, tiling_options
+from .options import ProgressBar, model_options, rotations_option, tiling_options
 
 
 @click.command("count")
@@ -27,6 +27,7 @@ from .options import ProgressBar, model_options, tiling_options
 @click.option("-q", "--quiet", is_flag=True)
 @tiling_options
 @model_options
+@rotations_option
 def count_command(scene, object_name, max_count, numerals, output, total, preview, no_index, overwrite, quiet, model,
                   tile, scene_options, max_invalid):
     """Count OBJECT (such as 'small vehicle') in each tile of SCENE with RemoteCount prompts."""

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from .options import FiniteFloatRange, model_options
+from .options import FiniteFloatRange, model_options, rotations_option
 
 
 def _output_options(f):
@@ -80,6 +80,7 @@ def eval_group() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --limit-per-class.")
 @_output_options
 @model_options
+@rotations_option
 def zero_shot_command(folder, classnames, templates_file, limit_per_class, seed, as_json, quiet, model):
     """Zero-shot top-1/top-5 accuracy on DIR, which holds one folder of images (jpg, png, tif) per class."""
     from ..evaluation.datasets import ImageFolderDataset
@@ -101,6 +102,7 @@ def zero_shot_command(folder, classnames, templates_file, limit_per_class, seed,
               help="Karpathy JSON split to evaluate ('all' for every image); ignored for CSV.")
 @_output_options
 @model_options
+@rotations_option
 def retrieval_command(captions, images_root, split, as_json, quiet, model):
     """Image->text and text->image recall@1/5/10 and mean recall (RemoteCLIP's protocol)."""
     from ..evaluation.datasets import read_captions
@@ -127,6 +129,7 @@ def retrieval_command(captions, images_root, split, as_json, quiet, model):
 @click.option("--seed", type=int, default=0, show_default=True)
 @_output_options
 @model_options
+@rotations_option
 def probe_command(folder, train_dir, split, shots, k, draws, limit_per_class, seed, as_json, quiet, model):
     """Linear probe, k-NN and few-shot accuracy on frozen image embeddings."""
     from ..evaluation.probe import evaluate_probe
@@ -151,6 +154,7 @@ def probe_command(folder, train_dir, split, shots, k, draws, limit_per_class, se
               help="Prompt with {n} for the number and {objects} for the object name (plural from 2).")
 @_output_options
 @model_options
+@rotations_option
 def count_command(source, max_count, numerals, template, as_json, quiet, model):
     """Counting accuracy on a CSV image_path,object_name,count (or a folder holding counts.csv)."""
     from ..evaluation.counting import evaluate_counting

@@ -7,7 +7,7 @@ import click
 from ..tasks.heatmap import heatmap, selo_specs
 from ..outputs.guard import check_outputs_apart, model_files
 from ..outputs.writers import check_output
-from .options import FiniteFloatRange, ProgressBar, parse_floats, model_options, read_options
+from .options import FiniteFloatRange, ProgressBar, model_options, parse_floats, read_options, rotations_option
 
 
 @click.command("heatmap")
@@ -37,6 +37,7 @@ from .options import FiniteFloatRange, ProgressBar, parse_floats, model_options,
 @click.option("-q", "--quiet", is_flag=True)
 @read_options
 @model_options
+@rotations_option
 def heatmap_command(scene, query, output, scales_px, scales_m, overlap, resolution_m, cell, smooth, raw, preview,
                     index_path, no_index, overwrite, quiet, model, scene_options, max_invalid):
     """Where in SCENE does QUERY match? Writes a [0, 1] heatmap on the scene's grid (NaN = no data)."""

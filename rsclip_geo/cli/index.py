@@ -7,7 +7,7 @@ import click
 from ..embeddings.index import build_index, sidecar_path, write_index
 from ..outputs.guard import check_outputs_apart, model_files
 from ..outputs.writers import check_output
-from .options import ProgressBar, model_options, scales_options, tiling_options
+from .options import ProgressBar, model_options, rotations_option, scales_options, tiling_options
 
 
 @click.command("index")
@@ -21,6 +21,7 @@ from .options import ProgressBar, model_options, scales_options, tiling_options
 @tiling_options
 @scales_options
 @model_options
+@rotations_option
 def index_command(scene, output, dtype, overwrite, quiet, model, scales, tile, scene_options, max_invalid):
     """Build the embedding index of SCENE (reused by search, heatmap and count while it is fresh)."""
     output = output or str(sidecar_path(scene))

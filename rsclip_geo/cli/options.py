@@ -7,7 +7,7 @@ import math
 
 import click
 
-from ..runtime.encoder import DEVICES, load_model
+from ..runtime.encoder import DEVICES, ROTATIONS, load_model
 from ..raster.scene import STRETCHES
 from ..raster.tiling import EDGE_POLICIES, TileSpec
 
@@ -35,8 +35,19 @@ def _parse_bands(ctx, param, value):
     return bands
 
 
+def rotations_option(f):
+    """--rotations 1|4 -> ``rotations`` (an int), for the commands whose answers come from image (tile or window)
+    embeddings; ``model_options`` loads the model with it. Not on ``segment`` (its dense head sees the whole
+    scene, not tiles)."""
+    return click.option(
+        "--rotations", type=click.Choice([str(r) for r in ROTATIONS]), default="1", show_default=True,
+        callback=lambda ctx, param, value: int(value),
+        help="4: embed every tile turned 0/90/180/270 degrees and average (4x the image-encoding time; more "
+             "accurate zero-shot labels, see the model card). Indexes remember it.")(f)
+
+
 def model_options(f):
-    """--model/--device/--threads/--batch-size -> a loaded ``model`` keyword argument."""
+    """--model/--device/--threads/--batch-size (and --rotations where given) -> a loaded ``model`` keyword argument."""
     @click.option("--model", "model_name", default=None, metavar="NAME_OR_PATH",
                   help="Model bundle folder or pulled model name (default: the shipped model).")
     @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
@@ -44,8 +55,9 @@ def model_options(f):
     @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for onnxruntime.")
     @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
     @functools.wraps(f)
-    def wrapper(*args, model_name, device, threads, batch_size, **kwargs):
-        kwargs["model"] = load_model(model_name, device=device, threads=threads, batch_size=batch_size)
+    def wrapper(*args, model_name, device, threads, batch_size, rotations=1, **kwargs):
+        kwargs["model"] = load_model(model_name, device=device, threads=threads, batch_size=batch_size,
+                                     rotations=rotations)
         return f(*args, **kwargs)
     return wrapper
 

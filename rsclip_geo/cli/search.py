@@ -7,7 +7,7 @@ import click
 from ..outputs.guard import check_outputs_apart, model_files
 from ..tasks.search import search
 from ..outputs.writers import VECTOR_DRIVERS, check_output
-from .options import FiniteFloatRange, ProgressBar, model_options, scales_options, tiling_options
+from .options import FiniteFloatRange, ProgressBar, model_options, rotations_option, scales_options, tiling_options
 
 
 @click.command("search")
@@ -29,6 +29,7 @@ from .options import FiniteFloatRange, ProgressBar, model_options, scales_option
 @tiling_options
 @scales_options
 @model_options
+@rotations_option
 def search_command(source, query, top, negative, negative_weight, raw, output, heatmap, preview, rebuild, overwrite,
                    quiet, model, scales, tile, scene_options, max_invalid):
     """Search SOURCE (scenes, index files or folders) for QUERY."""

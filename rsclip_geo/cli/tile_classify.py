@@ -8,7 +8,7 @@ from ..tasks.classify import tile_classify
 from ..outputs.guard import check_outputs_apart, model_files
 from ..runtime.prompts import parse_labels, read_labels_file
 from ..outputs.writers import VECTOR_DRIVERS, check_class_count, check_output
-from .options import FiniteFloatRange, ProgressBar, model_options, tiling_options
+from .options import FiniteFloatRange, ProgressBar, model_options, rotations_option, tiling_options
 
 
 @click.command("tile-classify")
@@ -30,6 +30,7 @@ from .options import FiniteFloatRange, ProgressBar, model_options, tiling_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @tiling_options
 @model_options
+@rotations_option
 def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min_score, preview, overwrite, quiet,
                           model, tile, scene_options, max_invalid):
     """Label every tile of SCENE (a GeoTIFF or any GDAL raster) with the best-matching label."""

@@ -87,7 +87,11 @@ def stale_reason(meta: dict, *, model_fingerprint: str, scene: str | os.PathLike
     if scene is not None and meta.get("scene") != scene_fingerprint(scene):
         return "the scene file changed"
     stored_model = meta.get("model") or {}
-    if stored_model.get("fingerprint") != model_fingerprint:
+    stored_fingerprint = str(stored_model.get("fingerprint"))
+    if stored_fingerprint != model_fingerprint:
+        (stored_weights, stored_turns), (weights, turns) = map(_rotations_of, (stored_fingerprint, model_fingerprint))
+        if stored_weights == weights:
+            return f"it was built with --rotations {stored_turns}, this run uses --rotations {turns}"
         return f"it was built with model {stored_model.get('name')!r} (other weights)"
     if tiling is not None:
         stored = meta.get("tiling") or {}
@@ -99,6 +103,12 @@ def stale_reason(meta: dict, *, model_fingerprint: str, scene: str | os.PathLike
             if not same:
                 return TILING_PARTS[part]
     return None
+
+
+def _rotations_of(fingerprint: str) -> tuple[str, int]:
+    """(weights fingerprint, rotations) of an embedding fingerprint ('<weights>' or '<weights>+rot4')."""
+    weights, _, turns = fingerprint.partition("+rot")
+    return weights, int(turns) if turns.isdigit() else 1
 
 
 def usable_scales(meta: dict, specs: Sequence[TileSpec]) -> dict[int, int]:

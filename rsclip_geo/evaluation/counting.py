@@ -99,4 +99,4 @@ def evaluate_counting(model, data: CountSet | str | Path, max_count: int = 10,
     style = numerals if isinstance(numerals, str) else ",".join(numerals)
     return CountingResult(count_metrics(data.counts, pred), per_object,
                           {k: float(hits[:, k - 1].mean()) for k in range(1, max_count + 1)}, rows, max_count,
-                          style, template, model.bundle.name, model.provider)
+                          style, template, model.run_label, model.provider)

@@ -306,4 +306,4 @@ def evaluate_probe(model, dataset: ImageFolderDataset | str | Path,
                        knn=knn(tr_emb, tr_y, te_emb, te_y, classes, k=k),
                        few_shot=few_shot(tr_emb, tr_y, te_emb, te_y, shots, draws, classes, seed),
                        classes=list(classes), n_train=len(tr_y), n_test=len(te_y),
-                       model=model.bundle.name, provider=model.provider, split=how)
+                       model=model.run_label, provider=model.provider, split=how)

@@ -72,7 +72,7 @@ def evaluate_retrieval(model, images: CaptionSet | Sequence[str | Path | np.ndar
     image_emb = embed_images(model, data.image_paths, progress)
     text_emb = model.encode_text(data.captions)
     out = retrieval_metrics(image_emb, text_emb, data.caption_image, ks)
-    out.update(model=model.bundle.name, provider=model.provider)
+    out.update(model=model.run_label, provider=model.provider)
     if data.source:
         out["source"] = data.source
     return out

@@ -98,7 +98,7 @@ def evaluate_zero_shot(model, dataset: ImageFolderDataset | str | Path,
     emb = image_embeddings if image_embeddings is not None else embed_images(model, dataset.paths, progress)
     result = zero_shot_from_embeddings(emb, dataset.labels, class_emb, dataset.classes, k=k)
     result.classnames = names
-    result.model = model.bundle.name
+    result.model = model.run_label
     result.provider = model.provider
     result.templates = templates
     return result

@@ -35,6 +35,16 @@ _CPU = "CPUExecutionProvider"
 # Graph optimisers left out for float16 encoders: onnxruntime's NchwcTransformer (an fp32-only CPU layout pass of
 # ORT_ENABLE_ALL) crashed the process (segfault) on an fp16 ViT graph at session creation (onnxruntime 1.32).
 FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
+# Image rotation ensembles: 1 = the tile as read; 4 = the mean of its four quarter turns (aerial scenes have no 'up').
+ROTATIONS = (1, 4)
+
+
+def check_rotations(rotations) -> int:
+    """1 or 4, as an int; anything else is a ValueError that says what is allowed."""
+    if isinstance(rotations, bool) or rotations not in ROTATIONS:
+        raise ValueError(f"rotations must be one of {', '.join(map(str, ROTATIONS))} (quarter turns averaged per "
+                         f"image), got {rotations!r}")
+    return int(rotations)
 
 
 def _check_finite(out: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -143,13 +153,18 @@ class ClipModel:
     """A loaded bundle: encode images and texts into one normalised embedding space."""
 
     def __init__(self, bundle: ModelBundle, device: str = "auto", threads: int | None = None, batch_size: int = 32,
-                 io_binding: bool | None = None):
+                 io_binding: bool | None = None, rotations: int = 1):
         """``io_binding``: run the image encoder through an onnxruntime IO binding; None (default) = on CUDA
-        only. True on CPU gives the same embeddings as the plain path (bound to CPU memory) and is for tests."""
+        only. True on CPU gives the same embeddings as the plain path (bound to CPU memory) and is for tests.
+
+        ``rotations``: 4 embeds every image turned 0/90/180/270 degrees and averages the four (normalised)
+        embeddings: 4x the image-encoding time for a more stable embedding (MODEL_CARD.md has the figures).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.bundle = bundle
         self.batch_size = int(batch_size)
+        self.rotations = check_rotations(rotations)
         self._fingerprint: str | None = None
         providers = _providers_for(device)
         precision = {enc: bundle.precision_of(enc) for enc in ("image", "text")}
@@ -197,15 +212,28 @@ class ClipModel:
 
     def __repr__(self) -> str:
         return (f"ClipModel({self.bundle.name!r}, provider={self.provider!r}, batch_size={self.batch_size}"
+                + (f", rotations={self.rotations}" if self.rotations != 1 else "")
                 + (", io_binding=True)" if self.io_binding else ")"))
 
     @property
-    def fingerprint(self) -> str:
+    def weights_fingerprint(self) -> str:
         """bundle_fingerprint of the loaded bundle, hashed once on first use (it reads every ONNX byte: 60 ms
         for the default model, seconds for ViT-L), not on every index check or query."""
         if self._fingerprint is None:
             self._fingerprint = bundle_fingerprint(self.bundle)
         return self._fingerprint
+
+    @property
+    def fingerprint(self) -> str:
+        """What made this model's image embeddings: the weights, plus the rotation ensemble when there is one
+        (stored embeddings made with other rotations are other embeddings; see embeddings/key.py)."""
+        return with_rotations(self.weights_fingerprint, self.rotations)
+
+    @property
+    def run_label(self) -> str:
+        """The model as run summaries and evaluation reports name it: the bundle's name, plus the rotation
+        ensemble when there is one (it changes every answer)."""
+        return self.bundle.name + (f" (rotations {self.rotations})" if self.rotations != 1 else "")
 
     @property
     def logit_scale(self) -> float:
@@ -228,16 +256,27 @@ class ClipModel:
         return _check_finite(binding.copy_outputs_to_cpu()[0], self.bundle.image_encoder_path, "images")
 
     def encode_images(self, images: Sequence[np.ndarray] | np.ndarray, normalize: bool = True) -> np.ndarray:
-        """Uint8 HxWx3 RGB images (any size) or a preprocessed NCHW float32 batch -> [N, D]."""
+        """Uint8 HxWx3 RGB images (any size) or a preprocessed NCHW float32 batch -> [N, D].
+
+        With ``rotations`` 4 the un-normalised result is the mean of the four turns' normalised embeddings."""
         if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype == np.float32:
             chunks = [images[i:i + self.batch_size] for i in range(0, len(images), self.batch_size)]
-            out = [self.encode_batch(np.ascontiguousarray(c)) for c in chunks]
+            out = [self._encode_turns(np.ascontiguousarray(c)) for c in chunks]
         else:
             images = list(images)
-            out = [self.encode_batch(self.preprocess(images[i:i + self.batch_size]))
+            out = [self._encode_turns(self.preprocess(images[i:i + self.batch_size]))
                    for i in range(0, len(images), self.batch_size)]
         emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
         return _l2_normalize(emb) if normalize else emb
+
+    def _encode_turns(self, batch: np.ndarray) -> np.ndarray:
+        """One preprocessed batch, as read (rotations 1) or averaged over its quarter turns (rotations 4; the
+        input is square by the bundle contract, so every turn has the encoder's input shape)."""
+        if self.rotations == 1:
+            return self.encode_batch(batch)
+        turns = [_l2_normalize(self.encode_batch(np.ascontiguousarray(np.rot90(batch, k, axes=(2, 3)))))
+                 for k in range(self.rotations)]
+        return np.mean(turns, axis=0, dtype=np.float32)
 
     # ---- dense head -----------------------------------------------------------
     @property
@@ -330,8 +369,16 @@ class ClipModel:
         return p / p.sum(axis=1, keepdims=True)
 
 
+def with_rotations(weights_fingerprint: str, rotations: int) -> str:
+    """The embedding fingerprint: the weights' own for rotations 1 (so indexes built before rotation ensembles
+    existed stay valid), '<weights>+rot4' for 4."""
+    return weights_fingerprint if rotations == 1 else f"{weights_fingerprint}+rot{rotations}"
+
+
 def load_model(name_or_path: str | os.PathLike | None = None, device: str = "auto",
-               threads: int | None = None, batch_size: int = 32, io_binding: bool | None = None) -> ClipModel:
+               threads: int | None = None, batch_size: int = 32, io_binding: bool | None = None,
+               rotations: int = 1) -> ClipModel:
     """Load a bundle: None/'default' (shipped), a pulled checkpoint name, or a bundle folder."""
     bundle = read_bundle(resolve_model_path(name_or_path))
-    return ClipModel(bundle, device=device, threads=threads, batch_size=batch_size, io_binding=io_binding)
+    return ClipModel(bundle, device=device, threads=threads, batch_size=batch_size, io_binding=io_binding,
+                     rotations=rotations)

@@ -150,7 +150,7 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
         probs = model.probabilities(emb, class_emb)
         outside, _ = plan.skip_reasons(((t.row, t.col) for t in tiles), max_invalid)
         summary = RunSummary(str(scene.path), len(plan), len(tiles), encoded.stats.skipped, time.perf_counter() - start,
-                             model.provider, model.bundle.name, plan.tile_width, plan.tile_height,
+                             model.provider, model.run_label, plan.tile_width, plan.tile_height,
                              skipped_outside=outside)
         gdf = _to_frame(gpd, tiles, probs, frac, labels, top_k, min_score, plan)
     finally:

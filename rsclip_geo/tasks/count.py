@@ -97,7 +97,7 @@ def count_objects(scene: str | os.PathLike | Scene, object_name: str, max_count:
     gdf = gpd.GeoDataFrame(data, geometry=[emb.plan.footprint(t) for t in emb.tiles], crs=emb.plan.crs)
     total = int(data["count"].sum())
     summary = RunSummary(scene_name, len(emb.plan), len(emb.tiles), emb.skipped, time.perf_counter() - start,
-                         model.provider, model.bundle.name, emb.plan.tile_width, emb.plan.tile_height,
+                         model.provider, model.run_label, emb.plan.tile_width, emb.plan.tile_height,
                          extra={"object": object_name.strip(), "total": total, "reused_index": emb.reused},
                          skipped_outside=emb.plan.skip_reasons(((t.row, t.col) for t in emb.tiles), max_invalid)[0])
     if tile.overlap > 0:

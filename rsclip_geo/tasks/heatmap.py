@@ -400,7 +400,7 @@ def heatmap(scene: str | os.PathLike | Scene, query: str, scales: Sequence[int |
              "windows_reused": sum(len(e.tiles) for e in per_scale if e.reused),
              "similarity_min": lo, "similarity_max": hi, "seconds": time.perf_counter() - start,
              "seconds_embeddings": t_enc,
-             "provider": model.provider, "model": model.bundle.name}
+             "provider": model.provider, "model": model.run_label}
     log.info("heatmap %r: %d windows (%d reused) at %d scale(s), %d x %d cells, %.1f s", query,
              stats["windows_used"], stats["windows_reused"], len(specs), grid.n_cols, grid.n_rows, stats["seconds"])
     return Heatmap(array, grid.transform, grid.crs, query, np.where(covered, mean, np.nan).astype(np.float32),

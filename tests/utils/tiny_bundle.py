@@ -22,15 +22,20 @@ VOCAB = Path(__import__("rsclip_geo").__file__).parent / "data" / "bpe_simple_vo
 COLOURS = ("red", "green", "blue")
 
 
-def _image_encoder(path: Path, size: int) -> None:
+def _image_encoder(path: Path, size: int, top_half: bool = False) -> None:
     w = numpy_helper.from_array(np.eye(3, dtype=np.float32), "proj")
+    consts = [w]
+    nodes = [helper.make_node("ReduceMean", ["seen" if top_half else "image"], ["pooled"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "proj"], ["embedding"])]
+    if top_half:  # only rows [0, size/2) count: a model that knows which way is up
+        consts += [numpy_helper.from_array(np.array([v], np.int64), n)
+                   for v, n in ((0, "starts"), (size // 2, "ends"), (2, "slice_axes"))]
+        nodes.insert(0, helper.make_node("Slice", ["image", "starts", "ends", "slice_axes"], ["seen"]))
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[2, 3], keepdims=0),
-         helper.make_node("MatMul", ["pooled", "proj"], ["embedding"])],
-        "tiny_image",
+        nodes, "tiny_image",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 3])],
-        [w])
+        consts)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
@@ -50,12 +55,13 @@ def _text_encoder(path: Path, context: int, tokenizer: ClipBpeTokenizer) -> None
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def build_tiny_bundle(folder: Path, size: int = 16, context: int = 8) -> Path:
+def build_tiny_bundle(folder: Path, size: int = 16, context: int = 8, top_half: bool = False) -> Path:
+    """``top_half``: the image embedding is the mean colour of the image's top half only (rotation tests)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(VOCAB, folder / VOCAB.name)
     tokenizer = ClipBpeTokenizer(folder / VOCAB.name, context_length=context)
-    _image_encoder(folder / "image_encoder.onnx", size)
+    _image_encoder(folder / "image_encoder.onnx", size, top_half)
     _text_encoder(folder / "text_encoder.onnx", context, tokenizer)
     ModelBundle(
         name="tiny-rgb", architecture="tiny-rgb (hand-weighted test model)", embed_dim=3,

@@ -106,7 +106,7 @@ def _audit(gdf, where: str, scene, label_field: str, model=None, tile=None, labe
     out = _with_columns(gdf, geoms, columns, repaired, where)
     summary = _summary(out, columns, px, plan, vocab, where, sc, label_field, flag_below, repaired)
     summary.windows_encoded, summary.windows_skipped = len(enc.row), enc.skipped
-    summary.seconds, summary.provider, summary.model = time.perf_counter() - start, model.provider, model.bundle.name
+    summary.seconds, summary.provider, summary.model = time.perf_counter() - start, model.provider, model.run_label
     log.info(summary.describe())
     return AuditResult(out, summary)
 
