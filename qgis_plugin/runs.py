@@ -91,6 +91,7 @@ class RunParams:
     model: str | None = None  # None: shipped default; a bundle folder; or a pulled model name
     device: str = "auto"
     batch_size: int = 16
+    rotations: int = 1  # 4: every tile embedded as the mean of its four quarter turns (rsclip_geo's --rotations)
     out_dir: str = ""  # parent folder of the run folder (default: beside the scene)
 
     def tile(self):
@@ -286,7 +287,8 @@ def execute(action: str, params: RunParams, progress: ProgressCallback, canceled
     start = time.perf_counter()
     checked.at(0.01)
     try:
-        model = rsclip_geo.load_model(params.model, device=params.device, batch_size=int(params.batch_size))
+        model = rsclip_geo.load_model(params.model, device=params.device, batch_size=int(params.batch_size),
+                                      rotations=int(params.rotations))
     except BundleError as exc:
         raise ModelChoiceError(model_error_for_plugin(str(exc))) from exc
     checked.at(MODEL_LOADED)

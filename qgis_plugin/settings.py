@@ -1,4 +1,4 @@
-"""The plugin's settings (model, device, batch size, tile size, output folder), kept in QgsSettings."""
+"""The plugin's settings (model, device, batch size, rotations, tile size, output folder), kept in QgsSettings."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Settings:
     model_name: str = ""
     device: str = "auto"
     batch_size: int = 16
+    rotations: int = 1  # 4: average each tile over its four quarter turns (4x slower)
     tile_size_m: float = 0.0  # 0: the model's input size in pixels
     top: int = 20
     standout: float = 0.0  # search: only hits this many standard deviations above the mean score (0: top N only)
@@ -56,6 +57,7 @@ class Settings:
         if self.device not in DEVICES:
             self.device = "auto"
         self.batch_size = max(1, int(self.batch_size))
+        self.rotations = 4 if int(self.rotations) == 4 else 1
         self.tile_size_m = max(0.0, float(self.tile_size_m))
         self.top = max(1, int(self.top))
         self.standout = min(10.0, max(0.0, float(self.standout)))

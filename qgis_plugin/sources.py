@@ -56,7 +56,8 @@ def run_params(cls, layer, settings, **extra):
         extra["standout"] = settings.standout
     return cls(scene=raster_file(layer), scene_name=layer.name(), crs_wkt=layer.crs().toWkt(),
                bands=displayed_bands(layer), tile_size_m=settings.tile_size_m, model=settings.model(),
-               device=settings.device, batch_size=settings.batch_size, out_dir=str(settings.runs_folder()),
+               device=settings.device, batch_size=settings.batch_size, rotations=settings.rotations,
+               out_dir=str(settings.runs_folder()),
                **extra)
 
 

@@ -14,7 +14,7 @@ Held here once so that each algorithm file says only what is its own: its names
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterBand,
-                       QgsProcessingParameterDefinition,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
@@ -31,7 +31,7 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
     their docstring and add their own parameters and outputs; scene, model and worker run are the same for all."""
 
     INPUT, BANDS, TILE_SIZE, EDGE = "INPUT", "BANDS", "TILE_SIZE", "EDGE"
-    MODEL, DEVICE, BATCH_SIZE = "MODEL", "DEVICE", "BATCH_SIZE"
+    MODEL, DEVICE, BATCH_SIZE, ROTATIONS = "MODEL", "DEVICE", "BATCH_SIZE", "ROTATIONS"
     OUTPUT = "OUTPUT"
 
     algorithm_name = ""  # the id within the provider: rsclipgeo:<algorithm_name>
@@ -39,6 +39,7 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
     action = ""  # the worker action, as in tasks.py
     params_class: type[RunParams] = RunParams
     tiled = True  # False: no tile-size parameter (the heatmap tiles by its own window sizes)
+    rotations = True  # False: no rotation-ensemble parameter (the dense head of 'find objects' sees no tiles)
 
     def createInstance(self):
         return type(self)()
@@ -94,9 +95,14 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         device = QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0)
         batch = QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
                                              defaultValue=16, minValue=1)
-        for p in (device, batch):
+        extra = []
+        if self.rotations:
+            extra.append(QgsProcessingParameterBoolean(
+                self.ROTATIONS, "Average each tile over its four quarter turns (4x slower, more accurate)",
+                defaultValue=False))
+        for p in (device, batch, *extra):
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        for p in (model, device, batch):
+        for p in (model, device, batch, *extra):
             self.addParameter(p)
 
     def add_tiles_sink(self, description: str) -> None:
@@ -127,7 +133,14 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         return self.params_class(scene=path, scene_name=layer.name(), crs_wkt=layer.crs().toWkt(), bands=bands,
                                  tile_size_m=tile_m, edge=edge, model=folder or Settings.load().model(),
                                  device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context), **extra)
+                                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                                 rotations=self.rotations_of(parameters, context), **extra)
+
+    def rotations_of(self, parameters, context) -> int:
+        """4 when the rotation-ensemble box is ticked, else 1 (and 1 where the algorithm has no such box)."""
+        if self.parameterDefinition(self.ROTATIONS) is None:
+            return 1
+        return 4 if self.parameterAsBoolean(parameters, self.ROTATIONS, context) else 1
 
     @staticmethod
     def map_units_to_px(layer, size: float) -> int:

@@ -113,6 +113,15 @@ def test_build_index_beside_the_scene_and_to_a_file(common, scene_path, tmp_path
     explicit = tmp_path / "explicit.parquet"
     res2 = processing.run("rsclipgeo:buildindex", {**common, "OUTPUT": str(explicit)})
     assert res2["OUTPUT"] == str(explicit) and explicit.is_file() and res2["N_TILES"] == res["N_TILES"]
+    # the rotation-ensemble box reaches the model: the index records it (and a plain one is not reused for it)
+    from rsclip_geo.embeddings.index import read_index_meta
+
+    plain = read_index_meta(explicit)["model"]["fingerprint"]
+    turned = tmp_path / "turned.parquet"
+    processing.run("rsclipgeo:buildindex", {**common, "ROTATIONS": True, "OUTPUT": str(turned)})
+    assert read_index_meta(turned)["model"]["fingerprint"] == plain + "+rot4"
+    processing.run("rsclipgeo:buildindex", {**common, "ROTATIONS": True})
+    assert read_index_meta(sidecar)["model"]["fingerprint"] == plain + "+rot4"
 
 
 def test_bands_parameter_and_bad_band_count(common, scene_layer, tmp_path):

@@ -72,3 +72,13 @@ def test_find_objects_needs_a_dense_head(provider, scene_layer, tiny_bundle):
     with pytest.raises(QgsProcessingException, match="dense head"):
         processing.run("rsclipgeo:findobjects", {"INPUT": scene_layer, "QUERY": "red", "MODEL": str(tiny_bundle),
                                                  "DEVICE": 1, "OUTPUT": "TEMPORARY_OUTPUT"})
+
+
+def test_only_tile_algorithms_offer_the_rotation_ensemble(provider):
+    from qgis.core import QgsApplication
+
+    registry = QgsApplication.processingRegistry()
+    offers = {a.name(): a.parameterDefinition("ROTATIONS") is not None for a in registry.algorithms()
+              if a.provider() is not None and a.provider().id() == "rsclipgeo"}
+    assert offers["findobjects"] is False  # the dense head sees the whole scene, not tiles
+    assert {name for name, has in offers.items() if has} >= {"classifytiles", "searchbytext", "buildindex"}

@@ -197,7 +197,12 @@ def test_settings_dialog_round_trip(qgis_app, tmp_path):
     dialog.device.setCurrentText("cpu")
     dialog.batch.setValue(8)
     dialog.tile.setValue(500.0)
+    assert not dialog.rotations.isChecked()
+    dialog.rotations.setChecked(True)
     dialog.accept()
     loaded = Settings.load()
-    assert (loaded.model_source, loaded.model(), loaded.device, loaded.batch_size, loaded.tile_size_m) == (
-        "folder", str(tmp_path), "cpu", 8, 500.0)
+    assert (loaded.model_source, loaded.model(), loaded.device, loaded.batch_size, loaded.tile_size_m,
+            loaded.rotations) == ("folder", str(tmp_path), "cpu", 8, 500.0, 4)
+    assert SettingsDialog(settings=loaded).rotations.isChecked()
+    loaded.rotations = 3  # a hand-edited value: back to the plain run
+    assert loaded.checked().rotations == 1
