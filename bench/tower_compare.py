@@ -6,9 +6,11 @@ texture) alternately, --rounds times, so a load change on a shared machine hits 
 is the median of the per-round ratios. With --reports (training.model_report --json files, one per bundle), the
 AID-30 zero-shot top-1 per millisecond of image encoding is printed too. Tiles per second compare towers at one
 tile size; when the candidate's input (its default tile) is larger, it labels a scene in fewer tiles, so the
-scenes-per-second ratio is printed as well. Not a unit test: printed, not asserted.
+scenes-per-second ratio is printed as well. --rotations sets each side's rotation ensemble, so one bundle can be
+compared with itself averaged over four quarter turns. Not a unit test: printed, not asserted.
 
     python bench/tower_compare.py --models BASE CANDIDATE [--reports BASE.json CAND.json] [--size 2048] [--rounds 5]
+    python bench/tower_compare.py --models D D --rotations 1 4 --reports REPORT.json REPORT_ROT4.json
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rotations", nargs=2, type=int, default=(1, 1), choices=(1, 4), metavar=("BASE_R", "CAND_R"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    models = [rsclip_geo.load_model(m, device="cpu", threads=args.threads) for m in args.models]
+    models = [rsclip_geo.load_model(m, device="cpu", threads=args.threads, rotations=r)
+              for m, r in zip(args.models, args.rotations)]
     import geopandas  # noqa: F401  (once per process)
 
     rates: list[list[float]] = [[], []]
@@ -62,7 +66,8 @@ def main(argv=None) -> int:
     scene_ratios = [b / c for b, c in zip(*seconds)]  # a tower with larger tiles labels the scene in fewer tiles
     result = {"scene_px": args.size, "rounds": args.rounds, "provider": models[0].provider, "bundles": []}
     for i, (path, m) in enumerate(zip(args.models, models)):
-        row = {"bundle": str(path), "name": m.bundle.name, "size_mb": round(_bundle_mb(path), 1),
+        row = {"bundle": str(path), "name": m.bundle.name, "rotations": m.rotations,
+               "size_mb": round(_bundle_mb(path), 1),
                "tile_px": m.bundle.image.size, "e2e_tiles_per_s_best": round(max(rates[i]), 2),
                "e2e_tiles_per_s_median": round(statistics.median(rates[i]), 2),
                "scene_s_median": round(statistics.median(seconds[i]), 3)}

@@ -17,6 +17,7 @@ note, when its files are absent):
   class (training/data/count_crops.py), exact / within-1 / MAE vs the best constant guess.
 
     python -m training.model_report rsclip_geo/models/default --json runs/v2/report.json
+    python -m training.model_report rsclip_geo/models/default --rotations 4 --json runs/v2/report_rot4.json
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def sample60_top1(model, val, val_emb=None) -> dict:
             "draw": "2 per class, training.eval_bundle.sample_per_class(seed=0) over the aid30 val split"}
 
 
-def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2, probes: bool = True) -> dict:
+def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2, probes: bool = True, rotations: int = 1) -> dict:
     import rsclip_geo
     from rsclip_geo.evaluation.counting import evaluate_counting
     from rsclip_geo.evaluation.datasets import CaptionSet, ImageFolderDataset
@@ -152,8 +153,8 @@ def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2, probes: b
     from rsclip_geo.evaluation.retrieval import retrieval_metrics
     from rsclip_geo.evaluation.zero_shot import evaluate_zero_shot
 
-    model = rsclip_geo.load_model(bundle, device="cpu", threads=threads, batch_size=64)
-    out: dict = {"bundle": str(bundle), "model": model.bundle.name, "skipped": {}}
+    model = rsclip_geo.load_model(bundle, device="cpu", threads=threads, batch_size=64, rotations=rotations)
+    out: dict = {"bundle": str(bundle), "model": model.bundle.name, "rotations": model.rotations, "skipped": {}}
     t0 = time.time()
     val, train = aid30(aid_root)
     val_emb = embed_images(model, val.paths)
@@ -245,6 +246,8 @@ def main(argv=None) -> None:
     ap.add_argument("--aid", type=Path, default=REPO.parent / "shared" / "data" / "aid")
     ap.add_argument("--data", type=Path, default=None, help="fetched data root (default $RSCLIP_DATA or .cache/data)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rotations", type=int, default=1, choices=(1, 4),
+                    help="4: every image embedded as the mean of its four quarter turns (the --rotations option)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-probes", action="store_true", help="skip the linear probe / k-NN / few-shot (minutes)")
     ap.add_argument("--write-card", action="store_true",
@@ -252,7 +255,11 @@ def main(argv=None) -> None:
     ap.add_argument("--compare", type=Path, nargs="*", default=[], metavar="REPORT.json",
                     help="print a markdown table of this bundle next to earlier reports (e.g. the ablation)")
     args = ap.parse_args(argv)
-    rep = report(args.bundle, args.aid, args.data or data_root(), args.threads, probes=not args.no_probes)
+    if args.write_card and args.rotations != 1:
+        ap.error("--write-card stores the card's figures, which are those of the plain (--rotations 1) run; "
+                 "keep a --rotations 4 report as --json")
+    rep = report(args.bundle, args.aid, args.data or data_root(), args.threads, probes=not args.no_probes,
+                 rotations=args.rotations)
     from rsclip_geo.evaluation.report import to_json
 
     text = to_json(rep)
