@@ -297,6 +297,8 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-sizes", default="4096,16384")
     ap.add_argument("--memory-scale", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rotations", type=int, default=1, choices=(1, 4),
+                    help="4: every window's cells are the mean over its four quarter turns (segment --rotations 4)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -308,7 +310,7 @@ def main(argv=None) -> int:
     args.time_grid = tuple(int(v) for v in args.time_grid.lower().split("x"))
     args.threshold = args.threshold if args.threshold == "auto" else float(args.threshold)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    model = rsclip_geo.load_model(args.model, device="cpu", threads=args.threads)
+    model = rsclip_geo.load_model(args.model, device="cpu", threads=args.threads, rotations=args.rotations)
     import onnxruntime as ort
     import os
 

@@ -470,3 +470,35 @@ def test_auto_uses_the_bundles_calibrated_threshold(dense_model, scene, tmp_path
         (folder / "model.json").write_text(json.dumps({**doc, "dense": {**doc["dense"], "threshold": bad}}))
         with pytest.raises(rsclip_geo.BundleError, match="dense.threshold"):
             rsclip_geo.read_bundle(folder)
+
+
+def test_rotation_ensemble_turns_each_windows_cells_back_onto_its_grid(tmp_path):
+    """The tiny dense head is exactly rotation-equivariant (each cell is its block's mean colour), so the mean of the
+    four turns, each turned back, is the plain cell normalised: any misplaced turn would mix other cells in."""
+    bundle = build_tiny_dense_bundle(tmp_path / "dense")
+    plain = rsclip_geo.load_model(bundle, device="cpu")
+    turned = rsclip_geo.load_model(bundle, device="cpu", rotations=4)
+    batch = np.random.default_rng(0).standard_normal((2, 3, 16, 40)).astype(np.float32)  # 2 x 5 cells, not square
+    cells = plain.encode_dense(batch)
+    got = turned.encode_dense(batch)
+    assert got.shape == cells.shape == (2, 2, 5, 3)
+    np.testing.assert_allclose(got, cells / np.linalg.norm(cells, axis=-1, keepdims=True), atol=1e-6)
+
+
+def test_cells_saved_without_rotations_are_not_reused_with_them(tmp_path):
+    bundle = build_tiny_dense_bundle(tmp_path / "dense")
+    scene = write_geotiff(tmp_path / "scene.tif", _scene_pixels(), transform=Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+    plain = rsclip_geo.segment(scene, "red", model=rsclip_geo.load_model(bundle, device="cpu"))
+    turned_model = rsclip_geo.load_model(bundle, device="cpu", rotations=4)
+    turned = rsclip_geo.segment(scene, "red", model=turned_model)
+    assert plain.stats["cells_from"] == turned.stats["cells_from"] == "saved"  # re-encoded, not 'reused'
+    assert rsclip_geo.segment(scene, "red", model=turned_model).stats["cells_from"] == "reused"
+    # the tiny head is rotation-equivariant: the same objects either way
+    assert len(plain.polygons) == len(turned.polygons) > 0
+    said = {}
+    for rotations in ("4", "1"):  # the scene's cache holds the 4-rotation cells now
+        result = CliRunner().invoke(main, ["segment", str(scene), "red", "--model", str(bundle), "--device", "cpu",
+                                           "--rotations", rotations, "-o", str(tmp_path / f"objects{rotations}.gpkg")])
+        assert result.exit_code == 0, result.output
+        said[rotations] = result.output
+    assert "cells reused" in said["4"] and "cells saved" in said["1"]

@@ -39,7 +39,6 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
     action = ""  # the worker action, as in tasks.py
     params_class: type[RunParams] = RunParams
     tiled = True  # False: no tile-size parameter (the heatmap tiles by its own window sizes)
-    rotations = True  # False: no rotation-ensemble parameter (the dense head of 'find objects' sees no tiles)
 
     def createInstance(self):
         return type(self)()
@@ -95,14 +94,11 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         device = QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0)
         batch = QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
                                              defaultValue=16, minValue=1)
-        extra = []
-        if self.rotations:
-            extra.append(QgsProcessingParameterBoolean(
-                self.ROTATIONS, "Average each tile over its four quarter turns (4x slower, more accurate)",
-                defaultValue=False))
-        for p in (device, batch, *extra):
+        rotations = QgsProcessingParameterBoolean(
+            self.ROTATIONS, "Average each tile over its four quarter turns (4x slower, more accurate)", defaultValue=False)
+        for p in (device, batch, rotations):
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        for p in (model, device, batch, *extra):
+        for p in (model, device, batch, rotations):
             self.addParameter(p)
 
     def add_tiles_sink(self, description: str) -> None:
@@ -134,13 +130,8 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
                                  tile_size_m=tile_m, edge=edge, model=folder or Settings.load().model(),
                                  device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                                  batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                                 rotations=self.rotations_of(parameters, context), **extra)
-
-    def rotations_of(self, parameters, context) -> int:
-        """4 when the rotation-ensemble box is ticked, else 1 (and 1 where the algorithm has no such box)."""
-        if self.parameterDefinition(self.ROTATIONS) is None:
-            return 1
-        return 4 if self.parameterAsBoolean(parameters, self.ROTATIONS, context) else 1
+                                 rotations=4 if self.parameterAsBoolean(parameters, self.ROTATIONS, context) else 1,
+                                 **extra)
 
     @staticmethod
     def map_units_to_px(layer, size: float) -> int:

@@ -28,7 +28,6 @@ class FindObjectsAlgorithm(RsclipAlgorithm):
     QUERY, THRESHOLD, MIN_AREA, NEGATIVE, REFINE, DENSE = "QUERY", "THRESHOLD", "MIN_AREA", "NEGATIVE", "REFINE", "DENSE"
     algorithm_name, display_name = "findobjects", "Find objects by text"
     action, params_class = "segment", SegmentParams
-    rotations = False
     tiled = False
 
     def add_own_parameters(self) -> None:

@@ -36,18 +36,17 @@ def _parse_bands(ctx, param, value):
 
 
 def rotations_option(f):
-    """--rotations 1|4 -> ``rotations`` (an int), for the commands whose answers come from image (tile or window)
-    embeddings; ``model_options`` loads the model with it. Not on ``segment`` (its dense head sees the whole
-    scene, not tiles)."""
+    """--rotations 1|4 -> ``rotations`` (an int); ``model_options`` loads the model with it."""
     return click.option(
         "--rotations", type=click.Choice([str(r) for r in ROTATIONS]), default="1", show_default=True,
         callback=lambda ctx, param, value: int(value),
-        help="4: embed every tile turned 0/90/180/270 degrees and average (4x the image-encoding time; more "
-             "accurate zero-shot labels, see the model card). Indexes remember it.")(f)
+        help="4: embed every tile (segment: every window's cells) turned 0/90/180/270 degrees and average (4x the "
+             "encoding time; more accurate zero-shot labels, see the model card). Indexes remember it.")(f)
 
 
 def model_options(f):
-    """--model/--device/--threads/--batch-size (and --rotations where given) -> a loaded ``model`` keyword argument."""
+    """--model/--device/--threads/--batch-size (and --rotations, with ``rotations_option``) -> a loaded ``model``
+    keyword argument."""
     @click.option("--model", "model_name", default=None, metavar="NAME_OR_PATH",
                   help="Model bundle folder or pulled model name (default: the shipped model).")
     @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,

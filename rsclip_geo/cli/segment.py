@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..outputs.writers import VECTOR_DRIVERS, check_output
-from .options import FiniteFloatRange, ProgressBar, model_options, read_options
+from .options import FiniteFloatRange, ProgressBar, model_options, read_options, rotations_option
 
 
 def _threshold(ctx, param, value):
@@ -53,6 +53,7 @@ def _threshold(ctx, param, value):
 @click.option("-q", "--quiet", is_flag=True)
 @read_options
 @model_options
+@rotations_option
 def segment_command(scene, query, output, raster, threshold, min_area_m2, negative, negative_weight, raw, scale,
                     window, overlap, stagger, no_index, no_split, refine, overwrite, quiet, model, scene_options,
                     max_invalid):

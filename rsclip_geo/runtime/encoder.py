@@ -307,10 +307,19 @@ class ClipModel:
 
     def encode_dense(self, batch: np.ndarray) -> np.ndarray:
         """A preprocessed float32 [N, 3, H, W] batch (H, W multiples of ``bundle.dense.stride``) -> per-cell
-        embeddings [N, H / stride, W / stride, D], not normalised."""
+        embeddings [N, H / stride, W / stride, D], not normalised (with ``rotations`` 4: the mean of the four
+        turns' normalised cells, each turned back onto the window's own grid)."""
         stride = self.bundle.dense.stride if self.bundle.dense else 1
         if batch.ndim != 4 or batch.shape[2] % stride or batch.shape[3] % stride:
             raise ValueError(f"dense input must be [N, 3, H, W] with H and W multiples of {stride}, got {batch.shape}")
+        if self.rotations == 1:
+            return self._run_dense(batch)
+        turns = [np.rot90(_l2_normalize(self._run_dense(np.rot90(batch, k, axes=(2, 3)))), -k, axes=(1, 2))
+                 for k in range(self.rotations)]
+        return np.mean(turns, axis=0, dtype=np.float32)
+
+    def _run_dense(self, batch: np.ndarray) -> np.ndarray:
+        stride = self.bundle.dense.stride if self.bundle.dense else 1
         out = self._dense_session().run(None, {"image": np.ascontiguousarray(batch, dtype=np.float32)})[0]
         _check_finite(out, self.bundle.dense_encoder_path, "windows")
         want = (len(batch), batch.shape[2] // stride, batch.shape[3] // stride, self.embed_dim)

@@ -352,7 +352,7 @@ def default_min_area_m2(dmap: DenseMap) -> float | None:
 
 def _dense_cache(sc: Scene, model: ClipModel, scene_options: dict) -> DenseCellCache | None:
     try:
-        return DenseCellCache(sc.path, model.bundle.name, model.weights_fingerprint, scene_options)
+        return DenseCellCache(sc.path, model.bundle.name, model.fingerprint, scene_options)
     except OSError as exc:  # not a local file (e.g. a /vsicurl/ URL): nothing to key the cells on
         log.info("dense cells of %s are not kept (%s)", sc.path, exc)
         return None

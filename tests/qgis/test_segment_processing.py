@@ -74,11 +74,24 @@ def test_find_objects_needs_a_dense_head(provider, scene_layer, tiny_bundle):
                                                  "DEVICE": 1, "OUTPUT": "TEMPORARY_OUTPUT"})
 
 
-def test_only_tile_algorithms_offer_the_rotation_ensemble(provider):
+def test_find_objects_with_the_rotation_ensemble(provider, scene_layer, dense_bundle, tmp_path):
+    """The advanced ROTATIONS box reaches the dense head: its saved cells are keyed '+rot4', beside the plain ones'
+    key, so the second run re-encodes instead of reusing them."""
+    import json
+    from pathlib import Path
+
+    import processing
     from qgis.core import QgsApplication
 
-    registry = QgsApplication.processingRegistry()
-    offers = {a.name(): a.parameterDefinition("ROTATIONS") is not None for a in registry.algorithms()
-              if a.provider() is not None and a.provider().id() == "rsclipgeo"}
-    assert offers["findobjects"] is False  # the dense head sees the whole scene, not tiles
-    assert {name for name, has in offers.items() if has} >= {"classifytiles", "searchbytext", "buildindex"}
+    algorithm = QgsApplication.processingRegistry().algorithmById("rsclipgeo:findobjects")
+    assert algorithm.parameterDefinition("ROTATIONS").defaultValue() is False
+    keys = []
+    for rotations in (False, True):
+        res = processing.run("rsclipgeo:findobjects", {"INPUT": scene_layer, "QUERY": "red",
+                                                       "MODEL": str(dense_bundle), "DEVICE": 1,
+                                                       "ROTATIONS": rotations, "OUTPUT": "TEMPORARY_OUTPUT"})
+        assert res["OUTPUT"] is not None
+        scene = Path(scene_layer.source())
+        meta = scene.with_name(scene.name + ".rsclip-dense.json")  # the cells saved beside the scene
+        keys.append(json.loads(meta.read_text())["model"]["fingerprint"])
+    assert keys[1] == keys[0] + "+rot4"
