@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import rsclip_geo
 from rsclip_geo.cli import main
-from rsclip_geo.errors import BundleError, OutputError, RasterInputError
+from rsclip_geo.errors import BundleError, RasterInputError
 from rsclip_geo.tasks.segment import otsu_threshold
 from tests.utils.rasters import write_geotiff
 from tests.utils.tiny_dense import build_tiny_dense_bundle
