@@ -297,8 +297,8 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-sizes", default="4096,16384")
     ap.add_argument("--memory-scale", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--rotations", type=int, default=1, choices=(1, 4),
-                    help="4: every window's cells are the mean over its four quarter turns (segment --rotations 4)")
+    ap.add_argument("--rotations", type=int, default=1, choices=(1, 2, 4),
+                    help="2 or 4: every window's cells are the mean over its first quarter turns (segment --rotations)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

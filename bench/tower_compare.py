@@ -7,7 +7,7 @@ is the median of the per-round ratios. With --reports (training.model_report --j
 AID-30 zero-shot top-1 per millisecond of image encoding is printed too. Tiles per second compare towers at one
 tile size; when the candidate's input (its default tile) is larger, it labels a scene in fewer tiles, so the
 scenes-per-second ratio is printed as well. --rotations sets each side's rotation ensemble, so one bundle can be
-compared with itself averaged over four quarter turns. Not a unit test: printed, not asserted.
+compared with itself averaged over two or four quarter turns. Not a unit test: printed, not asserted.
 
     python bench/tower_compare.py --models BASE CANDIDATE [--reports BASE.json CAND.json] [--size 2048] [--rounds 5]
     python bench/tower_compare.py --models D D --rotations 1 4 --reports REPORT.json REPORT_ROT4.json
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--rotations", nargs=2, type=int, default=(1, 1), choices=(1, 4), metavar=("BASE_R", "CAND_R"))
+    ap.add_argument("--rotations", nargs=2, type=int, default=(1, 1), choices=(1, 2, 4), metavar=("BASE_R", "CAND_R"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 

@@ -91,7 +91,7 @@ class RunParams:
     model: str | None = None  # None: shipped default; a bundle folder; or a pulled model name
     device: str = "auto"
     batch_size: int = 16
-    rotations: int = 1  # 4: every tile embedded as the mean of its four quarter turns (rsclip_geo's --rotations)
+    rotations: int = 1  # 2 or 4: every tile embedded as the mean of its first quarter turns (rsclip_geo's --rotations)
     out_dir: str = ""  # parent folder of the run folder (default: beside the scene)
 
     def tile(self):

@@ -13,6 +13,10 @@ MODEL_SOURCES = ("default", "folder", "pulled")
 DEVICES = ("auto", "cpu", "cuda")
 # rsclip_geo.raster.tiling.EDGE_POLICIES, default first (copied: the QGIS process never imports the core; a test keeps them equal)
 EDGES = ("shift", "pad", "drop")
+# rsclip_geo.runtime.encoder.ROTATIONS (copied like EDGES; a test keeps them equal): quarter turns averaged per tile
+ROTATIONS = (1, 2, 4)
+ROTATION_TITLES = {1: "1: each tile as read", 2: "2: as read and turned 90 degrees (2x slower)",
+                   4: "4: all four quarter turns averaged (4x slower, most accurate)"}
 EDGE_TITLES = {"shift": "shift the last tile inside (the whole scene is analysed)",
                "pad": "pad (a partial last tile; skipped when mostly outside the scene)",
                "drop": "drop (the edge strip is left out)"}
@@ -27,7 +31,7 @@ class Settings:
     model_name: str = ""
     device: str = "auto"
     batch_size: int = 16
-    rotations: int = 1  # 4: average each tile over its four quarter turns (4x slower)
+    rotations: int = 1  # quarter turns averaged per tile (ROTATIONS): 2 or 4 are slower and more accurate
     tile_size_m: float = 0.0  # 0: the model's input size in pixels
     top: int = 20
     standout: float = 0.0  # search: only hits this many standard deviations above the mean score (0: top N only)
@@ -57,7 +61,7 @@ class Settings:
         if self.device not in DEVICES:
             self.device = "auto"
         self.batch_size = max(1, int(self.batch_size))
-        self.rotations = 4 if int(self.rotations) == 4 else 1
+        self.rotations = int(self.rotations) if int(self.rotations) in ROTATIONS else 1
         self.tile_size_m = max(0.0, float(self.tile_size_m))
         self.top = max(1, int(self.top))
         self.standout = min(10.0, max(0.0, float(self.standout)))

@@ -227,5 +227,5 @@ def test_rotations_option_reaches_the_model(tmp_path):
         import geopandas as gpd
         labels[rotations] = list(gpd.read_file(out)["label"])
     assert labels == {"1": ["red", "red"], "4": ["blue", "blue"]}
-    bad = run("tile-classify", scene, "--labels", "red,blue", "--model", upright, "--rotations", "2")
-    assert bad.exit_code == 2 and "'2' is not one of '1', '4'" in bad.output
+    bad = run("tile-classify", scene, "--labels", "red,blue", "--model", upright, "--rotations", "3")
+    assert bad.exit_code == 2 and "'3' is not one of '1', '2', '4'" in bad.output

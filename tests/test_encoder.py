@@ -227,31 +227,34 @@ def _red_over_blue(size=16):
     return img
 
 
-def test_four_rotations_average_the_quarter_turns(upright_bundle):
+@pytest.mark.parametrize("n", [2, 4])
+def test_rotations_average_the_first_quarter_turns(upright_bundle, n):
     plain = rsclip_geo.load_model(upright_bundle, device="cpu", batch_size=3)
-    turned = rsclip_geo.load_model(upright_bundle, device="cpu", batch_size=3, rotations=4)
+    turned = rsclip_geo.load_model(upright_bundle, device="cpu", batch_size=3, rotations=n)
     rng = np.random.default_rng(0)
     images = [_red_over_blue()] + [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(4)]
     got = turned.encode_images(images)
-    # by definition: the mean of the normalised embeddings of each image turned k quarter turns (numpy's rot90,
-    # counter-clockwise, on the HxW axes), renormalised
-    each = np.stack([plain.encode_images([np.rot90(im, k) for im in images]) for k in range(4)])
+    # by definition: the mean of the normalised embeddings of each image turned k = 0..n-1 quarter turns (numpy's
+    # rot90, counter-clockwise, on the HxW axes), renormalised
+    each = np.stack([plain.encode_images([np.rot90(im, k) for im in images]) for k in range(n)])
     want = each.mean(axis=0)
     np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
     # a preprocessed float batch takes the same path as uint8 images
     np.testing.assert_allclose(turned.encode_images(turned.preprocess(images)), got, atol=1e-6)
     # by hand for a normalised batch of red (+1, -1, -1) over blue (-1, -1, +1): the top half is red (turn 0), blue
-    # (turn 2), half of each (turns 1, 3), so red and blue cancel and only the shared green -1 is left
+    # (turn 2), half of each (turns 1, 3)
     batch = np.empty((1, 3, 16, 16), np.float32)
     batch[0, :, :8] = np.array([1, -1, -1], np.float32)[:, None, None]
     batch[0, :, 8:] = np.array([-1, -1, 1], np.float32)[:, None, None]
-    np.testing.assert_allclose(turned.encode_images(batch)[0], [0.0, -1.0, 0.0], atol=1e-6)
+    red, half = np.array([1, -1, -1]) / np.sqrt(3), np.array([0.0, -1.0, 0.0])
+    want = {2: (red + half) / np.linalg.norm(red + half), 4: half}[n]  # turn 2 (blue) cancels turn 0's red
+    np.testing.assert_allclose(turned.encode_images(batch)[0], want, atol=1e-6)
     np.testing.assert_allclose(plain.encode_images(batch)[0], np.array([1, -1, -1]) / np.sqrt(3), atol=1e-6)
 
 
 def test_rotations_other_than_1_or_4_are_refused(upright_bundle):
-    for bad in (0, 2, 3, "4", True):
-        with pytest.raises(ValueError, match=r"rotations must be one of 1, 4 .*got " + repr(bad).replace("'", ".")):
+    for bad in (0, 3, 8, "4", True):
+        with pytest.raises(ValueError, match=r"rotations must be one of 1, 2, 4 .*got " + repr(bad).replace("'", ".")):
             rsclip_geo.load_model(upright_bundle, device="cpu", rotations=bad)
 
 
@@ -260,4 +263,5 @@ def test_rotations_are_part_of_the_embedding_fingerprint(upright_bundle):
     turned = rsclip_geo.load_model(upright_bundle, device="cpu", rotations=4)
     assert plain.fingerprint == plain.weights_fingerprint == turned.weights_fingerprint  # old indexes stay valid
     assert turned.fingerprint == plain.fingerprint + "+rot4"
+    assert rsclip_geo.load_model(upright_bundle, device="cpu", rotations=2).fingerprint == plain.fingerprint + "+rot2"
     assert "rotations=4" in repr(turned) and "rotations" not in repr(plain)

@@ -292,4 +292,5 @@ def test_rotations_are_part_of_the_index_key(tiny_bundle, scene, tmp_path):
     result = CliRunner().invoke(main, ["search", str(path), "red", "--model", str(tiny_bundle), "--device", "cpu",
                                        "--rotations", "4", "-o", str(tmp_path / "hits.gpkg")])
     assert result.exit_code != 0 and "--rotations 1, this run uses --rotations 4" in result.output
+    assert "search it with the --rotations it was built with" in result.output
     assert not (tmp_path / "hits.gpkg").exists()

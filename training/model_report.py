@@ -246,8 +246,8 @@ def main(argv=None) -> None:
     ap.add_argument("--aid", type=Path, default=REPO.parent / "shared" / "data" / "aid")
     ap.add_argument("--data", type=Path, default=None, help="fetched data root (default $RSCLIP_DATA or .cache/data)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rotations", type=int, default=1, choices=(1, 4),
-                    help="4: every image embedded as the mean of its four quarter turns (the --rotations option)")
+    ap.add_argument("--rotations", type=int, default=1, choices=(1, 2, 4),
+                    help="2 or 4: every image embedded as the mean of its first 2 or 4 quarter turns (--rotations)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-probes", action="store_true", help="skip the linear probe / k-NN / few-shot (minutes)")
     ap.add_argument("--write-card", action="store_true",
@@ -257,7 +257,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.write_card and args.rotations != 1:
         ap.error("--write-card stores the card's figures, which are those of the plain (--rotations 1) run; "
-                 "keep a --rotations 4 report as --json")
+                 "keep a --rotations 2 or 4 report as --json")
     rep = report(args.bundle, args.aid, args.data or data_root(), args.threads, probes=not args.no_probes,
                  rotations=args.rotations)
     from rsclip_geo.evaluation.report import to_json

@@ -14,12 +14,12 @@ Held here once so that each algorithm file says only what is its own: its names
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterBand,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterFeatureSink, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer)
 
 from ..icon import icon
-from ..settings import DEVICES, EDGE_TITLES, EDGES, Settings
+from ..settings import DEVICES, EDGE_TITLES, EDGES, ROTATION_TITLES, ROTATIONS, Settings
 from ..sources import LayerSourceError, raster_file
 from ..runs import RunParams
 from ..tasks import profile_deps_folder, run_in_worker
@@ -94,8 +94,8 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
         device = QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0)
         batch = QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
                                              defaultValue=16, minValue=1)
-        rotations = QgsProcessingParameterBoolean(
-            self.ROTATIONS, "Average each tile over its four quarter turns (4x slower, more accurate)", defaultValue=False)
+        rotations = QgsProcessingParameterEnum(self.ROTATIONS, "Rotations: quarter turns averaged per tile",
+                                               options=[ROTATION_TITLES[r] for r in ROTATIONS], defaultValue=0)
         for p in (device, batch, rotations):
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         for p in (model, device, batch, rotations):
@@ -130,7 +130,7 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
                                  tile_size_m=tile_m, edge=edge, model=folder or Settings.load().model(),
                                  device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                                  batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                                 rotations=4 if self.parameterAsBoolean(parameters, self.ROTATIONS, context) else 1,
+                                 rotations=ROTATIONS[self.parameterAsEnum(parameters, self.ROTATIONS, context)],
                                  **extra)
 
     @staticmethod

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
-                                 QFormLayout, QRadioButton, QSpinBox, QVBoxLayout)
+from qgis.PyQt.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
+                                 QRadioButton, QSpinBox, QVBoxLayout)
 
-from ..settings import DEVICES, MODEL_SOURCES, Settings, pulled_model_names, pulled_models_dir
+from ..settings import (DEVICES, MODEL_SOURCES, ROTATION_TITLES, ROTATIONS, Settings, pulled_model_names,
+                        pulled_models_dir)
 
 
 class SettingsDialog(QDialog):
@@ -39,11 +40,12 @@ class SettingsDialog(QDialog):
         self.batch = QSpinBox(self)
         self.batch.setRange(1, 1024)
         self.batch.setValue(s.batch_size)
-        self.rotations = QCheckBox("average each tile over its four quarter turns (4x slower)", self)
-        self.rotations.setChecked(s.rotations == 4)
-        self.rotations.setToolTip("aerial scenes have no 'up': the mean embedding of a tile turned 0/90/180/270 "
-                                  "degrees labels it more reliably (the model card has the figures); indexes "
-                                  "built without it are rebuilt")
+        self.rotations = QComboBox(self)
+        self.rotations.addItems([ROTATION_TITLES[r] for r in ROTATIONS])
+        self.rotations.setCurrentIndex(ROTATIONS.index(s.rotations))
+        self.rotations.setToolTip("aerial scenes have no 'up': the mean embedding of a tile and its quarter turns "
+                                  "labels it more reliably (the model card has the figures); indexes built with "
+                                  "another setting are rebuilt")
         self.tile = QDoubleSpinBox(self)
         self.tile.setRange(0.0, 1e6)
         self.tile.setDecimals(1)
@@ -81,7 +83,7 @@ class SettingsDialog(QDialog):
         return Settings(model_source=MODEL_SOURCES[max(0, self.source_buttons.checkedId())],
                         model_folder=self.folder.filePath(), model_name=self.pulled.currentText().strip(),
                         device=self.device.currentText(), batch_size=self.batch.value(),
-                        rotations=4 if self.rotations.isChecked() else 1,
+                        rotations=ROTATIONS[self.rotations.currentIndex()],
                         tile_size_m=self.tile.value(), top=self.top.value(), standout=self.standout.value(),
                         output_folder=self.output.filePath()).checked()
 

@@ -41,7 +41,8 @@ def rotations_option(f):
         "--rotations", type=click.Choice([str(r) for r in ROTATIONS]), default="1", show_default=True,
         callback=lambda ctx, param, value: int(value),
         help="4: embed every tile (segment: every window's cells) turned 0/90/180/270 degrees and average (4x the "
-             "encoding time; more accurate zero-shot labels, see the model card). Indexes remember it.")(f)
+             "encoding time; more accurate answers, see the model card); 2: turned 0 and 90 degrees (2x). Indexes "
+             "remember it.")(f)
 
 
 def model_options(f):

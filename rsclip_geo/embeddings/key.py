@@ -106,7 +106,7 @@ def stale_reason(meta: dict, *, model_fingerprint: str, scene: str | os.PathLike
 
 
 def _rotations_of(fingerprint: str) -> tuple[str, int]:
-    """(weights fingerprint, rotations) of an embedding fingerprint ('<weights>' or '<weights>+rot4')."""
+    """(weights fingerprint, rotations) of an embedding fingerprint ('<weights>' or '<weights>+rot2' / '+rot4')."""
     weights, _, turns = fingerprint.partition("+rot")
     return weights, int(turns) if turns.isdigit() else 1
 

@@ -35,12 +35,13 @@ _CPU = "CPUExecutionProvider"
 # Graph optimisers left out for float16 encoders: onnxruntime's NchwcTransformer (an fp32-only CPU layout pass of
 # ORT_ENABLE_ALL) crashed the process (segfault) on an fp16 ViT graph at session creation (onnxruntime 1.32).
 FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
-# Image rotation ensembles: 1 = the tile as read; 4 = the mean of its four quarter turns (aerial scenes have no 'up').
-ROTATIONS = (1, 4)
+# Image rotation ensembles (aerial scenes have no 'up'): the mean embedding of the first N quarter turns of a tile,
+# 1 = as read, 2 = as read and turned 90 degrees, 4 = all four turns.
+ROTATIONS = (1, 2, 4)
 
 
 def check_rotations(rotations) -> int:
-    """1 or 4, as an int; anything else is a ValueError that says what is allowed."""
+    """1, 2 or 4, as an int; anything else is a ValueError that says what is allowed."""
     if isinstance(rotations, bool) or rotations not in ROTATIONS:
         raise ValueError(f"rotations must be one of {', '.join(map(str, ROTATIONS))} (quarter turns averaged per "
                          f"image), got {rotations!r}")
@@ -158,7 +159,8 @@ class ClipModel:
         only. True on CPU gives the same embeddings as the plain path (bound to CPU memory) and is for tests.
 
         ``rotations``: 4 embeds every image turned 0/90/180/270 degrees and averages the four (normalised)
-        embeddings: 4x the image-encoding time for a more stable embedding (MODEL_CARD.md has the figures).
+        embeddings, 2 the image as read and turned 90 degrees: 4x / 2x the image-encoding time for a more stable
+        embedding (MODEL_CARD.md has the figures).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -258,7 +260,7 @@ class ClipModel:
     def encode_images(self, images: Sequence[np.ndarray] | np.ndarray, normalize: bool = True) -> np.ndarray:
         """Uint8 HxWx3 RGB images (any size) or a preprocessed NCHW float32 batch -> [N, D].
 
-        With ``rotations`` 4 the un-normalised result is the mean of the four turns' normalised embeddings."""
+        With ``rotations`` 2 or 4 the un-normalised result is the mean of the turns' normalised embeddings."""
         if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype == np.float32:
             chunks = [images[i:i + self.batch_size] for i in range(0, len(images), self.batch_size)]
             out = [self._encode_turns(np.ascontiguousarray(c)) for c in chunks]
@@ -270,8 +272,8 @@ class ClipModel:
         return _l2_normalize(emb) if normalize else emb
 
     def _encode_turns(self, batch: np.ndarray) -> np.ndarray:
-        """One preprocessed batch, as read (rotations 1) or averaged over its quarter turns (rotations 4; the
-        input is square by the bundle contract, so every turn has the encoder's input shape)."""
+        """One preprocessed batch, as read (rotations 1) or averaged over its first 2 or 4 quarter turns (the input
+        is square by the bundle contract, so every turn has the encoder's input shape)."""
         if self.rotations == 1:
             return self.encode_batch(batch)
         turns = [_l2_normalize(self.encode_batch(np.ascontiguousarray(np.rot90(batch, k, axes=(2, 3)))))
@@ -307,7 +309,7 @@ class ClipModel:
 
     def encode_dense(self, batch: np.ndarray) -> np.ndarray:
         """A preprocessed float32 [N, 3, H, W] batch (H, W multiples of ``bundle.dense.stride``) -> per-cell
-        embeddings [N, H / stride, W / stride, D], not normalised (with ``rotations`` 4: the mean of the four
+        embeddings [N, H / stride, W / stride, D], not normalised (with ``rotations`` 2 or 4: the mean of the
         turns' normalised cells, each turned back onto the window's own grid)."""
         stride = self.bundle.dense.stride if self.bundle.dense else 1
         if batch.ndim != 4 or batch.shape[2] % stride or batch.shape[3] % stride:
@@ -380,7 +382,7 @@ class ClipModel:
 
 def with_rotations(weights_fingerprint: str, rotations: int) -> str:
     """The embedding fingerprint: the weights' own for rotations 1 (so indexes built before rotation ensembles
-    existed stay valid), '<weights>+rot4' for 4."""
+    existed stay valid), '<weights>+rot2' / '+rot4' for 2 / 4."""
     return weights_fingerprint if rotations == 1 else f"{weights_fingerprint}+rot{rotations}"
 
 

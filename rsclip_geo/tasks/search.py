@@ -37,6 +37,9 @@ def _has_index_key(path: Path) -> bool:
 def _check_model(meta: dict, where, model: ClipModel) -> None:
     """Embeddings of other weights live in another space: scoring them against this model's text is noise."""
     reason = stale_reason(meta, model_fingerprint=model.fingerprint)
+    if reason and "--rotations" in reason:  # same weights, other rotation ensemble (embeddings/key.py)
+        raise IndexFileError(f"{where}: {reason}; search it with the --rotations it was built with (load_model("
+                             "rotations=...)) or rebuild the index")
     if reason:
         raise IndexFileError(f"{where}: {reason}; the loaded model is {model.bundle.name!r}: search it with that "
                              "model or rebuild the index")

@@ -102,6 +102,14 @@ def test_processing_edge_option_and_why_tiles_were_skipped(naip_layer, tiny_bund
     registry.removeProvider("rsclipgeo")
 
 
+def test_plugin_rotations_are_the_core_s():
+    from rsclip_geo.runtime.encoder import ROTATIONS as CORE_ROTATIONS
+
+    from qgis_plugin.settings import ROTATION_TITLES, ROTATIONS
+
+    assert ROTATIONS == CORE_ROTATIONS == tuple(ROTATION_TITLES) and ROTATIONS[0] == 1
+
+
 def test_plugin_edge_list_is_the_core_s():
     from rsclip_geo.raster.tiling import EDGE_POLICIES, TileSpec
 

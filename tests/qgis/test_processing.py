@@ -118,10 +118,10 @@ def test_build_index_beside_the_scene_and_to_a_file(common, scene_path, tmp_path
 
     plain = read_index_meta(explicit)["model"]["fingerprint"]
     turned = tmp_path / "turned.parquet"
-    processing.run("rsclipgeo:buildindex", {**common, "ROTATIONS": True, "OUTPUT": str(turned)})
+    processing.run("rsclipgeo:buildindex", {**common, "ROTATIONS": 2, "OUTPUT": str(turned)})  # enum 2: 4 turns
     assert read_index_meta(turned)["model"]["fingerprint"] == plain + "+rot4"
-    processing.run("rsclipgeo:buildindex", {**common, "ROTATIONS": True})
-    assert read_index_meta(sidecar)["model"]["fingerprint"] == plain + "+rot4"
+    processing.run("rsclipgeo:buildindex", {**common, "ROTATIONS": 1})
+    assert read_index_meta(sidecar)["model"]["fingerprint"] == plain + "+rot2"
 
 
 def test_bands_parameter_and_bad_band_count(common, scene_layer, tmp_path):

@@ -84,9 +84,9 @@ def test_find_objects_with_the_rotation_ensemble(provider, scene_layer, dense_bu
     from qgis.core import QgsApplication
 
     algorithm = QgsApplication.processingRegistry().algorithmById("rsclipgeo:findobjects")
-    assert algorithm.parameterDefinition("ROTATIONS").defaultValue() is False
+    assert algorithm.parameterDefinition("ROTATIONS").defaultValue() == 0  # '1: each tile as read'
     keys = []
-    for rotations in (False, True):
+    for rotations in (0, 2):  # 1 and 4 quarter turns
         res = processing.run("rsclipgeo:findobjects", {"INPUT": scene_layer, "QUERY": "red",
                                                        "MODEL": str(dense_bundle), "DEVICE": 1,
                                                        "ROTATIONS": rotations, "OUTPUT": "TEMPORARY_OUTPUT"})

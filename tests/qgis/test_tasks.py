@@ -197,12 +197,12 @@ def test_settings_dialog_round_trip(qgis_app, tmp_path):
     dialog.device.setCurrentText("cpu")
     dialog.batch.setValue(8)
     dialog.tile.setValue(500.0)
-    assert not dialog.rotations.isChecked()
-    dialog.rotations.setChecked(True)
+    assert dialog.rotations.currentText().startswith("1:")
+    dialog.rotations.setCurrentIndex(2)
     dialog.accept()
     loaded = Settings.load()
     assert (loaded.model_source, loaded.model(), loaded.device, loaded.batch_size, loaded.tile_size_m,
             loaded.rotations) == ("folder", str(tmp_path), "cpu", 8, 500.0, 4)
-    assert SettingsDialog(settings=loaded).rotations.isChecked()
-    loaded.rotations = 3  # a hand-edited value: back to the plain run
+    assert SettingsDialog(settings=loaded).rotations.currentText().startswith("4:")
+    loaded.rotations = 3  # a hand-edited value the core does not take: back to the plain run
     assert loaded.checked().rotations == 1
