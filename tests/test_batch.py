@@ -338,3 +338,17 @@ def test_rotations_travel_with_the_job_and_rerun_finished_scenes(scenes, tiny_bu
         outputs.append(result.output)
     assert "2 done, 0 skipped" in outputs[0] and "2 done, 0 skipped" in outputs[1]
     assert "0 done, 2 skipped" in outputs[2]
+
+
+def test_a_loaded_model_with_other_rotations_is_refused_not_overridden(scenes, tiny_bundle, tmp_path):
+    import rsclip_geo
+
+    plain = rsclip_geo.load_model(tiny_bundle, device="cpu")
+    with pytest.raises(ValueError, match="rotations=4 but the given model was loaded with rotations=1"):
+        batch_index(scenes[:1], tmp_path / "out", plain, scales=[TILE], rotations=4)
+    assert not (tmp_path / "out").exists()  # refused before OUT_DIR was made
+    turned = rsclip_geo.load_model(tiny_bundle, device="cpu", rotations=4)
+    s = batch_index(scenes[:1], tmp_path / "out", turned, scales=[TILE])  # None: the model's own
+    from rsclip_geo.embeddings.index import read_index_meta
+
+    assert read_index_meta(s.done[0].output)["model"]["fingerprint"].endswith("+rot4")

@@ -90,8 +90,8 @@ def _run_batch(kind, collection, out_dir, model, params, *, asset, recursive, st
                device, threads, batch_size, rotations, rebuild, overwrite, progress) -> BatchSummary:
     start = time.perf_counter()
     coll = read_collection(collection, asset=asset, recursive=recursive, strict=strict)
+    spec, loaded = model_spec(model, device, threads, batch_size, rotations)  # before OUT_DIR is made
     out = prepare_out_dir(out_dir)
-    spec, loaded = model_spec(model, device, threads, batch_size, rotations)
     jobs, extra = plan_jobs(kind, coll, out, spec, params, rebuild, overwrite)
     log.info("batch %s: %d scenes -> %s", kind, len(jobs), out)
     results, n_workers = run_jobs(jobs, client, workers, scheduler, progress, loaded)
@@ -103,13 +103,14 @@ def batch_index(collection, out_dir: str | os.PathLike, model: ClipModel | str |
                 scales: Sequence[TileSpec] | None = None, max_invalid: float = 0.5, dtype: str = "float16", *,
                 asset: str | None = None, recursive: bool = False, strict: bool = False, client=None,
                 workers: int | None = None, scheduler: str | None = None, device: str = "auto",
-                threads: int | None = None, batch_size: int = 32, rotations: int = 1, rebuild: bool = False,
+                threads: int | None = None, batch_size: int = 32, rotations: int | None = None, rebuild: bool = False,
                 overwrite: bool = False, progress: ProgressCallback | None = None, **scene_options) -> BatchSummary:
     """Index every scene of ``collection`` into ``out_dir`` (one partition per scene, readable by search).
 
     ``collection``: folder / list file / STAC JSON path, list of paths, or a Collection. ``model``: a bundle
     name or path the workers load (a ClipModel is used as is when running in-process). ``client`` (a
     ``distributed.Client``), ``workers`` (a new LocalCluster) or ``scheduler`` (an address); none: in-process.
+    ``rotations``: the rotation ensemble (1, 2, 4; None: a loaded model's own, else 1).
     """
     if dtype not in ("float16", "float32"):
         raise ValueError(f"embedding dtype must be float16 or float32, got {dtype!r}")
@@ -127,7 +128,7 @@ def batch_classify(collection, out_dir: str | os.PathLike, labels: str | Sequenc
                    min_score: float = 0.0, max_invalid: float = 0.5, templates: Sequence[str] | None = None, *,
                    asset: str | None = None, recursive: bool = False, strict: bool = False, client=None,
                    workers: int | None = None, scheduler: str | None = None, device: str = "auto",
-                   threads: int | None = None, batch_size: int = 32, rotations: int = 1, rebuild: bool = False,
+                   threads: int | None = None, batch_size: int = 32, rotations: int | None = None, rebuild: bool = False,
                    overwrite: bool = False, progress: ProgressCallback | None = None,
                    **scene_options) -> BatchSummary:
     """Label every tile of every scene (as ``tile_classify``), one GeoParquet partition per scene in ``out_dir``."""

@@ -36,14 +36,19 @@ class SceneJob:
 
 
 def model_spec(model, device: str, threads: int | None, batch_size: int,
-               rotations: int = 1) -> tuple[ModelSpec, ClipModel | None]:
-    """Resolve the model on the client once: a path the workers load, and its fingerprint."""
+               rotations: int | None = None) -> tuple[ModelSpec, ClipModel | None]:
+    """Resolve the model on the client once: a path the workers load, and its fingerprint. ``rotations``: None =
+    a loaded model's own (1 for a path); a loaded model with other rotations is refused, not silently overridden."""
     if isinstance(model, ClipModel):
+        if rotations is not None and rotations != model.rotations:
+            raise ValueError(f"rotations={rotations} but the given model was loaded with rotations={model.rotations}"
+                             "; load it with load_model(..., rotations=...) or pass the bundle path instead")
         bundle, loaded = model.bundle, model
         device = "cuda" if model.provider == "CUDAExecutionProvider" else "cpu"
         batch_size, rotations = model.batch_size, model.rotations
     else:
         bundle, loaded = read_bundle(resolve_model_path(model)), None
+        rotations = 1 if rotations is None else rotations
     if bundle.root is None:
         raise BundleError(f"model {bundle.name!r} has no bundle folder; workers need a path to load it from")
     rotations = check_rotations(rotations)
