@@ -93,8 +93,8 @@ class DenseMap:
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Window origins in cells (one or two grids, each rows x cols), window size in cells, and the cell grid's size
-    and cell size in scene pixels."""
+    """Window origins in cells (one or two grids, each rows x cols), window size in cells, the cell grid's size
+    and cell size in scene pixels, and the choices that made them (stride, scale, overlap, stagger)."""
 
     grids: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # ((row origins, col origins), ...)
     win_rows: int
@@ -102,9 +102,20 @@ class WindowPlan:
     n_rows: int
     n_cols: int
     cell_px: float
+    stride: int = 0
+    scale: float = 1.0
+    overlap: float = 0.0
+    staggered: bool = False
 
     def __len__(self) -> int:
         return sum(len(r) * len(c) for r, c in self.grids)
+
+    def layout(self) -> dict:
+        """What, besides the scene, model and scene options, decides the windows (the dense cell cache's key)."""
+        return {"stride": self.stride, "scale": float(self.scale), "cell_px": float(self.cell_px),
+                "overlap": float(self.overlap), "staggered": bool(self.staggered),
+                "window_cells": [self.win_rows, self.win_cols], "cells": [self.n_rows, self.n_cols],
+                "windows": len(self)}
 
     def origins(self):
         """(row, col) of every window, in the order they are encoded (grid by grid, row by row)."""
@@ -149,7 +160,7 @@ def plan_windows(width: int, height: int, stride: int, scale: float, window: int
         extra_r, extra_c = _offset_starts(n_rows, win_rows, step_r), _offset_starts(n_cols, win_cols, step_c)
         if extra_r or extra_c:  # a strip one window high (or wide) is staggered along its length only
             grids.append((extra_r or grids[0][0], extra_c or grids[0][1]))
-    return WindowPlan(tuple(grids), win_rows, win_cols, n_rows, n_cols, cell_px)
+    return WindowPlan(tuple(grids), win_rows, win_cols, n_rows, n_cols, cell_px, stride, scale, overlap, staggered)
 
 
 def _normalise(chw: np.ndarray, mean, std) -> np.ndarray:
@@ -243,7 +254,7 @@ def _encoded_windows(scene: Scene, model: ClipModel, plan: WindowPlan, per_run: 
 
 def cell_scores(scene: Scene, model: ClipModel, q: np.ndarray, negatives: np.ndarray, plan: WindowPlan,
                 negative_weight: float = 0.5, max_invalid: float = 0.5, progress: ProgressCallback | None = None,
-                cache: DenseCellCache | None = None, layout: dict | None = None) -> tuple[np.ndarray, str]:
+                cache: DenseCellCache | None = None) -> tuple[np.ndarray, str]:
     """Mean score per cell over the windows covering it (NaN where none did; see the module docstring), and
     where the cell embeddings came from: 'encoded', or with a ``cache`` 'reused', 'saved' or 'not saved'."""
     stride = model.bundle.dense.stride
@@ -270,7 +281,7 @@ def cell_scores(scene: Scene, model: ClipModel, q: np.ndarray, negatives: np.nda
         return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
     if cache is not None:
-        reason = cache.stale_reason(layout, shape, dim)
+        reason = cache.stale_reason(plan.layout(), shape, dim)
         if reason is None:
             try:
                 for first, rec in cache.read(shape, dim, per_run):
@@ -281,7 +292,7 @@ def cell_scores(scene: Scene, model: ClipModel, q: np.ndarray, negatives: np.nda
                 reason = str(exc)
                 total[:], count[:] = 0, 0
         log.info("encoding the dense cells of %s (%s: %s)", scene.path, cache.npy.name, reason)
-    writer = cache.writer(layout, shape, dim) if cache is not None else None
+    writer = cache.writer(plan.layout(), shape, dim) if cache is not None else None
     try:
         for first, emb, frac in _encoded_windows(scene, model, plan, per_run):
             if writer is not None:  # scored as stored, so the next run's map is this one
@@ -296,13 +307,6 @@ def cell_scores(scene: Scene, model: ClipModel, q: np.ndarray, negatives: np.nda
     if writer is None:
         return result(), "encoded"
     return result(), "saved" if writer.commit() else "not saved"
-
-
-def window_layout(plan: WindowPlan, stride: int, scale: float, overlap: float, staggered: bool) -> dict:
-    """What, besides the scene, model and scene options, decides the windows (the dense cell cache's key)."""
-    return {"stride": stride, "scale": float(scale), "cell_px": float(plan.cell_px), "overlap": float(overlap),
-            "staggered": bool(staggered), "window_cells": [plan.win_rows, plan.win_cols],
-            "cells": [plan.n_rows, plan.n_cols], "windows": len(plan)}
 
 
 def _linear_taps(n_out: int, out_px: float, cell_px: float, n_cells: int):
@@ -356,8 +360,7 @@ def dense_map(scene: Scene, model: ClipModel, query: str, negatives: Sequence[st
     plan = plan_windows(scene.width, scene.height, spec.stride, scale, window, model.bundle.image.size, overlap,
                         str(scene.path), staggered)
     t0 = time.perf_counter()
-    layout = window_layout(plan, spec.stride, scale, overlap, staggered)
-    cells, source = cell_scores(scene, model, q, neg, plan, negative_weight, max_invalid, progress, cache, layout)
+    cells, source = cell_scores(scene, model, q, neg, plan, negative_weight, max_invalid, progress, cache)
     t_enc = time.perf_counter() - t0
     grid = output_grid(scene, max_cells=max_cells)
     array = to_output_grid(cells, plan.cell_px, grid)
