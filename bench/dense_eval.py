@@ -44,6 +44,7 @@ from rsclip_geo.tasks.dense_map import dense_map  # noqa: E402
 from rsclip_geo.tasks.heatmap import heatmap  # noqa: E402
 from rsclip_geo.raster.scene import NotGeoreferencedSceneWarning, Scene  # noqa: E402
 from rsclip_geo.tasks.segment import segment  # noqa: E402
+from rsclip_geo.runtime.encoder import ROTATIONS  # noqa: E402
 from tests.utils.mosaic import (DEFAULT_CLASSES, build_mosaic, class_query, roc_auc, shifted_mosaic,  # noqa: E402
                                 truth_on_grid)
 
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-sizes", default="4096,16384")
     ap.add_argument("--memory-scale", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--rotations", type=int, default=1, choices=(1, 2, 4),
+    ap.add_argument("--rotations", type=int, default=1, choices=ROTATIONS,
                     help="2 or 4: every window's cells are the mean over its first quarter turns (segment --rotations)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)

@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rsclip_geo  # noqa: E402
+from rsclip_geo.runtime.encoder import ROTATIONS  # noqa: E402
 from throughput import make_scene  # noqa: E402  (bench/throughput.py: the same scene texture)
 
 LABELS = ["water", "forest", "farmland", "buildings"]
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--rotations", nargs=2, type=int, default=(1, 1), choices=(1, 2, 4), metavar=("BASE_R", "CAND_R"))
+    ap.add_argument("--rotations", nargs=2, type=int, default=(1, 1), choices=ROTATIONS, metavar=("BASE_R", "CAND_R"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 

@@ -241,12 +241,14 @@ def write_card(bundle: Path, rep: dict) -> None:
 
 
 def main(argv=None) -> None:
+    from rsclip_geo.runtime.encoder import ROTATIONS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--aid", type=Path, default=REPO.parent / "shared" / "data" / "aid")
     ap.add_argument("--data", type=Path, default=None, help="fetched data root (default $RSCLIP_DATA or .cache/data)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rotations", type=int, default=1, choices=(1, 2, 4),
+    ap.add_argument("--rotations", type=int, default=1, choices=ROTATIONS,
                     help="2 or 4: every image embedded as the mean of its first 2 or 4 quarter turns (--rotations)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-probes", action="store_true", help="skip the linear probe / k-NN / few-shot (minutes)")

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Sequence
 
 from ..raster.scene import Scene, scene_path
+from ..runtime.encoder import split_rotations
 from ..raster.tile_stream import check_max_invalid
 from ..raster.tiling import TileSpec, as_tile_spec
 
@@ -89,7 +90,7 @@ def stale_reason(meta: dict, *, model_fingerprint: str, scene: str | os.PathLike
     stored_model = meta.get("model") or {}
     stored_fingerprint = str(stored_model.get("fingerprint"))
     if stored_fingerprint != model_fingerprint:
-        (stored_weights, stored_turns), (weights, turns) = map(_rotations_of, (stored_fingerprint, model_fingerprint))
+        (stored_weights, stored_turns), (weights, turns) = map(split_rotations, (stored_fingerprint, model_fingerprint))
         if stored_weights == weights:
             return f"it was built with --rotations {stored_turns}, this run uses --rotations {turns}"
         return f"it was built with model {stored_model.get('name')!r} (other weights)"
@@ -103,12 +104,6 @@ def stale_reason(meta: dict, *, model_fingerprint: str, scene: str | os.PathLike
             if not same:
                 return TILING_PARTS[part]
     return None
-
-
-def _rotations_of(fingerprint: str) -> tuple[str, int]:
-    """(weights fingerprint, rotations) of an embedding fingerprint ('<weights>' or '<weights>+rot2' / '+rot4')."""
-    weights, _, turns = fingerprint.partition("+rot")
-    return weights, int(turns) if turns.isdigit() else 1
 
 
 def usable_scales(meta: dict, specs: Sequence[TileSpec]) -> dict[int, int]:

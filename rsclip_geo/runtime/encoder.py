@@ -274,10 +274,17 @@ class ClipModel:
     def _encode_turns(self, batch: np.ndarray) -> np.ndarray:
         """One preprocessed batch, as read (rotations 1) or averaged over its first 2 or 4 quarter turns (the input
         is square by the bundle contract, so every turn has the encoder's input shape)."""
+        return self._average_turns(batch, self.encode_batch)
+
+    def _average_turns(self, batch: np.ndarray, run, back_axes: tuple[int, int] | None = None) -> np.ndarray:
+        """``run(batch)`` for rotations 1; else the mean of ``run``'s normalised outputs for the batch turned k
+        quarter turns (k < rotations), each turned back by -k on ``back_axes`` when its output is a grid."""
         if self.rotations == 1:
-            return self.encode_batch(batch)
-        turns = [_l2_normalize(self.encode_batch(np.ascontiguousarray(np.rot90(batch, k, axes=(2, 3)))))
-                 for k in range(self.rotations)]
+            return run(batch)
+        turns = []
+        for k in range(self.rotations):
+            out = _l2_normalize(run(np.ascontiguousarray(np.rot90(batch, k, axes=(2, 3)))))
+            turns.append(out if back_axes is None else np.rot90(out, -k, axes=back_axes))
         return np.mean(turns, axis=0, dtype=np.float32)
 
     # ---- dense head -----------------------------------------------------------
@@ -314,11 +321,7 @@ class ClipModel:
         stride = self.bundle.dense.stride if self.bundle.dense else 1
         if batch.ndim != 4 or batch.shape[2] % stride or batch.shape[3] % stride:
             raise ValueError(f"dense input must be [N, 3, H, W] with H and W multiples of {stride}, got {batch.shape}")
-        if self.rotations == 1:
-            return self._run_dense(batch)
-        turns = [np.rot90(_l2_normalize(self._run_dense(np.rot90(batch, k, axes=(2, 3)))), -k, axes=(1, 2))
-                 for k in range(self.rotations)]
-        return np.mean(turns, axis=0, dtype=np.float32)
+        return self._average_turns(batch, self._run_dense, back_axes=(1, 2))
 
     def _run_dense(self, batch: np.ndarray) -> np.ndarray:
         stride = self.bundle.dense.stride if self.bundle.dense else 1
@@ -382,8 +385,14 @@ class ClipModel:
 
 def with_rotations(weights_fingerprint: str, rotations: int) -> str:
     """The embedding fingerprint: the weights' own for rotations 1 (so indexes built before rotation ensembles
-    existed stay valid), '<weights>+rot2' / '+rot4' for 2 / 4."""
+    existed stay valid), '<weights>+rot2' / '+rot4' for 2 / 4. ``split_rotations`` reads it back."""
     return weights_fingerprint if rotations == 1 else f"{weights_fingerprint}+rot{rotations}"
+
+
+def split_rotations(fingerprint: str) -> tuple[str, int]:
+    """(weights fingerprint, rotations) of an embedding fingerprint made by ``with_rotations``."""
+    weights, _, turns = str(fingerprint).partition("+rot")
+    return weights, int(turns) if turns.isdigit() else 1
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str = "auto",

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..runtime.encoder import ClipModel, load_model
+from ..runtime.encoder import ClipModel, load_model, split_rotations
 from ..errors import IndexFileError, RasterInputError
 from ..embeddings.index import META_KEY, SceneIndex, load_or_build_index, read_index, read_index_meta
 from ..embeddings.key import stale_reason
@@ -37,7 +37,8 @@ def _has_index_key(path: Path) -> bool:
 def _check_model(meta: dict, where, model: ClipModel) -> None:
     """Embeddings of other weights live in another space: scoring them against this model's text is noise."""
     reason = stale_reason(meta, model_fingerprint=model.fingerprint)
-    if reason and "--rotations" in reason:  # same weights, other rotation ensemble (embeddings/key.py)
+    stored = split_rotations((meta.get("model") or {}).get("fingerprint"))[0]
+    if reason and stored == model.weights_fingerprint:  # same weights, another rotation ensemble
         raise IndexFileError(f"{where}: {reason}; search it with the --rotations it was built with (load_model("
                              "rotations=...)) or rebuild the index")
     if reason:
