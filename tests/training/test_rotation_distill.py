@@ -1,0 +1,142 @@
+"""The bundle's image tower read back into torch and written again, and the rotation-distillation stage end to end
+on the shipped default bundle (tiny data, a few steps)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytest.importorskip("timm")
+
+from rsclip_geo.export import parity as par  # noqa: E402
+from rsclip_geo.runtime.bundle import read_bundle  # noqa: E402
+from rsclip_geo.runtime.encoder import load_model  # noqa: E402
+from rsclip_geo.runtime.preprocess import Preprocessor  # noqa: E402
+
+DEFAULT = Path(__file__).resolve().parents[2] / "rsclip_geo" / "models" / "default"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _parity_batch() -> np.ndarray:
+    raw, _ = par.parity_images(None)
+    return np.ascontiguousarray(Preprocessor(read_bundle(DEFAULT).image)(raw), dtype=np.float32)
+
+
+def _embed(onnx_path: Path, x: np.ndarray) -> np.ndarray:
+    return par.ort_embed(par.ort_session(onnx_path), "image", x)
+
+
+@pytest.fixture(scope="module")
+def tower():
+    from training.bundle_tower import tower_from_bundle
+
+    return tower_from_bundle(DEFAULT)
+
+
+def test_tower_reads_the_graph_it_came_from(tower):
+    x = _parity_batch()
+    cos = par.cosine_rows(_embed(DEFAULT / "image_encoder.onnx", x), par.torch_embed(tower, x))
+    assert cos.min() > 0.9999
+    # BatchNorm is the identity carrying the folded bias: train-mode statistics would change every output
+    bns = [m for m in tower.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(float(m.running_mean.abs().max()) == 0 and float(m.weight.detach().min()) == 1 for m in bns)
+
+
+def test_written_tower_is_what_runs(tower, tmp_path):
+    import copy
+
+    from training.bundle_tower import write_tower, written_parity
+
+    x = _parity_batch()
+    before = _embed(DEFAULT / "image_encoder.onnx", x)
+    same = tmp_path / "same.onnx"
+    record = write_tower(tower, DEFAULT / "image_encoder.onnx", same)
+    assert record["values"] > 4_000_000 and record["max_abs_rounding"] < 1e-2
+    assert par.cosine_rows(before, _embed(same, x)).min() > 0.99999
+
+    changed = copy.deepcopy(tower)
+    with torch.no_grad():  # a BatchNorm scale and the projection: both must reach the graph, folded
+        bn = [m for m in changed.modules() if isinstance(m, torch.nn.BatchNorm2d)][3]
+        bn.weight.mul_(torch.linspace(0.5, 1.5, bn.weight.numel()))
+        changed.head.proj.weight.add_(0.05 * torch.randn(changed.head.proj.weight.shape, generator=torch.Generator().manual_seed(0)))
+    folder = tmp_path / "bundle"
+    shutil.copytree(DEFAULT, folder)
+    write_tower(changed, DEFAULT / "image_encoder.onnx", folder / "image_encoder.onnx")
+    after = _embed(folder / "image_encoder.onnx", x)
+    assert par.cosine_rows(before, after).min() < 0.99
+    assert written_parity(changed, folder)["cosine_min"] > 0.999
+    with pytest.raises(Exception, match="do not reproduce"):
+        written_parity(tower, folder)
+
+
+def test_a_non_timm_bundle_is_refused_by_name(tiny_bundle):
+    from training.bundle_tower import BundleTowerError, tower_from_bundle
+
+    with pytest.raises(BundleTowerError, match="model.json"):
+        tower_from_bundle(tiny_bundle)
+
+
+def _scene_folder(root: Path) -> None:
+    """Two classes of striped 96 px scenes: stripes make a quarter turn change what the tower sees."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, axis in (("fields", 0), ("roads", 1)):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            base = (np.arange(96) // (4 + i) % 2 * 150 + 50).astype(np.uint8)
+            img = np.repeat(base[:, None] if axis == 0 else base[None, :], 96, axis=1 if axis == 0 else 0)
+            rgb = np.stack([img, np.roll(img, 3 * i, axis=axis), 255 - img], -1)
+            rgb = np.clip(rgb + rng.integers(0, 30, rgb.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(rgb).save(root / c / f"{c}_{i}.png")
+
+
+def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
+    from training.rotation_distill import run
+
+    _scene_folder(tmp_path / "scenes")
+    (tmp_path / "train.toml").write_text(
+        f'[[datasets]]\nname = "scenes"\nkind = "folder"\nroot = "{tmp_path / "scenes"}"\n', encoding="utf-8")
+    cfg = tmp_path / "distill.toml"
+    cfg.write_text(f'datasets_from = "{tmp_path / "train.toml"}"\n[data]\nmax_per_source = 10\n'
+                   '[train]\nepochs = 3\nbatch = 5\nlr = 2e-5\nlog_every = 100\n', encoding="utf-8")
+    out = tmp_path / "run"
+    records = run(cfg, DEFAULT, out, log=lambda s: None)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert sum(r["images"]["scenes"] for r in records[:1]) == 10
+
+    new = out / "bundle_epoch3"
+    meta = json.loads((new / "model.json").read_text())
+    rec = meta["source"]["rotation_distill"]
+    assert rec["from_image_encoder_sha256"] == _sha(DEFAULT / "image_encoder.onnx") and rec["epoch"] == 3
+    assert meta["source"]["sha256"] == json.loads((DEFAULT / "model.json").read_text())["source"]["sha256"]
+    assert "evaluation" not in meta["card"]  # the starting bundle's figures are not this one's
+    for name in ("text_encoder.int8.onnx", "dense_encoder.onnx", "tokenizer.json"):
+        assert _sha(new / name) == _sha(DEFAULT / name)
+    assert _sha(new / "image_encoder.onnx") != _sha(DEFAULT / "image_encoder.onnx")
+
+    # every quarter turn of the training images, one view each: closer to the four-turn ensemble than before
+    from PIL import Image
+
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((tmp_path / "scenes").glob("*/*.png"))]
+    teacher = load_model(DEFAULT, rotations=4).encode_images(images)
+    gaps = {}
+    for name, folder in (("before", DEFAULT), ("after", new)):
+        m = load_model(folder)
+        views = [m.encode_images([np.rot90(im, k) for im in images]) for k in range(4)]
+        gaps[name] = float(np.mean([1 - (v * teacher).sum(-1).mean() for v in views]))
+    assert gaps["after"] < 0.75 * gaps["before"], gaps
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(cfg, DEFAULT, out, log=lambda s: None)
+    assert run(cfg, DEFAULT, out, resume=True, log=lambda s: None) == []  # every epoch done: nothing left
