@@ -13,8 +13,10 @@ dense head and the tokenizer stay byte for byte as they were.
     python -m training.rotation_distill --config training/configs/rotation_distill.toml \\
         --bundle BUNDLE --out runs/rotation_distill          # [--resume]
 
-Each epoch writes ``OUT/bundle_epoch<N>/``: the starting bundle with the new image encoder (model.json records
-where it came from); pick one with training/model_report.py on the AID-30 held-out split only.
+Each epoch writes ``OUT/bundle_epoch<N>/`` (the starting bundle with the new image encoder; model.json records where
+it came from) and ``OUT/checkpoint_epoch<N>.pt``; pick one with training/model_report.py on the AID-30 held-out
+split only. ``python -m training.rotation_distill export --checkpoint OUT/checkpoint_epoch<N>.pt --bundle BUNDLE
+-o DIR`` writes that bundle again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import hashlib
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +124,12 @@ def write_epoch_bundle(visual, src: Path, out: Path, record: dict) -> Path:
     parity = meta.setdefault("parity", {})
     parity["image_cosine_min"], parity["image_max_abs_diff"] = check["cosine_min"], check["max_abs_diff"]
     parity["image_compared_to"] = "the rotation-distilled torch tower (training/bundle_tower.py), float16-stored weights"
+    stored = parity.get("image_weight_storage")
+    if stored:  # the float16 storage record now describes the written file
+        stored.update(cosine_min=check["cosine_min"], max_abs_diff=check["max_abs_diff"],
+                      compared_to="the rotation-distilled fp32 torch tower it was written from (training/bundle_tower.py)")
+        stored.setdefault("weight_storage", {}).update(
+            max_abs_rounding=storage["max_abs_rounding"], bytes_after=(tmp / meta["image_encoder"]).stat().st_size)
     (meta.get("card") or {}).pop("evaluation", None)  # the starting bundle's figures; training.model_report --write-card
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
@@ -191,9 +200,10 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
             if (k + 1) % tc["log_every"] == 0 or k == 0:
                 log(f"epoch {epoch + 1} step {k + 1}/{per_epoch} loss {np.mean(losses[-tc['log_every']:]):.5f} "
                     f"({time.perf_counter() - t1:.0f} s)")
-        save_checkpoint(last, epoch + 1, image_sha, visual, opt)
         rec = {**record_base, "epoch": epoch + 1, "epochs": tc["epochs"], "mean_loss": float(np.mean(losses)),
                "seconds": round(time.perf_counter() - t1, 1)}
+        save_checkpoint(out / f"checkpoint_epoch{epoch + 1}.pt", epoch + 1, image_sha, visual, extra={"record": rec})
+        save_checkpoint(last, epoch + 1, image_sha, visual, opt)
         path = write_epoch_bundle(visual, bundle, out / f"bundle_epoch{epoch + 1}", rec)
         log(f"epoch {epoch + 1}: mean loss {rec['mean_loss']:.5f}, {rec['seconds']:.0f} s -> {path}")
         with (out / "log.jsonl").open("a", encoding="utf-8") as fh:
@@ -202,7 +212,29 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
     return records
 
 
+def export(checkpoint: Path, bundle: Path, out: Path) -> Path:
+    """Write ``out`` from an epoch checkpoint of a run and the bundle that run started from (as the run did)."""
+    from training.bundle_tower import tower_from_bundle
+    from training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    if state.get("name") != _sha256(Path(bundle) / json.loads((Path(bundle) / "model.json").read_text())["image_encoder"]):
+        raise ValueError(f"{checkpoint} was trained from another image encoder than the one in {bundle}")
+    visual = tower_from_bundle(bundle)
+    visual.load_state_dict(state["state_dict"], strict=True)
+    return write_epoch_bundle(visual, Path(bundle), Path(out), state["record"])
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        ap = argparse.ArgumentParser(prog="python -m training.rotation_distill export")
+        ap.add_argument("--checkpoint", type=Path, required=True, help="RUN/checkpoint_epoch<N>.pt")
+        ap.add_argument("--bundle", type=Path, required=True, help="The bundle the run started from.")
+        ap.add_argument("-o", "--out", type=Path, required=True)
+        a = ap.parse_args(argv[1:])
+        print(export(a.checkpoint, a.bundle, a.out))
+        return 0
     ap = argparse.ArgumentParser(prog="python -m training.rotation_distill", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, required=True)

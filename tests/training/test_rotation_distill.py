@@ -124,6 +124,17 @@ def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
     for name in ("text_encoder.int8.onnx", "dense_encoder.onnx", "tokenizer.json"):
         assert _sha(new / name) == _sha(DEFAULT / name)
     assert _sha(new / "image_encoder.onnx") != _sha(DEFAULT / "image_encoder.onnx")
+    stored = meta["parity"]["image_weight_storage"]  # what the default-model test holds the shipped bundle to
+    assert stored["weight_storage"]["bytes_after"] == (new / "image_encoder.onnx").stat().st_size
+    assert stored["cosine_min"] >= 0.9999 and meta["parity"]["image_cosine_min"] == stored["cosine_min"]
+
+    from training.rotation_distill import export
+
+    again = export(out / "checkpoint_epoch2.pt", DEFAULT, tmp_path / "again")  # an earlier epoch, written anew
+    assert _sha(again / "image_encoder.onnx") == _sha(out / "bundle_epoch2" / "image_encoder.onnx")
+    assert json.loads((again / "model.json").read_text()) == json.loads((out / "bundle_epoch2" / "model.json").read_text())
+    with pytest.raises(ValueError, match="another image encoder"):
+        export(out / "checkpoint_epoch2.pt", out / "bundle_epoch1", tmp_path / "wrong")
 
     # every quarter turn of the training images, one view each: closer to the four-turn ensemble than before
     from PIL import Image
