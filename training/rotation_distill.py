@@ -22,7 +22,6 @@ split only. ``python -m training.rotation_distill export --checkpoint OUT/checkp
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rsclip_geo.export import file_sha256
 from training.config import ConfigError, exit_on_config_error, merge_config, read_toml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +57,6 @@ def load_config(path: Path) -> dict:
     if t["epochs"] < 1 or t["batch"] < 1 or t["lr"] <= 0 or not 0 <= t["warmup_share"] < 1:
         raise ConfigError(f"{path}: [train] needs epochs >= 1, batch >= 1, lr > 0 and 0 <= warmup_share < 1, got {t}")
     return cfg
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def training_images(cfg: dict, size: int, resize) -> tuple[np.ndarray, dict]:
@@ -159,7 +151,7 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
     t0 = time.perf_counter()
     images, counts = training_images(cfg, teacher.bundle.image.size, teacher.preprocess.resize)
     log(f"{len(images)} training images {counts} ({time.perf_counter() - t0:.0f} s)")
-    image_sha = _sha256(teacher.bundle.image_encoder_path)
+    image_sha = file_sha256(teacher.bundle.image_encoder_path)
     key = {"image_encoder_sha256": image_sha, "rotations": cfg["teacher_rotations"], "counts": counts,
            "datasets_from": cfg["datasets_from"], "max_per_source": cfg["data"]["max_per_source"], "seed": cfg["seed"]}
     targets = cached_arrays(out, "teacher", key, lambda: {"embedding": teacher_embeddings(teacher, images)},
@@ -180,7 +172,7 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
     per_epoch = len(images) // tc["batch"]
     steps = per_epoch * tc["epochs"]
     record_base = {"from_image_encoder_sha256": image_sha, "teacher_rotations": cfg["teacher_rotations"],
-                   "config": str(config), "config_sha256": _sha256(Path(config)), "images": counts,
+                   "config": str(config), "config_sha256": file_sha256(Path(config)), "images": counts,
                    "stage": "training/rotation_distill.py"}
     records = []
     for epoch in range(start, tc["epochs"]):
@@ -196,7 +188,7 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if (k + 1) % tc["log_every"] == 0 or k == 0:
                 log(f"epoch {epoch + 1} step {k + 1}/{per_epoch} loss {np.mean(losses[-tc['log_every']:]):.5f} "
                     f"({time.perf_counter() - t1:.0f} s)")
@@ -218,7 +210,7 @@ def export(checkpoint: Path, bundle: Path, out: Path) -> Path:
     from training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
-    if state.get("name") != _sha256(Path(bundle) / json.loads((Path(bundle) / "model.json").read_text())["image_encoder"]):
+    if state.get("name") != file_sha256(Path(bundle) / json.loads((Path(bundle) / "model.json").read_text())["image_encoder"]):
         raise ValueError(f"{checkpoint} was trained from another image encoder than the one in {bundle}")
     visual = tower_from_bundle(bundle)
     visual.load_state_dict(state["state_dict"], strict=True)
