@@ -112,7 +112,8 @@ def write_epoch_bundle(visual, src: Path, out: Path, record: dict) -> Path:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     storage = write_tower(visual, src / meta["image_encoder"], tmp / meta["image_encoder"])
     check = written_parity(visual, tmp)
-    meta["source"] = {**meta["source"], "rotation_distill": {**record, "weights_written": storage}}
+    kept = {k: v for k, v in record.items() if k != "seconds"}  # wall time varies: the bundle must rebuild byte for byte
+    meta["source"] = {**meta["source"], "rotation_distill": {**kept, "weights_written": storage}}
     parity = meta.setdefault("parity", {})
     parity["image_cosine_min"], parity["image_max_abs_diff"] = check["cosine_min"], check["max_abs_diff"]
     parity["image_compared_to"] = "the rotation-distilled torch tower (training/bundle_tower.py), float16-stored weights"

@@ -101,6 +101,9 @@ def _scene_folder(root: Path) -> None:
             Image.fromarray(rgb).save(root / c / f"{c}_{i}.png")
 
 
+EPOCHS, LR = 6, 2e-5  # 12 steps of 5 images: enough to move the shipped tower on 10 images
+
+
 def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
     from training.rotation_distill import run
 
@@ -109,16 +112,17 @@ def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
         f'[[datasets]]\nname = "scenes"\nkind = "folder"\nroot = "{tmp_path / "scenes"}"\n', encoding="utf-8")
     cfg = tmp_path / "distill.toml"
     cfg.write_text(f'datasets_from = "{tmp_path / "train.toml"}"\n[data]\nmax_per_source = 10\n'
-                   '[train]\nepochs = 3\nbatch = 5\nlr = 2e-5\nlog_every = 100\n', encoding="utf-8")
+                   f'[train]\nepochs = {EPOCHS}\nbatch = 5\nlr = {LR}\nlog_every = 100\n', encoding="utf-8")
     out = tmp_path / "run"
     records = run(cfg, DEFAULT, out, log=lambda s: None)
-    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["epoch"] for r in records] == list(range(1, EPOCHS + 1))
     assert sum(r["images"]["scenes"] for r in records[:1]) == 10
 
-    new = out / "bundle_epoch3"
+    new = out / f"bundle_epoch{EPOCHS}"
     meta = json.loads((new / "model.json").read_text())
     rec = meta["source"]["rotation_distill"]
-    assert rec["from_image_encoder_sha256"] == _sha(DEFAULT / "image_encoder.onnx") and rec["epoch"] == 3
+    assert rec["from_image_encoder_sha256"] == _sha(DEFAULT / "image_encoder.onnx") and rec["epoch"] == EPOCHS
+    assert "seconds" not in rec  # a rebuild must give the same model.json
     assert meta["source"]["sha256"] == json.loads((DEFAULT / "model.json").read_text())["source"]["sha256"]
     assert "evaluation" not in meta["card"]  # the starting bundle's figures are not this one's
     for name in ("text_encoder.int8.onnx", "dense_encoder.onnx", "tokenizer.json"):
@@ -151,3 +155,9 @@ def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         run(cfg, DEFAULT, out, log=lambda s: None)
     assert run(cfg, DEFAULT, out, resume=True, log=lambda s: None) == []  # every epoch done: nothing left
+
+    # a second run of the same config from the same bundle: the same bytes (the shipped bundle must rebuild)
+    twin = tmp_path / "twin"
+    run(cfg, DEFAULT, twin, log=lambda s: None)
+    for name in ("image_encoder.onnx", "model.json"):
+        assert _sha(twin / f"bundle_epoch{EPOCHS}" / name) == _sha(new / name), name
