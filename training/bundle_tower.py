@@ -43,7 +43,8 @@ def _graph(path: Path):
 def _stored(name: str, init: dict, through_cast: dict, path: Path) -> str:
     stored = through_cast.get(name, name)
     if stored not in init:
-        raise BundleTowerError(f"{path}: input {name!r} of a Conv/MatMul is not a stored weight (computed in the graph)")
+        raise BundleTowerError(f"{path}: input {name!r} of a Conv/MatMul is not a stored weight "
+                               "(computed in the graph)")
     return stored
 
 
@@ -173,8 +174,12 @@ def write_tower(visual, src: str | Path, dst: str | Path) -> dict:
         put(matmuls[0].input[1], np.ascontiguousarray(_projection(visual).weight.float().numpy().T))
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(dst)
+    try:
+        onnx.save(model, str(tmp))
+        tmp.replace(dst)
+    except BaseException:  # a full disk or a kill leaves no half graph under the real name
+        tmp.unlink(missing_ok=True)
+        raise
     return {"values": int(written), "max_abs_rounding": rounding}
 
 

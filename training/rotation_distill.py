@@ -107,24 +107,32 @@ def write_epoch_bundle(visual, src: Path, out: Path, record: dict) -> Path:
 
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    meta_path = tmp / "model.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    storage = write_tower(visual, src / meta["image_encoder"], tmp / meta["image_encoder"])
-    check = written_parity(visual, tmp)
-    kept = {k: v for k, v in record.items() if k != "seconds"}  # wall time varies: the bundle must rebuild byte for byte
-    meta["source"] = {**meta["source"], "rotation_distill": {**kept, "weights_written": storage}}
-    parity = meta.setdefault("parity", {})
-    parity["image_cosine_min"], parity["image_max_abs_diff"] = check["cosine_min"], check["max_abs_diff"]
-    parity["image_compared_to"] = "the rotation-distilled torch tower (training/bundle_tower.py), float16-stored weights"
-    stored = parity.get("image_weight_storage")
-    if stored:  # the float16 storage record now describes the written file
-        stored.update(cosine_min=check["cosine_min"], max_abs_diff=check["max_abs_diff"],
-                      compared_to="the rotation-distilled fp32 torch tower it was written from (training/bundle_tower.py)")
-        stored.setdefault("weight_storage", {}).update(
-            max_abs_rounding=storage["max_abs_rounding"], bytes_after=(tmp / meta["image_encoder"]).stat().st_size)
-    (meta.get("card") or {}).pop("evaluation", None)  # the starting bundle's figures; training.model_report --write-card
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    try:
+        shutil.copytree(src, tmp)
+        meta_path = tmp / "model.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        storage = write_tower(visual, src / meta["image_encoder"], tmp / meta["image_encoder"])
+        check = written_parity(visual, tmp)
+        # wall time varies from run to run: the bundle must rebuild byte for byte
+        kept = {k: v for k, v in record.items() if k != "seconds"}
+        meta["source"] = {**meta["source"], "rotation_distill": {**kept, "weights_written": storage}}
+        parity = meta.setdefault("parity", {})
+        parity["image_cosine_min"], parity["image_max_abs_diff"] = check["cosine_min"], check["max_abs_diff"]
+        parity["image_compared_to"] = ("the rotation-distilled torch tower (training/bundle_tower.py), "
+                                       "float16-stored weights")
+        stored = parity.get("image_weight_storage")
+        if stored:  # the float16 storage record now describes the written file
+            stored.update(cosine_min=check["cosine_min"], max_abs_diff=check["max_abs_diff"],
+                          compared_to="the rotation-distilled fp32 torch tower it was written from "
+                                      "(training/bundle_tower.py)")
+            stored.setdefault("weight_storage", {}).update(
+                max_abs_rounding=storage["max_abs_rounding"], bytes_after=(tmp / meta["image_encoder"]).stat().st_size)
+        # the starting bundle's figures are not this one's: training.model_report --write-card measures it
+        (meta.get("card") or {}).pop("evaluation", None)
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    except BaseException:  # nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out
@@ -211,7 +219,8 @@ def export(checkpoint: Path, bundle: Path, out: Path) -> Path:
     from training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
-    if state.get("name") != file_sha256(Path(bundle) / json.loads((Path(bundle) / "model.json").read_text())["image_encoder"]):
+    encoder = Path(bundle) / json.loads((Path(bundle) / "model.json").read_text(encoding="utf-8"))["image_encoder"]
+    if state.get("name") != file_sha256(encoder):
         raise ValueError(f"{checkpoint} was trained from another image encoder than the one in {bundle}")
     visual = tower_from_bundle(bundle)
     visual.load_state_dict(state["state_dict"], strict=True)

@@ -68,7 +68,8 @@ def test_written_tower_is_what_runs(tower, tmp_path):
     with torch.no_grad():  # a BatchNorm scale and the projection: both must reach the graph, folded
         bn = [m for m in changed.modules() if isinstance(m, torch.nn.BatchNorm2d)][3]
         bn.weight.mul_(torch.linspace(0.5, 1.5, bn.weight.numel()))
-        changed.head.proj.weight.add_(0.05 * torch.randn(changed.head.proj.weight.shape, generator=torch.Generator().manual_seed(0)))
+        noise = torch.randn(changed.head.proj.weight.shape, generator=torch.Generator().manual_seed(0))
+        changed.head.proj.weight.add_(0.05 * noise)
     folder = tmp_path / "bundle"
     shutil.copytree(DEFAULT, folder)
     write_tower(changed, DEFAULT / "image_encoder.onnx", folder / "image_encoder.onnx")
@@ -136,7 +137,8 @@ def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
 
     again = export(out / "checkpoint_epoch2.pt", DEFAULT, tmp_path / "again")  # an earlier epoch, written anew
     assert _sha(again / "image_encoder.onnx") == _sha(out / "bundle_epoch2" / "image_encoder.onnx")
-    assert json.loads((again / "model.json").read_text()) == json.loads((out / "bundle_epoch2" / "model.json").read_text())
+    assert (json.loads((again / "model.json").read_text())
+            == json.loads((out / "bundle_epoch2" / "model.json").read_text()))
     with pytest.raises(ValueError, match="another image encoder"):
         export(out / "checkpoint_epoch2.pt", out / "bundle_epoch1", tmp_path / "wrong")
 
