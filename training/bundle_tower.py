@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,9 +28,17 @@ class BundleTowerError(RuntimeError):
     """The bundle's image encoder does not have the layout this module reads; the message names the file."""
 
 
-def _graph(path: Path):
+class _Graph(NamedTuple):
+    """An image encoder's graph with the lookups this module needs."""
+    model: object
+    init: dict  # initializer name -> TensorProto
+    through_cast: dict  # Cast output -> the float16 initializer it reads
+    convs: list
+    matmuls: list
+
+
+def _graph(path: Path) -> _Graph:
     import onnx
-    from onnx import numpy_helper
 
     model = onnx.load(str(path))
     init = {i.name: i for i in model.graph.initializer}
@@ -37,7 +46,7 @@ def _graph(path: Path):
     through_cast = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] in init}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
-    return model, init, through_cast, convs, matmuls, numpy_helper
+    return _Graph(model, init, through_cast, convs, matmuls)
 
 
 def _stored(name: str, init: dict, through_cast: dict, path: Path) -> str:
@@ -101,7 +110,9 @@ def tower_from_bundle(folder: str | Path):
                                "image tower; only timm convolutional towers are read back from ONNX")
     vision["timm_model_pretrained"] = False
     visual = _build_vision_tower(int(cfg["embed_dim"]), vision)
-    _, init, through_cast, convs, matmuls, nh = _graph(path)
+    from onnx import numpy_helper as nh
+
+    _, init, through_cast, convs, matmuls = _graph(path)
     pairs = conv_bn_pairs(visual)
     if len(pairs) != len(convs) or len(matmuls) != 1:
         raise BundleTowerError(f"{path}: {len(convs)} Conv and {len(matmuls)} MatMul nodes; the tower "
@@ -143,7 +154,9 @@ def write_tower(visual, src: str | Path, dst: str | Path) -> dict:
     import torch
 
     src, dst = Path(src), Path(dst)
-    model, init, through_cast, convs, matmuls, nh = _graph(src)
+    from onnx import numpy_helper as nh
+
+    model, init, through_cast, convs, matmuls = _graph(src)
     pairs = conv_bn_pairs(visual)
     if len(pairs) != len(convs) or len(matmuls) != 1:
         raise BundleTowerError(f"{src}: {len(convs)} Conv nodes for a tower of {len(pairs)} convolutions")

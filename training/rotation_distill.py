@@ -40,6 +40,7 @@ DEFAULTS: dict = {
     "seed": 0,
     "datasets_from": "training/configs/default.toml",  # the [[datasets]] of this training config (train parts)
     "teacher_rotations": 4,
+    "teacher_crops": [],  # centre-crop fractions the teacher also sees (each with its turns); [] = the full view only
     "data": {"max_per_source": 6500},  # seeded subsample of each source; 0 = every image
     "train": {"epochs": 1, "batch": 64, "lr": 1e-4, "warmup_share": 0.05, "weight_decay": 0.0, "threads": 2,
               "log_every": 25},
@@ -53,35 +54,59 @@ def load_config(path: Path) -> dict:
 
     if cfg["teacher_rotations"] not in ROTATIONS[1:]:
         raise ConfigError(f"{path}: teacher_rotations must be one of {ROTATIONS[1:]}, got {cfg['teacher_rotations']}")
+    crops = cfg["teacher_crops"]
+    if not isinstance(crops, list) or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                              and 0 < c < 1 for c in crops):
+        raise ConfigError(f"{path}: teacher_crops must be a list of centre-crop fractions in (0, 1), got {crops!r}")
     t = cfg["train"]
     if t["epochs"] < 1 or t["batch"] < 1 or t["lr"] <= 0 or not 0 <= t["warmup_share"] < 1:
         raise ConfigError(f"{path}: [train] needs epochs >= 1, batch >= 1, lr > 0 and 0 <= warmup_share < 1, got {t}")
     return cfg
 
 
-def training_images(cfg: dict, size: int, resize) -> tuple[np.ndarray, dict]:
-    """uint8 [N, size, size, 3] images of the main recipe's sources (each capped, seeded) and a count per source."""
+def centre_crop(image: np.ndarray, fraction: float) -> np.ndarray:
+    """The centred square of side ``fraction`` x the image's shorter side (HxWxC)."""
+    h, w = image.shape[:2]
+    side = max(1, int(round(min(h, w) * fraction)))
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    return image[y0:y0 + side, x0:x0 + side]
+
+
+def training_images(cfg: dict, size: int, resize) -> tuple[list[np.ndarray], dict]:
+    """Views of the main recipe's sources (each capped, seeded) and a count per source. Views: uint8
+    [N, size, size, 3] arrays, the whole image first, then one per ``teacher_crops`` fraction (cropped from the
+    decoded image before resizing, so a crop keeps the detail the source has)."""
     from training.config import load_config as load_training_config
     from training.sources import build_sources
 
     specs = load_training_config(REPO_ROOT / cfg["datasets_from"])["datasets"]
     cap = int(cfg["data"]["max_per_source"])
-    chunks, counts = [], {}
+    fractions = [None, *cfg["teacher_crops"]]
+    chunks, counts = [[] for _ in fractions], {}
     for source in build_sources(specs, REPO_ROOT):
         n = len(source)
         keep = np.arange(n) if not cap or n <= cap else np.sort(
             np.random.default_rng([cfg["seed"], len(counts)]).choice(n, cap, replace=False))
-        chunks.append(np.stack([resize(source.images[int(i)].permute(1, 2, 0).numpy()) for i in keep]))
+        for views, frac in zip(chunks, fractions):
+            views.append(np.stack([resize(_view(source.images[int(i)].permute(1, 2, 0).numpy(), frac))
+                                   for i in keep]))
         counts[source.name] = int(len(keep))
-    return np.concatenate(chunks), counts
+    return [np.concatenate(views) for views in chunks], counts
 
 
-def teacher_embeddings(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The ensemble's normalised embedding of every image (the runtime's own preprocessing and turn averaging)."""
+def _view(image: np.ndarray, fraction: float | None) -> np.ndarray:
+    return image if fraction is None else centre_crop(image, fraction)
+
+
+def teacher_embeddings(model, views: list[np.ndarray], batch: int = 256) -> np.ndarray:
+    """The ensemble's normalised embedding of every image: the mean of the normalised embeddings of all turns of
+    all views (the runtime's own preprocessing and turn averaging; one view = exactly ``--rotations``)."""
     out = []
-    for i in range(0, len(images), batch):
-        x = np.stack([model.preprocess.normalize(im) for im in images[i:i + batch]])
-        out.append(model.encode_images(x))
+    for i in range(0, len(views[0]), batch):
+        sums = [model.encode_images(np.stack([model.preprocess.normalize(im) for im in v[i:i + batch]]),
+                                    normalize=len(views) == 1) for v in views]
+        emb = np.mean(sums, axis=0, dtype=np.float32)
+        out.append(emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12) if len(views) > 1 else emb)
     return np.concatenate(out).astype(np.float32)
 
 
@@ -158,13 +183,17 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
         raise FileExistsError(f"{out} holds a run (checkpoint_last.pt); pass --resume to go on or choose another --out")
     teacher = load_model(bundle, threads=tc["threads"], batch_size=64, rotations=cfg["teacher_rotations"])
     t0 = time.perf_counter()
-    images, counts = training_images(cfg, teacher.bundle.image.size, teacher.preprocess.resize)
-    log(f"{len(images)} training images {counts} ({time.perf_counter() - t0:.0f} s)")
+    views, counts = training_images(cfg, teacher.bundle.image.size, teacher.preprocess.resize)
+    images = views[0]
+    log(f"{len(images)} training images {counts}, {len(views)} view(s) ({time.perf_counter() - t0:.0f} s)")
     image_sha = file_sha256(teacher.bundle.image_encoder_path)
     key = {"image_encoder_sha256": image_sha, "rotations": cfg["teacher_rotations"], "counts": counts,
            "datasets_from": cfg["datasets_from"], "max_per_source": cfg["data"]["max_per_source"], "seed": cfg["seed"]}
-    targets = cached_arrays(out, "teacher", key, lambda: {"embedding": teacher_embeddings(teacher, images)},
+    crops = {"teacher_crops": cfg["teacher_crops"]} if cfg["teacher_crops"] else {}  # absent: v2.5's records as made
+    key.update(crops)
+    targets = cached_arrays(out, "teacher", key, lambda: {"embedding": teacher_embeddings(teacher, views)},
                             log=log)["embedding"]
+    del views[1:]
     targets_t = torch.from_numpy(targets)
     visual = tower_from_bundle(bundle)
     visual.eval()  # BatchNorm carries folded weights: never batch statistics
@@ -180,7 +209,7 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
         log(f"resumed after epoch {start}")
     per_epoch = len(images) // tc["batch"]
     steps = per_epoch * tc["epochs"]
-    record_base = {"from_image_encoder_sha256": image_sha, "teacher_rotations": cfg["teacher_rotations"],
+    record_base = {"from_image_encoder_sha256": image_sha, "teacher_rotations": cfg["teacher_rotations"], **crops,
                    "config": str(config), "config_sha256": file_sha256(Path(config)), "images": counts,
                    "stage": "training/rotation_distill.py"}
     records = []

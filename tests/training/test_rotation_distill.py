@@ -163,3 +163,53 @@ def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
     run(cfg, DEFAULT, twin, log=lambda s: None)
     for name in ("image_encoder.onnx", "model.json"):
         assert _sha(twin / f"bundle_epoch{EPOCHS}" / name) == _sha(new / name), name
+
+
+def test_centre_crop_is_the_centred_square():
+    from training.rotation_distill import centre_crop
+
+    yy, xx = np.mgrid[0:60, 0:100]
+    img = np.stack([yy, xx, yy * 0], -1)
+    crop = centre_crop(img, 0.5)  # side 30 of the shorter side 60, centred in 60 x 100
+    assert crop.shape == (30, 30, 3)
+    assert (crop[0, 0, 0], crop[0, 0, 1]) == (15, 35) and (crop[-1, -1, 0], crop[-1, -1, 1]) == (44, 64)
+
+
+@pytest.mark.parametrize("crops", ["0.8", "[1.0]", "[0]", "[true]", '["0.8"]'])
+def test_bad_teacher_crops_are_refused(tmp_path, crops):
+    from training.config import ConfigError
+    from training.rotation_distill import load_config
+
+    cfg = tmp_path / "distill.toml"
+    cfg.write_text(f"teacher_crops = {crops}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="teacher_crops"):
+        load_config(cfg)
+
+
+def test_crop_views_and_their_teacher(tmp_path):
+    """The crop view is cut from the decoded image before resizing; the teacher averages every turn of every view."""
+    from PIL import Image
+
+    from training.rotation_distill import centre_crop, teacher_embeddings, training_images
+
+    _scene_folder(tmp_path / "scenes")
+    (tmp_path / "train.toml").write_text(
+        f'[[datasets]]\nname = "scenes"\nkind = "folder"\nroot = "{tmp_path / "scenes"}"\n', encoding="utf-8")
+    cfg = {"datasets_from": str(tmp_path / "train.toml"), "seed": 0, "teacher_crops": [0.5],
+           "data": {"max_per_source": 0}}
+    one = load_model(DEFAULT)
+    views, counts = training_images(cfg, one.bundle.image.size, one.preprocess.resize)
+    assert counts == {"scenes": 12} and len(views) == 2
+    first = np.asarray(Image.open(tmp_path / "scenes" / "fields" / "fields_0.png").convert("RGB"))
+    assert np.array_equal(views[1][0], one.preprocess.resize(centre_crop(first, 0.5)))  # not a crop of the 160 px view
+    assert np.array_equal(views[0][0], one.preprocess.resize(first))
+
+    four = load_model(DEFAULT, rotations=4)
+    got = teacher_embeddings(four, views, batch=5)
+    x = [np.stack([one.preprocess.normalize(im) for im in v]) for v in views]
+    turns = [one.encode_images(np.ascontiguousarray(np.rot90(v, k, axes=(2, 3)))) for v in x for k in range(4)]
+    want = np.mean(turns, axis=0)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    assert np.allclose(got, want, atol=1e-5)
+    assert np.allclose(teacher_embeddings(four, views[:1]), four.encode_images(x[0]), atol=1e-6)  # = --rotations 4
+    assert (got * teacher_embeddings(four, views[:1])).sum(1).min() < 0.999  # the crop view changes the target
