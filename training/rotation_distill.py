@@ -140,7 +140,10 @@ def write_epoch_bundle(visual, src: Path, out: Path, record: dict) -> Path:
         check = written_parity(visual, tmp)
         # wall time varies from run to run: the bundle must rebuild byte for byte
         kept = {k: v for k, v in record.items() if k != "seconds"}
-        meta["source"] = {**meta["source"], "rotation_distill": {**kept, "weights_written": storage}}
+        done = {**kept, "weights_written": storage}
+        if "rotation_distill" in meta["source"]:  # a further round: the earlier one's record stays, nested
+            done["after"] = meta["source"]["rotation_distill"]
+        meta["source"] = {**meta["source"], "rotation_distill": done}
         parity = meta.setdefault("parity", {})
         parity["image_cosine_min"], parity["image_max_abs_diff"] = check["cosine_min"], check["max_abs_diff"]
         parity["image_compared_to"] = ("the rotation-distilled torch tower (training/bundle_tower.py), "

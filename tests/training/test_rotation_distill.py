@@ -123,6 +123,8 @@ def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
     meta = json.loads((new / "model.json").read_text())
     rec = meta["source"]["rotation_distill"]
     assert rec["from_image_encoder_sha256"] == _sha(DEFAULT / "image_encoder.onnx") and rec["epoch"] == EPOCHS
+    before = json.loads((DEFAULT / "model.json").read_text())["source"].get("rotation_distill")
+    assert before is not None and rec.get("after") == before  # a further round keeps the record of the one before
     assert "seconds" not in rec  # a rebuild must give the same model.json
     assert meta["source"]["sha256"] == json.loads((DEFAULT / "model.json").read_text())["source"]["sha256"]
     assert "evaluation" not in meta["card"]  # the starting bundle's figures are not this one's
