@@ -81,32 +81,31 @@ def training_images(cfg: dict, size: int, resize) -> tuple[list[np.ndarray], dic
 
     specs = load_training_config(REPO_ROOT / cfg["datasets_from"])["datasets"]
     cap = int(cfg["data"]["max_per_source"])
-    fractions = [None, *cfg["teacher_crops"]]
-    chunks, counts = [[] for _ in fractions], {}
+    fractions = cfg["teacher_crops"]
+    views, counts = [[] for _ in range(1 + len(fractions))], {}
     for source in build_sources(specs, REPO_ROOT):
         n = len(source)
         keep = np.arange(n) if not cap or n <= cap else np.sort(
             np.random.default_rng([cfg["seed"], len(counts)]).choice(n, cap, replace=False))
-        for views, frac in zip(chunks, fractions):
-            views.append(np.stack([resize(_view(source.images[int(i)].permute(1, 2, 0).numpy(), frac))
-                                   for i in keep]))
+        for i in keep:
+            image = source.images[int(i)].permute(1, 2, 0).numpy()
+            views[0].append(resize(image))
+            for view, f in zip(views[1:], fractions):
+                view.append(resize(centre_crop(image, f)))
         counts[source.name] = int(len(keep))
-    return [np.concatenate(views) for views in chunks], counts
-
-
-def _view(image: np.ndarray, fraction: float | None) -> np.ndarray:
-    return image if fraction is None else centre_crop(image, fraction)
+    return [np.stack(view) for view in views], counts
 
 
 def teacher_embeddings(model, views: list[np.ndarray], batch: int = 256) -> np.ndarray:
     """The ensemble's normalised embedding of every image: the mean of the normalised embeddings of all turns of
     all views (the runtime's own preprocessing and turn averaging; one view = exactly ``--rotations``)."""
+    from rsclip_geo.runtime.encoder import l2_normalize
+
     out = []
     for i in range(0, len(views[0]), batch):
-        sums = [model.encode_images(np.stack([model.preprocess.normalize(im) for im in v[i:i + batch]]),
-                                    normalize=len(views) == 1) for v in views]
-        emb = np.mean(sums, axis=0, dtype=np.float32)
-        out.append(emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12) if len(views) > 1 else emb)
+        turn_means = [model.encode_images(np.stack([model.preprocess.normalize(im) for im in v[i:i + batch]]),
+                                          normalize=False) for v in views]
+        out.append(l2_normalize(np.mean(turn_means, axis=0, dtype=np.float32)))
     return np.concatenate(out).astype(np.float32)
 
 

@@ -28,15 +28,10 @@ def view_embeddings(model, images: list[np.ndarray], crops=()) -> dict[tuple, np
 
     if model.rotations != 1:
         raise ValueError(f"view_embeddings needs a model loaded with rotations=1, got rotations={model.rotations}")
-    prep = model.preprocess
-
-    def batch(ims):
-        return np.stack([prep.normalize(prep.resize(im)) for im in ims])
-
-    bases = {"whole": batch(images)}
+    bases = {"whole": model.preprocess(images)}
     bases["flip"] = np.ascontiguousarray(bases["whole"][..., ::-1])
     for f in crops:
-        bases[f"crop{f:g}"] = batch([centre_crop(im, f) for im in images])
+        bases[f"crop{f:g}"] = model.preprocess([centre_crop(im, f) for im in images])
     return {(name, k): model.encode_images(np.ascontiguousarray(np.rot90(x, k, axes=(2, 3))))
             for name, x in bases.items() for k in TURNS}
 
@@ -56,21 +51,17 @@ def ensembles(crops=()) -> dict[str, list[tuple]]:
 
 
 def ensemble_embedding(views: dict[tuple, np.ndarray], keys: list[tuple]) -> np.ndarray:
-    emb = np.mean([views[k] for k in keys], axis=0, dtype=np.float32)
-    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    from rsclip_geo.runtime.encoder import l2_normalize
+
+    return l2_normalize(np.mean([views[k] for k in keys], axis=0, dtype=np.float32))
 
 
 def measure(model, dataset, crops=(), classnames=None) -> dict[str, float]:
     """Zero-shot top-1 of every ensemble of ``ensembles(crops)`` on ``dataset`` (an ImageFolderDataset)."""
-    from PIL import Image
-
+    from rsclip_geo.evaluation.datasets import load_rgb
     from rsclip_geo.evaluation.zero_shot import evaluate_zero_shot
 
-    images = []
-    for p in dataset.paths:
-        with Image.open(p) as im:
-            images.append(np.asarray(im.convert("RGB")))
-    views = view_embeddings(model, images, crops)
+    views = view_embeddings(model, [load_rgb(p) for p in dataset.paths], crops)
     return {name: evaluate_zero_shot(model, dataset, classnames=classnames,
                                      image_embeddings=ensemble_embedding(views, keys)).top1
             for name, keys in ensembles(crops).items()}
@@ -78,12 +69,12 @@ def measure(model, dataset, crops=(), classnames=None) -> dict[str, float]:
 
 def main(argv=None) -> int:
     import rsclip_geo
-    from training.model_report import aid30
+    from training.model_report import REPO, aid30
 
     ap = argparse.ArgumentParser(prog="python -m training.view_ensembles", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
-    ap.add_argument("--aid", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "aid",
+    ap.add_argument("--aid", type=Path, default=REPO.parent / "shared" / "data" / "aid",
                     help="AID root (default ../shared/data/aid); the held-out part of the fixed 30-class split")
     ap.add_argument("--crops", type=float, nargs="*", default=[0.8], help="centre-crop fractions in (0, 1)")
     ap.add_argument("--threads", type=int, default=2)

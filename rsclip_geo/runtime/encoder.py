@@ -57,7 +57,8 @@ def _check_finite(out: np.ndarray, path: Path, what: str) -> np.ndarray:
     return out
 
 
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows (last axis) scaled to unit length; all-zero rows stay zero."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norm, 1e-12)
 
@@ -269,7 +270,7 @@ class ClipModel:
             out = [self._encode_turns(self.preprocess(images[i:i + self.batch_size]))
                    for i in range(0, len(images), self.batch_size)]
         emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
-        return _l2_normalize(emb) if normalize else emb
+        return l2_normalize(emb) if normalize else emb
 
     def _encode_turns(self, batch: np.ndarray) -> np.ndarray:
         """One preprocessed batch, as read (rotations 1) or averaged over its first 2 or 4 quarter turns (the input
@@ -283,7 +284,7 @@ class ClipModel:
             return run(batch)
         turns = []
         for k in range(self.rotations):
-            out = _l2_normalize(run(np.ascontiguousarray(np.rot90(batch, k, axes=(2, 3)))))
+            out = l2_normalize(run(np.ascontiguousarray(np.rot90(batch, k, axes=(2, 3)))))
             turns.append(out if back_axes is None else np.rot90(out, -k, axes=back_axes))
         return np.mean(turns, axis=0, dtype=np.float32)
 
@@ -352,7 +353,7 @@ class ClipModel:
         out = [_check_finite(self._text.run(None, {"input_ids": self._trim(ids[i:i + step])})[0],
                              self.bundle.text_encoder_path, "texts") for i in range(0, len(ids), step)]
         emb = np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
-        return _l2_normalize(emb) if normalize else emb
+        return l2_normalize(emb) if normalize else emb
 
     def _trim(self, ids: np.ndarray) -> np.ndarray:
         """Drop the all-padding columns at the end when the graph allows it (same embedding, less work)."""
@@ -373,7 +374,7 @@ class ClipModel:
             emb = self.encode_text([text for p in prompts for text in p])
             bounds = np.cumsum([0] + [len(p) for p in prompts])
             means = [emb[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
-        return _l2_normalize(np.stack(means))
+        return l2_normalize(np.stack(means))
 
     def probabilities(self, image_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
         """Softmax over classes of logit_scale * cosine similarity."""
