@@ -41,6 +41,7 @@ DEFAULTS: dict = {
     "datasets_from": "training/configs/default.toml",  # the [[datasets]] of this training config (train parts)
     "teacher_rotations": 4,
     "teacher_crops": [],  # centre-crop fractions the teacher also sees (each with its turns); [] = the full view only
+    "student_sees_crops": False,  # True: each epoch an image comes as one view drawn from the whole and those crops
     "data": {"max_per_source": 6500},  # seeded subsample of each source; 0 = every image
     "train": {"epochs": 1, "batch": 64, "lr": 1e-4, "warmup_share": 0.05, "weight_decay": 0.0, "threads": 2,
               "log_every": 25},
@@ -58,6 +59,9 @@ def load_config(path: Path) -> dict:
     if not isinstance(crops, list) or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
                                               and 0 < c < 1 for c in crops):
         raise ConfigError(f"{path}: teacher_crops must be a list of centre-crop fractions in (0, 1), got {crops!r}")
+    if not isinstance(cfg["student_sees_crops"], bool) or (cfg["student_sees_crops"] and not crops):
+        raise ConfigError(f"{path}: student_sees_crops must be true or false, and true needs teacher_crops, got "
+                          f"{cfg['student_sees_crops']!r} with teacher_crops {crops!r}")
     t = cfg["train"]
     if t["epochs"] < 1 or t["batch"] < 1 or t["lr"] <= 0 or not 0 <= t["warmup_share"] < 1:
         raise ConfigError(f"{path}: [train] needs epochs >= 1, batch >= 1, lr > 0 and 0 <= warmup_share < 1, got {t}")
@@ -115,14 +119,16 @@ def learning_rate(step: int, steps: int, peak: float, warmup_share: float) -> fl
     return peak * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / steps))
 
 
-def epoch_batches(n: int, batch: int, seed: int, epoch: int):
-    """(item indices, quarter turns) per step of one epoch; seeded by (seed, epoch) so a resumed run is the same."""
+def epoch_batches(n: int, batch: int, seed: int, epoch: int, n_views: int = 1):
+    """(item indices, quarter turns, view indices) per step of one epoch; seeded by (seed, epoch) so a resumed run
+    is the same (the views are drawn last: with one view, order and turns are what they were before views)."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(n)
     turns = rng.integers(0, 4, n)
+    picks = rng.integers(0, n_views, n) if n_views > 1 else np.zeros(n, dtype=np.int64)
     for i in range(0, n - batch + 1, batch):
         idx = order[i:i + batch]
-        yield idx, turns[idx]
+        yield idx, turns[idx], picks[idx]
 
 
 def write_epoch_bundle(visual, src: Path, out: Path, record: dict) -> Path:
@@ -195,7 +201,8 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
     key.update(crops)
     targets = cached_arrays(out, "teacher", key, lambda: {"embedding": teacher_embeddings(teacher, views)},
                             log=log)["embedding"]
-    del views[1:]
+    if not cfg["student_sees_crops"]:
+        del views[1:]
     targets_t = torch.from_numpy(targets)
     visual = tower_from_bundle(bundle)
     visual.eval()  # BatchNorm carries folded weights: never batch statistics
@@ -211,18 +218,20 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
         log(f"resumed after epoch {start}")
     per_epoch = len(images) // tc["batch"]
     steps = per_epoch * tc["epochs"]
+    student = {"student_sees_crops": True} if cfg["student_sees_crops"] else {}  # absent: earlier records as made
     record_base = {"from_image_encoder_sha256": image_sha, "teacher_rotations": cfg["teacher_rotations"], **crops,
-                   "config": str(config), "config_sha256": file_sha256(Path(config)), "images": counts,
+                   **student, "config": str(config), "config_sha256": file_sha256(Path(config)), "images": counts,
                    "stage": "training/rotation_distill.py"}
     records = []
     for epoch in range(start, tc["epochs"]):
         losses, t1 = [], time.perf_counter()
-        for k, (idx, turns) in enumerate(epoch_batches(len(images), tc["batch"], cfg["seed"], epoch)):
+        batches = epoch_batches(len(images), tc["batch"], cfg["seed"], epoch, len(views))
+        for k, (idx, turns, picks) in enumerate(batches):
             step = epoch * per_epoch + k
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, steps, tc["lr"], tc["warmup_share"])
-            x = np.stack([np.rot90(teacher.preprocess.normalize(images[i]), int(t), axes=(1, 2))
-                          for i, t in zip(idx, turns)])
+            x = np.stack([np.rot90(teacher.preprocess.normalize(views[v][i]), int(t), axes=(1, 2))
+                          for i, t, v in zip(idx, turns, picks)])
             emb = torch.nn.functional.normalize(visual(torch.from_numpy(np.ascontiguousarray(x))), dim=-1)
             loss = (1 - (emb * targets_t[idx]).sum(-1)).mean()
             opt.zero_grad()

@@ -215,3 +215,53 @@ def test_crop_views_and_their_teacher(tmp_path):
     assert np.allclose(got, want, atol=1e-5)
     assert np.allclose(teacher_embeddings(four, views[:1]), four.encode_images(x[0]), atol=1e-6)  # = --rotations 4
     assert (got * teacher_embeddings(four, views[:1])).sum(1).min() < 0.999  # the crop view changes the target
+
+
+def test_epoch_views_are_drawn_after_order_and_turns():
+    """Drawing a view per image leaves each epoch's order and turns as they were (earlier runs rebuild byte for
+    byte), draws every view, and is the same on a resumed run."""
+    from training.rotation_distill import epoch_batches
+
+    one = list(epoch_batches(640, 64, 0, 2))
+    two = list(epoch_batches(640, 64, 0, 2, n_views=2))
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(one, two))
+    assert all(not a[2].any() for a in one)
+    picks = np.concatenate([b[2] for b in two])
+    assert set(picks.tolist()) == {0, 1} and 0.4 < picks.mean() < 0.6
+    assert all(np.array_equal(a[2], b[2]) for a, b in zip(two, epoch_batches(640, 64, 0, 2, n_views=2)))
+    assert not np.array_equal(picks, np.concatenate([b[2] for b in epoch_batches(640, 64, 0, 3, n_views=2)]))
+
+
+@pytest.mark.parametrize("text", ["student_sees_crops = true\n", 'student_sees_crops = "yes"\nteacher_crops = [0.8]\n'])
+def test_student_crops_need_teacher_crops(tmp_path, text):
+    from training.config import ConfigError
+    from training.rotation_distill import load_config
+
+    cfg = tmp_path / "distill.toml"
+    cfg.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="student_sees_crops"):
+        load_config(cfg)
+
+
+def test_a_student_that_sees_crops_trains_on_them(tmp_path):
+    """Same teacher, same steps: the student fed crop views ends elsewhere than the whole-view student, and its
+    bundle records that it saw them."""
+    from training.rotation_distill import run
+
+    _scene_folder(tmp_path / "scenes")
+    (tmp_path / "train.toml").write_text(
+        f'[[datasets]]\nname = "scenes"\nkind = "folder"\nroot = "{tmp_path / "scenes"}"\n', encoding="utf-8")
+    shas, records = {}, {}
+    for name, extra in (("whole", ""), ("crops", "student_sees_crops = true\n")):
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(f'datasets_from = "{tmp_path / "train.toml"}"\nteacher_crops = [0.6]\n{extra}'
+                       f'[data]\nmax_per_source = 10\n[train]\nepochs = 1\nbatch = 5\nlr = {LR}\n', encoding="utf-8")
+        out = tmp_path / name
+        (rec,) = run(cfg, DEFAULT, out, log=lambda s: None)
+        assert rec["epoch"] == 1 and rec["images"] == {"scenes": 10}
+        records[name] = json.loads((out / "bundle_epoch1" / "model.json").read_text())["source"]["rotation_distill"]
+        shas[name] = _sha(out / "bundle_epoch1" / "image_encoder.onnx")
+        assert _sha(out / "teacher.npz") == _sha(tmp_path / "whole" / "teacher.npz")  # one teacher for both
+    assert shas["whole"] != shas["crops"]
+    assert records["crops"]["student_sees_crops"] is True and "student_sees_crops" not in records["whole"]
+    assert records["crops"]["teacher_crops"] == records["whole"]["teacher_crops"] == [0.6]
