@@ -34,6 +34,7 @@ if str(REPO) not in sys.path:
 
 import rsclip_geo  # noqa: E402
 from rsclip_geo.embeddings.index import INDEX_FORMAT, SceneIndex, read_index, write_index  # noqa: E402
+from rsclip_geo.runtime.encoder import l2_normalize  # noqa: E402
 from rsclip_geo.tasks.search import top_indices, query_embedding, score_tiles, search  # noqa: E402
 
 QUERIES = ("baseball field", "storage tanks", "a harbour with boats", "dense residential area", "bare land",
@@ -52,8 +53,7 @@ def synthetic_index(model, n_tiles: int, tile: int = 224, seed: int = 0) -> Scen
                               "tile_px": np.full(n_tiles, tile, np.int32), "row": rows.astype(np.int32),
                               "col": cols.astype(np.int32), "valid_frac": np.ones(n_tiles, np.float32)},
                              geometry=geoms, crs="EPSG:32633")
-    emb = np.random.default_rng(seed).standard_normal((n_tiles, model.embed_dim)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = l2_normalize(np.random.default_rng(seed).standard_normal((n_tiles, model.embed_dim)).astype(np.float32))
     plan = {"scene_width": side * tile, "scene_height": side * tile, "transform": [1.0, 0, x0, 0, -1.0, y0],
             "tile_width": tile, "tile_height": tile, "stride_x": tile, "stride_y": tile, "n_rows": side,
             "n_cols": side, "edge": "pad"}

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from rsclip_geo.export import file_sha256 as sha256, partial_bundle_dir
+from rsclip_geo.runtime.encoder import l2_normalize
 from training.config import ConfigError, exit_on_config_error, merge_config, read_toml
 from training.dense_labels import IGNORE, cell_labels, window_origins
 from training.keyed_cache import cached_arrays
@@ -239,8 +240,7 @@ def cell_figures(emb: np.ndarray, y: np.ndarray, image: np.ndarray, text: np.nda
     vs background cells of the images holding it (what a per-image threshold sees), and the accuracy over
     [classes + background]."""
     n = len(classes)
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    sims = emb @ text.T
+    sims = l2_normalize(emb) @ text.T
     pred = np.concatenate([sims[:, :n], sims[:, n:].max(axis=1, keepdims=True)], 1).argmax(1)
     lab = y != IGNORE
     out = {"accuracy": float((pred[lab] == y[lab]).mean()) if lab.any() else float("nan"), "auc": {}}
@@ -651,7 +651,7 @@ def pick_threshold(run: Path, projection: Path | None, bundle_dir: Path, checkpo
         emb, y, image = _tail_val_cells(run, state, checkpoint, len(NWPU_VHR10_CLASSES))
     else:
         emb, y, image = _projection_val_cells(run, state, checkpoint)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = l2_normalize(emb)
     text = rsclip_geo.load_model(bundle_dir, device="cpu").class_embeddings(list(queries.values()))
     bg = len(NWPU_VHR10_CLASSES)
     pairs = []

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..runtime.encoder import l2_normalize
 from .datasets import DatasetError, ImageFolderDataset, as_folder_dataset, stratified_split
 from .embed import ProgressCallback, embed_images
 
@@ -23,8 +24,8 @@ DEFAULT_L2 = 1e-3  # used when the training set is too small to hold out a valid
 
 
 def _l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """Unit rows in float64: the probe's gradient descent runs in double precision."""
+    return l2_normalize(np.asarray(x, dtype=np.float64))
 
 
 def _per_class(pred: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None) -> dict[str, float]:

@@ -41,7 +41,7 @@ from pyproj import CRS
 from rasterio.windows import Window
 
 from ..embeddings.dense_cells import DenseCellCache
-from ..runtime.encoder import ClipModel
+from ..runtime.encoder import ClipModel, l2_normalize
 from ..errors import BundleError, RasterInputError
 from .heatmap import DEFAULT_MAX_CELLS, OutputGrid, output_grid, scene_validity
 from ..raster.scene import Scene
@@ -236,8 +236,7 @@ def _encoded_windows(scene: Scene, model: ClipModel, plan: WindowPlan, per_run: 
     first = 0
 
     def run():
-        emb = model.encode_dense(np.stack([x for x, _ in batch]))
-        emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+        emb = l2_normalize(model.encode_dense(np.stack([x for x, _ in batch])))
         return first, emb, np.stack([f for _, f in batch])
 
     for rows, cols in plan.grids:
