@@ -8,7 +8,8 @@ lands on the ensemble's embedding of it (1 - cosine), on the training images of 
 parts only; each source capped at ``data.max_per_source`` images). The teacher is the starting bundle through the
 runtime itself (``ClipModel(rotations=4)``): exactly what users get from ``--rotations 4``. The target is the same
 for all four turns of an image, so the student learns invariance, not a new semantics; the text encoder, the
-dense head and the tokenizer stay byte for byte as they were.
+dense head and the tokenizer stay byte for byte as they were. ``teacher_crops`` adds centred crops to the teacher's
+views; ``student_sees_crops`` feeds the student those crops too (one view per image per epoch, drawn by seed).
 
     python -m training.rotation_distill --config training/configs/rotation_distill.toml \\
         --bundle BUNDLE --out runs/rotation_distill          # [--resume]
