@@ -102,15 +102,22 @@ def _scene_folder(root: Path) -> None:
             Image.fromarray(rgb).save(root / c / f"{c}_{i}.png")
 
 
+def _scene_training_config(tmp_path: Path) -> Path:
+    """``tmp_path/train.toml``: a training config whose one source is the folder of ``_scene_folder``."""
+    _scene_folder(tmp_path / "scenes")
+    path = tmp_path / "train.toml"
+    path.write_text(f'[[datasets]]\nname = "scenes"\nkind = "folder"\nroot = "{tmp_path / "scenes"}"\n',
+                    encoding="utf-8")
+    return path
+
+
 EPOCHS, LR = 6, 2e-5  # 12 steps of 5 images: enough to move the shipped tower on 10 images
 
 
 def test_distillation_moves_single_views_onto_the_ensemble(tmp_path):
     from training.rotation_distill import run
 
-    _scene_folder(tmp_path / "scenes")
-    (tmp_path / "train.toml").write_text(
-        f'[[datasets]]\nname = "scenes"\nkind = "folder"\nroot = "{tmp_path / "scenes"}"\n', encoding="utf-8")
+    _scene_training_config(tmp_path)
     cfg = tmp_path / "distill.toml"
     cfg.write_text(f'datasets_from = "{tmp_path / "train.toml"}"\n[data]\nmax_per_source = 10\n'
                    f'[train]\nepochs = {EPOCHS}\nbatch = 5\nlr = {LR}\nlog_every = 100\n', encoding="utf-8")
@@ -194,9 +201,7 @@ def test_crop_views_and_their_teacher(tmp_path):
 
     from training.rotation_distill import centre_crop, teacher_embeddings, training_images
 
-    _scene_folder(tmp_path / "scenes")
-    (tmp_path / "train.toml").write_text(
-        f'[[datasets]]\nname = "scenes"\nkind = "folder"\nroot = "{tmp_path / "scenes"}"\n', encoding="utf-8")
+    _scene_training_config(tmp_path)
     cfg = {"datasets_from": str(tmp_path / "train.toml"), "seed": 0, "teacher_crops": [0.5],
            "data": {"max_per_source": 0}}
     one = load_model(DEFAULT)
@@ -248,9 +253,7 @@ def test_a_student_that_sees_crops_trains_on_them(tmp_path):
     bundle records that it saw them."""
     from training.rotation_distill import run
 
-    _scene_folder(tmp_path / "scenes")
-    (tmp_path / "train.toml").write_text(
-        f'[[datasets]]\nname = "scenes"\nkind = "folder"\nroot = "{tmp_path / "scenes"}"\n', encoding="utf-8")
+    _scene_training_config(tmp_path)
     shas, records = {}, {}
     for name, extra in (("whole", ""), ("crops", "student_sees_crops = true\n")):
         cfg = tmp_path / f"{name}.toml"
