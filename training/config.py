@@ -97,14 +97,63 @@ def merge_config(defaults: dict, raw: dict, path: Path) -> dict:
 
 
 def read_toml(path: Path) -> dict:
-    """The parsed TOML file; ConfigError naming the file when it is missing or not TOML."""
-    path = Path(path)
+    """The parsed TOML file with its ``base`` chain applied; ConfigError naming the file when one is missing or bad.
+
+    ``base = "other.toml"`` (relative to this file's folder) makes a config a short list of what differs from
+    another one: tables merge key by key, and any other value (a list such as [[datasets]] included) replaces the
+    base's whole value. Why: a variant that repeats its base in full drifts from it silently when the base changes.
+    """
+    return _read_with_base(Path(path), ())
+
+
+def base_chain(path: Path) -> list[Path]:
+    """The files a config's ``base`` keys lead through, nearest first (empty when it has none): a run's record
+    names them beside the config's own hash, since that hash alone does not cover what the config inherits."""
+    chain, raw, here = [], _read_toml_file(Path(path)), Path(path)
+    while isinstance(raw.get("base"), str):
+        here = here.parent / raw["base"]
+        if here.resolve() in {p.resolve() for p in chain} or len(chain) > 32:
+            break  # read_toml names the loop
+        chain.append(here)
+        raw = _read_toml_file(here)
+    return chain
+
+
+def _read_toml_file(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+
+
+def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict:
+    here = path.resolve()
+    if here in chain:
+        names = " -> ".join(str(p) for p in (*chain, here))
+        raise ConfigError(f"{path}: 'base' chain loops back on itself ({names})")
+    raw = _read_toml_file(path)
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: 'base' must be the path of another config file, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: 'base' file {base_path} does not exist")
+    return _overlay(_read_with_base(base_path, (*chain, here)), raw)
+
+
+def _overlay(base: dict, top: dict) -> dict:
+    """``base`` with ``top`` laid over it: tables merge recursively, every other value replaces."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _overlay(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def load_config(path: Path) -> dict:

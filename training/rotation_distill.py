@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from rsclip_geo.export import file_sha256
-from training.config import ConfigError, exit_on_config_error, merge_config, read_toml
+from training.config import ConfigError, base_chain, exit_on_config_error, merge_config, read_toml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,9 +220,11 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
     per_epoch = len(images) // tc["batch"]
     steps = per_epoch * tc["epochs"]
     student = {"student_sees_crops": True} if cfg["student_sees_crops"] else {}  # absent: earlier records as made
+    bases = [{"config": str(b), "sha256": file_sha256(b)} for b in base_chain(Path(config))]
+    inherited = {"config_bases": bases} if bases else {}  # likewise
     record_base = {"from_image_encoder_sha256": image_sha, "teacher_rotations": cfg["teacher_rotations"], **crops,
-                   **student, "config": str(config), "config_sha256": file_sha256(Path(config)), "images": counts,
-                   "stage": "training/rotation_distill.py"}
+                   **student, "config": str(config), "config_sha256": file_sha256(Path(config)), **inherited,
+                   "images": counts, "stage": "training/rotation_distill.py"}
     records = []
     for epoch in range(start, tc["epochs"]):
         losses, t1 = [], time.perf_counter()

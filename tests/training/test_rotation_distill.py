@@ -250,15 +250,18 @@ def test_student_crops_need_teacher_crops(tmp_path, text):
 
 def test_a_student_that_sees_crops_trains_on_them(tmp_path):
     """Same teacher, same steps: the student fed crop views ends elsewhere than the whole-view student, and its
-    bundle records that it saw them."""
+    bundle records that it saw them (its config is the whole-view one as ``base`` plus that switch, and the record
+    names that base and its hash)."""
     from training.rotation_distill import run
 
     _scene_training_config(tmp_path)
+    (tmp_path / "whole.toml").write_text(f'datasets_from = "{tmp_path / "train.toml"}"\nteacher_crops = [0.6]\n'
+                                         f'[data]\nmax_per_source = 10\n[train]\nepochs = 1\nbatch = 5\nlr = {LR}\n',
+                                         encoding="utf-8")
+    (tmp_path / "crops.toml").write_text('base = "whole.toml"\nstudent_sees_crops = true\n', encoding="utf-8")
     shas, records = {}, {}
-    for name, extra in (("whole", ""), ("crops", "student_sees_crops = true\n")):
+    for name in ("whole", "crops"):
         cfg = tmp_path / f"{name}.toml"
-        cfg.write_text(f'datasets_from = "{tmp_path / "train.toml"}"\nteacher_crops = [0.6]\n{extra}'
-                       f'[data]\nmax_per_source = 10\n[train]\nepochs = 1\nbatch = 5\nlr = {LR}\n', encoding="utf-8")
         out = tmp_path / name
         (rec,) = run(cfg, DEFAULT, out, log=lambda s: None)
         assert rec["epoch"] == 1 and rec["images"] == {"scenes": 10}
@@ -268,3 +271,6 @@ def test_a_student_that_sees_crops_trains_on_them(tmp_path):
     assert shas["whole"] != shas["crops"]
     assert records["crops"]["student_sees_crops"] is True and "student_sees_crops" not in records["whole"]
     assert records["crops"]["teacher_crops"] == records["whole"]["teacher_crops"] == [0.6]
+    assert records["crops"]["config_bases"] == [{"config": str(tmp_path / "whole.toml"),
+                                                 "sha256": _sha(tmp_path / "whole.toml")}]
+    assert "config_bases" not in records["whole"]

@@ -360,3 +360,74 @@ def test_class_bank_weight_changes_the_trained_weights(tiny_run):
         weights[name] = torch.load(tmp / f"bank_{name}" / "checkpoint_last.pt", map_location="cpu",
                                    weights_only=False)["state_dict"]["visual.head.proj.weight"]
     assert not torch.equal(weights["plain"], weights["bank"])
+
+
+def test_config_base_overlays_tables_and_replaces_lists(tmp_path):
+    """A config with ``base`` is its base with its own keys laid over: a table merges key by key (the base's other
+    keys stay), a list such as [[datasets]] replaces the base's whole list; the chain is what a run records."""
+    from training.config import base_chain, load_config
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.toml").write_text(
+        'seed = 3\n[train]\nepochs = 7\nbatch_size = 16\n[augment]\nscale_min = 0.5\n'
+        '[[datasets]]\nname = "a"\nkind = "aid"\n[[datasets]]\nname = "b"\nkind = "aid"\n')
+    (tmp_path / "sub" / "mid.toml").write_text('base = "../root.toml"\n[train]\nepochs = 2\n')
+    (tmp_path / "sub" / "top.toml").write_text('base = "mid.toml"\n[augment]\nscale_min = 0.7\n'
+                                               '[[datasets]]\nname = "c"\nkind = "folder"\n')
+    top = load_config(tmp_path / "sub" / "top.toml")
+    assert top["seed"] == 3 and top["train"]["epochs"] == 2 and top["train"]["batch_size"] == 16
+    assert top["augment"]["scale_min"] == 0.7 and top["augment"]["flip"] is True  # flip: DEFAULTS, not lost
+    assert [d["name"] for d in top["datasets"]] == ["c"]
+    assert "base" not in top
+    mid = load_config(tmp_path / "sub" / "mid.toml")
+    assert [d["name"] for d in mid["datasets"]] == ["a", "b"] and mid["augment"]["scale_min"] == 0.5
+    assert base_chain(tmp_path / "sub" / "top.toml") == [tmp_path / "sub" / "mid.toml",
+                                                          tmp_path / "sub" / "../root.toml"]
+    assert base_chain(tmp_path / "root.toml") == []
+
+
+@pytest.mark.parametrize("body, message", [
+    ('base = "missing.toml"\n', "'base' file"),
+    ('base = 3\n', "'base' must be the path"),
+    ('base = "loop_b.toml"\n', "loops back"),
+])
+def test_config_base_errors_name_the_file(tmp_path, body, message):
+    from training.config import ConfigError, load_config
+
+    (tmp_path / "loop_b.toml").write_text('base = "loop_a.toml"\n')
+    (tmp_path / "loop_a.toml").write_text(body)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(tmp_path / "loop_a.toml")
+    assert "loop_a.toml" in str(err.value)
+
+
+def test_config_base_keys_are_checked_like_the_files_own(tmp_path):
+    """An unknown key or a value of the wrong kind inherited through ``base`` fails as it would in the file itself."""
+    from training.config import ConfigError, load_config
+
+    (tmp_path / "root.toml").write_text('[train]\nepochz = 1\n[[datasets]]\nkind = "aid"\n')
+    (tmp_path / "top.toml").write_text('base = "root.toml"\n')
+    with pytest.raises(ConfigError, match="unknown key train.'epochz'"):
+        load_config(tmp_path / "top.toml")
+    (tmp_path / "root.toml").write_text('[[datasets]]\nkind = "aid"\n')
+    (tmp_path / "top.toml").write_text('base = "root.toml"\n[train]\nepochs = "four"\n')
+    with pytest.raises(ConfigError, match="'train.epochs' must be a number"):
+        load_config(tmp_path / "top.toml")
+
+
+def test_variant_configs_differ_from_their_base_only_where_they_say():
+    """The committed variants that inherit resolve to their base with the one change their header names."""
+    from pathlib import Path
+
+    from training.config import load_config
+
+    configs = Path(__file__).resolve().parents[2] / "training" / "configs"
+    default = load_config(configs / "default.toml")
+    wide = load_config(configs / "wide_crops.toml")
+    assert wide["augment"]["scale_min"] == 0.7 and default["augment"]["scale_min"] == 0.5
+    wide["augment"]["scale_min"] = 0.5
+    assert wide == default
+    no_bank = load_config(configs / "ablation_no_class_bank.toml")
+    assert no_bank["train"]["class_bank_weight"] == 0.0 and default["train"]["class_bank_weight"] == 0.5
+    no_bank["train"]["class_bank_weight"] = 0.5
+    assert no_bank == default
