@@ -193,8 +193,8 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
     teacher = load_model(bundle, threads=tc["threads"], batch_size=64, rotations=cfg["teacher_rotations"])
     t0 = time.perf_counter()
     views, counts = training_images(cfg, teacher.bundle.image.size, teacher.preprocess.resize)
-    images = views[0]
-    log(f"{len(images)} training images {counts}, {len(views)} view(s) ({time.perf_counter() - t0:.0f} s)")
+    n_images = len(views[0])
+    log(f"{n_images} training images {counts}, {len(views)} view(s) ({time.perf_counter() - t0:.0f} s)")
     image_sha = file_sha256(teacher.bundle.image_encoder_path)
     key = {"image_encoder_sha256": image_sha, "rotations": cfg["teacher_rotations"], "counts": counts,
            "datasets_from": cfg["datasets_from"], "max_per_source": cfg["data"]["max_per_source"], "seed": cfg["seed"]}
@@ -217,7 +217,7 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
         opt.load_state_dict(state["optimizer"])
         start = int(state["epoch"])
         log(f"resumed after epoch {start}")
-    per_epoch = len(images) // tc["batch"]
+    per_epoch = n_images // tc["batch"]
     steps = per_epoch * tc["epochs"]
     student = {"student_sees_crops": True} if cfg["student_sees_crops"] else {}  # absent: earlier records as made
     bases = [{"config": str(b), "sha256": file_sha256(b)} for b in base_chain(Path(config))]
@@ -228,7 +228,7 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
     records = []
     for epoch in range(start, tc["epochs"]):
         losses, t1 = [], time.perf_counter()
-        batches = epoch_batches(len(images), tc["batch"], cfg["seed"], epoch, len(views))
+        batches = epoch_batches(n_images, tc["batch"], cfg["seed"], epoch, len(views))
         for k, (idx, turns, picks) in enumerate(batches):
             step = epoch * per_epoch + k
             for group in opt.param_groups:
