@@ -362,6 +362,27 @@ def test_class_bank_weight_changes_the_trained_weights(tiny_run):
     assert not torch.equal(weights["plain"], weights["bank"])
 
 
+def test_probe_stage_does_not_depend_on_train_or_augment(tiny_run):
+    """The model card reuses one run's probe checkpoint in another (--probe-from) when only [train] / [augment]
+    differ: the probe stage must then come out the same, weight for weight."""
+    from training.train import main
+
+    tmp, _ = tiny_run
+    probe_toml = tmp / "tiny_probe.toml"
+    other = tmp / "tiny_probe_other.toml"
+    other.write_text(probe_toml.read_text().replace("samples_per_epoch = 12",
+                                                    "samples_per_epoch = 12\nclass_bank_weight = 1.0")
+                     + "[augment]\nscale_min = 0.7\n")
+    probes = {}
+    for name, path in (("plain", probe_toml), ("other", other)):
+        main(["--config", str(path), "--out", str(tmp / f"probe_same_{name}"), "--cache", str(tmp / "cache")])
+        probes[name] = torch.load(tmp / f"probe_same_{name}" / "checkpoint_probe.pt", map_location="cpu",
+                                  weights_only=False)["state_dict"]
+    assert set(probes["plain"]) == set(probes["other"])
+    for k, v in probes["plain"].items():
+        assert torch.equal(v, probes["other"][k]), f"{k}: the probe stage depends on [train] / [augment]"
+
+
 def test_config_base_overlays_tables_and_replaces_lists(tmp_path):
     """A config with ``base`` is its base with its own keys laid over: a table merges key by key (the base's other
     keys stay), a list such as [[datasets]] replaces the base's whole list; the chain is what a run records."""
