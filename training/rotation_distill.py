@@ -34,6 +34,7 @@ import numpy as np
 
 from rsclip_geo.export import file_sha256
 from training.config import ConfigError, base_chain, exit_on_config_error, merge_config, read_toml
+from training.environment import describe_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,6 +227,8 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print) 
                    **student, "config": str(config), "config_sha256": file_sha256(Path(config)), **inherited,
                    "images": counts, "stage": "training/rotation_distill.py"}
     records = []
+    with (out / "log.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(describe_environment(tc["threads"])) + "\n")
     for epoch in range(start, tc["epochs"]):
         losses, t1 = [], time.perf_counter()
         batches = epoch_batches(n_images, tc["batch"], cfg["seed"], epoch, len(views))

@@ -21,6 +21,7 @@ import torch
 
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import exit_on_config_error, load_config
+from training.environment import describe_environment
 from training.loop import train_epoch
 from training.mixing import MixedBatches
 from training.model import IMAGE_MEAN, IMAGE_STD
@@ -90,6 +91,7 @@ def run(cfg: dict, out: Path, resume: Path | None = None, cache_dir: Path | None
                sources=sources, device=device, image_size=image_size, prototypes=prototypes)
     record: dict = {}
     with open(out / "log.jsonl", "a", encoding="utf-8") as log_file:
+        log_file.write(json.dumps(describe_environment(tc["threads"])) + "\n")
         if resume is None and probe_from is not None:
             state = load_checkpoint(probe_from)
             if state.get("name") != cfg["model"]["config"] or state.get("epoch") != 0:

@@ -274,3 +274,5 @@ def test_a_student_that_sees_crops_trains_on_them(tmp_path):
     assert records["crops"]["config_bases"] == [{"config": str(tmp_path / "whole.toml"),
                                                  "sha256": _sha(tmp_path / "whole.toml")}]
     assert "config_bases" not in records["whole"]
+    log = [json.loads(line) for line in (tmp_path / "crops" / "log.jsonl").read_text().splitlines()]
+    assert "environment" in log[0] and [r["epoch"] for r in log[1:]] == [1]

@@ -173,6 +173,13 @@ def test_train_cli_writes_checkpoint_and_resumes(tiny_run):
     ckpt2 = torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=False)
     assert ckpt2["epoch"] == 2
     assert not torch.equal(ckpt["state_dict"]["visual.head.proj.weight"], ckpt2["state_dict"]["visual.head.proj.weight"])
+    # one environment record per start (the resumed start may be another machine): versions, CPU, kernel level
+    envs = [json.loads(line)["environment"] for line in (out / "log.jsonl").read_text().splitlines()
+            if "environment" in json.loads(line)]
+    assert len(envs) == 2
+    assert envs[0]["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert envs[0]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert envs[0]["torch_threads"] == 2 and envs[0]["cpu_count"] >= 1
 
 
 def test_multi_positive_loss_matches_hand_computation():
