@@ -451,11 +451,13 @@ def test_variant_configs_differ_from_their_base_only_where_they_say():
 
     configs = Path(__file__).resolve().parents[2] / "training" / "configs"
     default = load_config(configs / "default.toml")
-    wide = load_config(configs / "wide_crops.toml")
-    assert wide["augment"]["scale_min"] == 0.7 and default["augment"]["scale_min"] == 0.5
-    wide["augment"]["scale_min"] = 0.5
-    assert wide == default
-    no_bank = load_config(configs / "ablation_no_class_bank.toml")
+    crops05 = load_config(configs / "ablation_crop_scale05.toml")  # v2.4 / v2.5's main run
+    assert crops05["augment"]["scale_min"] == 0.5 and default["augment"]["scale_min"] == 0.7
+    crops05["augment"]["scale_min"] = 0.7
+    assert crops05 == default
+    no_bank = load_config(configs / "ablation_no_class_bank.toml")  # v2.3: v2.4's recipe without the class bank
     assert no_bank["train"]["class_bank_weight"] == 0.0 and default["train"]["class_bank_weight"] == 0.5
+    assert no_bank["augment"]["scale_min"] == 0.5
     no_bank["train"]["class_bank_weight"] = 0.5
+    no_bank["augment"]["scale_min"] = 0.7
     assert no_bank == default
