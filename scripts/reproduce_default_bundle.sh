@@ -2,32 +2,34 @@
 # Rebuild the shipped default bundle from its training runs with the model card's commands, and compare every
 # file with rsclip_geo/models/default byte for byte (MODEL_CARD.md is written by hand and not rebuilt).
 #
-#   scripts/reproduce_default_bundle.sh [RUN] [DENSE_RUN] [OUT] [DISTILL_RUN]
-#     RUN          main training run   (default runs/classbank: python -m training.train --config training/configs/default.toml)
-#     DENSE_RUN    dense-head run      (default runs/dense_align_classbank_tail: python -m training.dense_align --config
+#   scripts/reproduce_default_bundle.sh [RUN] [DENSE_RUN] [OUT] [DISTILL_RUN] [EPOCH]
+#     RUN          main training run   (default runs/wide_crops: python -m training.train --config training/configs/default.toml)
+#     DENSE_RUN    dense-head run      (default runs/dense_align_wide_tail: python -m training.dense_align --config
 #                                       training/configs/dense_align_tail.toml --checkpoint RUN/checkpoint_final.pt)
 #     OUT          where the rebuilt bundle goes (default /tmp/rsclip-default-rebuilt; replaced)
-#     DISTILL_RUN  rotation-distillation run (default: OUT.distill, run anew from the rebuilt v2.4 bundle, ~65 min;
+#     DISTILL_RUN  rotation-distillation run (default: OUT.distill, run anew from the rebuilt undistilled bundle, ~65 min;
 #                  an existing run's checkpoint_epoch<N>.pt is exported instead, N = model.json's
 #                  source.rotation_distill.epoch)
+#     EPOCH        which distillation epoch to export (default: the shipped bundle's; a new candidate's when
+#                  building the bundle that is to replace it)
 # Needs the fetched data (training/DATA.md) for the distillation's images and the evaluation written into
 # model.json. ~8 min on 2 cores with an existing DISTILL_RUN.
 # Exit 0 only when every file matches.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
-RUN="${1:-runs/classbank}"
-DENSE_RUN="${2:-runs/dense_align_classbank_tail}"
+RUN="${1:-runs/wide_crops}"
+DENSE_RUN="${2:-runs/dense_align_wide_tail}"
 OUT="${3:-/tmp/rsclip-default-rebuilt}"
 DISTILL_RUN="${4:-$OUT.distill}"
 SHIPPED=rsclip_geo/models/default
 PY=.venv/bin/python
 NAME=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['name'])" "$SHIPPED/model.json")
 LICENSE=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['license'])" "$SHIPPED/model.json")
-EPOCH=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['source']['rotation_distill']['epoch'])" \
-  "$SHIPPED/model.json")
+EPOCH="${5:-$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['source']['rotation_distill']['epoch'])" \
+  "$SHIPPED/model.json")}"
 CKPT="$RUN/checkpoint_final.pt"
-rm -rf "$OUT" "$OUT.stage" "$OUT.v24"
+rm -rf "$OUT" "$OUT.stage" "$OUT.undistilled"
 mkdir -p "$(dirname "$OUT")"
 ARCH="$(mktemp -d)/RSCLIP-EfficientNetLite1-MiniLM.json"  # the architecture name is the file's stem
 cp "$RUN/model_config.json" "$ARCH"
@@ -38,19 +40,19 @@ set -x
 $PY -c "from rsclip_geo.export.weight_storage import store_bundle_image_fp16 as f; import sys; f(sys.argv[1])" \
   "$OUT.stage"
 $PY -m training.dense_align export --projection "$DENSE_RUN/dense_projection.pt" --checkpoint "$CKPT" \
-  --bundle "$OUT.stage" -o "$OUT.v24"
+  --bundle "$OUT.stage" -o "$OUT.undistilled"
 $PY -m training.dense_align threshold --run "$DENSE_RUN" --projection "$DENSE_RUN/dense_projection.pt" \
-  --bundle "$OUT.v24" --checkpoint "$CKPT" --min-precision 0.5 --write
-# v2.5: the image tower distilled from v2.4's four-turn ensemble (training/rotation_distill.py)
+  --bundle "$OUT.undistilled" --checkpoint "$CKPT" --min-precision 0.5 --write
+# the image tower distilled from the undistilled bundle's own four-turn ensemble (training/rotation_distill.py)
 if [ -f "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" ]; then
-  $PY -m training.rotation_distill export --checkpoint "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" --bundle "$OUT.v24" -o "$OUT"
+  $PY -m training.rotation_distill export --checkpoint "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" --bundle "$OUT.undistilled" -o "$OUT"
 else
-  $PY -m training.rotation_distill --config training/configs/rotation_distill.toml --bundle "$OUT.v24" --out "$DISTILL_RUN"
+  $PY -m training.rotation_distill --config training/configs/rotation_distill.toml --bundle "$OUT.undistilled" --out "$DISTILL_RUN"
   cp -r "$DISTILL_RUN/bundle_epoch$EPOCH" "$OUT"
 fi
 $PY -m training.model_report "$OUT" --write-card
 set +x
-rm -rf "$OUT.stage" "$OUT.v24" "$(dirname "$ARCH")"
+rm -rf "$OUT.stage" "$OUT.undistilled" "$(dirname "$ARCH")"
 
 status=0
 for f in "$SHIPPED"/*; do
