@@ -461,3 +461,7 @@ def test_variant_configs_differ_from_their_base_only_where_they_say():
     no_bank["train"]["class_bank_weight"] = 0.5
     no_bank["augment"]["scale_min"] = 0.7
     assert no_bank == default
+    long = load_config(configs / "long_schedule.toml")  # candidate: 6 epochs
+    assert long["train"]["epochs"] == 6 and default["train"]["epochs"] == 4
+    long["train"]["epochs"] = 4
+    assert long == default
