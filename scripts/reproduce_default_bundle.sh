@@ -3,13 +3,13 @@
 # file with rsclip_geo/models/default byte for byte (MODEL_CARD.md is written by hand and not rebuilt).
 #
 #   scripts/reproduce_default_bundle.sh [RUN] [DENSE_RUN] [OUT] [DISTILL_RUN] [EPOCH]
-#     RUN          main training run   (default runs/wide_crops: python -m training.train --config training/configs/default.toml)
+#     RUN          main training run   (default runs/wide_crops: python -m training.train --config
+#                                       training/configs/default.toml)
 #     DENSE_RUN    dense-head run      (default runs/dense_align_wide_tail: python -m training.dense_align --config
 #                                       training/configs/dense_align_tail.toml --checkpoint RUN/checkpoint_final.pt)
 #     OUT          where the rebuilt bundle goes (default /tmp/rsclip-default-rebuilt; replaced)
-#     DISTILL_RUN  rotation-distillation run (default: OUT.distill, run anew from the rebuilt undistilled bundle, ~65 min;
-#                  an existing run's checkpoint_epoch<N>.pt is exported instead, N = model.json's
-#                  source.rotation_distill.epoch)
+#     DISTILL_RUN  rotation-distillation run (default: OUT.distill, run anew from the rebuilt undistilled bundle,
+#                  ~65 min; an existing run's checkpoint_epoch<EPOCH>.pt is exported instead)
 #     EPOCH        which distillation epoch to export (default: the shipped bundle's; a new candidate's when
 #                  building the bundle that is to replace it)
 # Needs the fetched data (training/DATA.md) for the distillation's images and the evaluation written into
@@ -45,9 +45,11 @@ $PY -m training.dense_align threshold --run "$DENSE_RUN" --projection "$DENSE_RU
   --bundle "$OUT.undistilled" --checkpoint "$CKPT" --min-precision 0.5 --write
 # the image tower distilled from the undistilled bundle's own four-turn ensemble (training/rotation_distill.py)
 if [ -f "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" ]; then
-  $PY -m training.rotation_distill export --checkpoint "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" --bundle "$OUT.undistilled" -o "$OUT"
+  $PY -m training.rotation_distill export --checkpoint "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" \
+    --bundle "$OUT.undistilled" -o "$OUT"
 else
-  $PY -m training.rotation_distill --config training/configs/rotation_distill.toml --bundle "$OUT.undistilled" --out "$DISTILL_RUN"
+  $PY -m training.rotation_distill --config training/configs/rotation_distill.toml --bundle "$OUT.undistilled" \
+    --out "$DISTILL_RUN"
   cp -r "$DISTILL_RUN/bundle_epoch$EPOCH" "$OUT"
 fi
 $PY -m training.model_report "$OUT" --write-card
