@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rsclip_geo.export import file_sha256 as sha256, partial_bundle_dir
+from rsclip_geo.export import file_sha256 as sha256, written_folder
 from rsclip_geo.runtime.encoder import l2_normalize
 from training.config import ConfigError, exit_on_config_error, merge_config, read_toml
 from training.dense_labels import IGNORE, cell_labels, window_origins
@@ -722,8 +722,7 @@ def export_bundle(projection: Path, checkpoint: Path, bundle_dir: Path, out: Pat
         from training.dense_tail import load_tail_into_trunk
 
         load_tail_into_trunk(model.visual.trunk, state["tail"])
-    tmp = partial_bundle_dir(out)
-    try:
+    with written_folder(out, overwrite) as tmp:
         for f in Path(bundle_dir).iterdir():
             if f.is_file() and f.name != bundle.dense.file:
                 shutil.copy2(f, tmp / f.name)
@@ -738,12 +737,6 @@ def export_bundle(projection: Path, checkpoint: Path, bundle_dir: Path, out: Pat
         spec = replace(spec, parity={**spec.parity, **extra})
         replace(bundle, dense=spec).write(tmp)
         read_bundle(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

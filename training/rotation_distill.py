@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsclip_geo.export import file_sha256
+from rsclip_geo.export import file_sha256, written_folder
 from training.config import ConfigError, base_chain, exit_on_config_error, merge_config, read_toml
 from training.environment import describe_environment
 
@@ -137,10 +137,8 @@ def write_epoch_bundle(visual, src: Path, out: Path, record: dict) -> Path:
     """``out``: a copy of ``src`` with the trained image encoder, checked and recorded in model.json."""
     from training.bundle_tower import write_tower, written_parity
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(src, tmp)
+    with written_folder(out, overwrite=True) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
         meta_path = tmp / "model.json"
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         storage = write_tower(visual, src / meta["image_encoder"], tmp / meta["image_encoder"])
@@ -165,11 +163,6 @@ def write_epoch_bundle(visual, src: Path, out: Path, record: dict) -> Path:
         # the starting bundle's figures are not this one's: training.model_report --write-card measures it
         (meta.get("card") or {}).pop("evaluation", None)
         meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    except BaseException:  # nothing half-written stays behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)
     return out
 
 

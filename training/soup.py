@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from rsclip_geo.export import file_sha256, partial_bundle_dir
+from rsclip_geo.export import file_sha256, written_folder
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, exit_on_config_error, merge_config, read_toml
 
@@ -100,18 +100,11 @@ def make_soup(cfg: dict, out: Path, overwrite: bool = False) -> Path:
     record = {"runs": [str(r) for r in runs], "weights": cfg["weights"], "checkpoint": cfg["checkpoint"],
               "checkpoint_sha256": [file_sha256(r / cfg["checkpoint"]) for r in runs],
               "epochs": [c["epoch"] for c in checkpoints]}
-    tmp = partial_bundle_dir(out)
-    try:
+    with written_folder(out, overwrite) as tmp:
         shutil.copyfile(runs[0] / "model_config.json", tmp / "model_config.json")
         torch.save({"epoch": max(record["epochs"]), "name": checkpoints[0]["name"], "state_dict": state,
                     "soup": record}, tmp / "checkpoint_final.pt")
         (tmp / "soup.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -124,7 +117,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         print(make_soup(load_config(a.config), a.out, a.overwrite))
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing runs, an existing OUT, runs that do not share a start
         if isinstance(exc, ConfigError):
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -16,9 +16,10 @@ import os
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -51,6 +52,19 @@ def partial_bundle_dir(out_dir: Path) -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     return tmp
+
+
+@contextmanager
+def written_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir`` to write into: renamed to ``out_dir`` when the block ends cleanly
+    (replacing an existing one only with ``overwrite``), removed when it raises. A folder is never half-written."""
+    tmp = partial_bundle_dir(out_dir)
+    try:
+        yield tmp
+        _move_into_place(tmp, Path(out_dir), overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def file_sha256(path: Path) -> str:
@@ -252,8 +266,7 @@ def export_checkpoint(
     model = built.model
     log.info("loaded %s into %s (activation %s)", checkpoint, built.arch, built.activation or "tower-defined")
 
-    tmp = partial_bundle_dir(out_dir)
-    try:
+    with written_folder(out_dir, overwrite) as tmp:
         text_spec = write_tokenizer_files(built.tokenizer, tmp)
         model_pad = getattr(getattr(getattr(model, "text", None), "config", None), "pad_token_id", None)
         if built.text_tower.startswith("hf:") and model_pad is not None and int(model_pad) != text_spec.pad_id:
@@ -330,10 +343,6 @@ def export_checkpoint(
         )
         bundle.write(tmp)  # model.json last: only now is the folder a bundle
         read_bundle(tmp)
-        _move_into_place(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote bundle %s (image cos min %.6f, text cos min %.6f)", out_dir,
              parity["image_cosine_min"], parity["text_cosine_min"])
     return read_bundle(out_dir)
