@@ -130,9 +130,11 @@ def test_bad_configs_are_refused_naming_the_file(tmp_path, body, message):
     assert str(path) in str(err.value)
 
 
-def test_the_committed_soup_config_is_valid():
+def test_the_committed_soup_configs_are_valid():
     cfg = load_config(REPO / "training/configs/soup_v26_long.toml")
     assert cfg["weights"] == [0.5, 0.5] and len(cfg["runs"]) == 2
+    cfg = load_config(REPO / "training/configs/soup3.toml")
+    assert len(cfg["runs"]) == 3 and max(cfg["weights"]) - min(cfg["weights"]) < 1e-9  # uniform
 
 
 def test_cli_reports_a_missing_run_without_a_traceback(tmp_path, capsys):
