@@ -180,6 +180,20 @@ def test_train_cli_writes_checkpoint_and_resumes(tiny_run):
     assert envs[0]["packages"]["torch"] == torch.__version__.split("+")[0]
     assert envs[0]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert envs[0]["torch_threads"] == 2 and envs[0]["cpu_count"] >= 1
+    # same machine, same thread count: the same rounding, so the same fingerprint at both starts
+    assert envs[0]["kernel_fingerprint"] == envs[1]["kernel_fingerprint"]
+
+
+def test_kernel_fingerprint_is_seeded_and_leaves_the_global_random_stream_alone():
+    """Computing it at a run's start must not move the run's own random draws (it would change every run)."""
+    from training.environment import kernel_fingerprint
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = kernel_fingerprint()
+    assert torch.equal(torch.get_rng_state(), before)
+    assert first == kernel_fingerprint() and len(first) == 16 and int(first, 16) >= 0
+    assert kernel_fingerprint(seed=1) != first  # it hashes the computation, not a constant
 
 
 def test_multi_positive_loss_matches_hand_computation():
