@@ -131,8 +131,9 @@ def test_bad_configs_are_refused_naming_the_file(tmp_path, body, message):
 
 
 def test_the_committed_soup_configs_are_valid():
-    cfg = load_config(REPO / "training/configs/soup_v26_long.toml")
-    assert cfg["weights"] == [0.5, 0.5] and len(cfg["runs"]) == 2
+    for name in ("soup_v26_long", "soup_v26_long_replicate"):
+        cfg = load_config(REPO / f"training/configs/{name}.toml")
+        assert cfg["weights"] == [0.5, 0.5] and len(cfg["runs"]) == 2
     cfg = load_config(REPO / "training/configs/soup3.toml")
     assert len(cfg["runs"]) == 3 and max(cfg["weights"]) - min(cfg["weights"]) < 1e-9  # uniform
 
