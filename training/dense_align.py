@@ -54,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS: dict = {
     "seed": 0,
     "templates_from": "rsclip_geo/models/default",  # bundle whose model.json templates make the class prompts
-    "data": {"nwpu": ".cache/data/nwpu_vhr10/data/NWPU_VHR", "part": "train", "scale": 1.17, "window": 0,
+    "data": {"nwpu": "$RSCLIP_DATA/nwpu_vhr10/data/NWPU_VHR", "part": "train", "scale": 1.17, "window": 0,
              "overlap": 0.5, "max_images": 0, "val_share": 0.1, "keep_background": 0.3, "keep_ignored": 0.3,
              "batch": 32},
     "labels": {"min_cover": 0.5, "background_max_cover": 0.0, "background_prompts": ["bare land"]},
@@ -338,8 +338,9 @@ def cache_mosaic_features(model, cfg: dict, out: Path, log=print) -> dict:
 
 def _nwpu_items(d: dict) -> list:
     from training.data.detection_sets import nwpu_vhr10_images
+    from training.sources import data_path
 
-    items = nwpu_vhr10_images(Path(d["nwpu"]), d["part"])
+    items = nwpu_vhr10_images(data_path(d, "nwpu", REPO_ROOT, where="[data]"), d["part"])
     return items[:int(d["max_images"])] if d["max_images"] else items
 
 

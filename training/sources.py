@@ -74,15 +74,17 @@ def build_aid(spec: dict, repo_root: Path, cache_dir: Path | None) -> Source:
     return Source(spec.get("name", "aid"), float(spec.get("weight", 1.0)), images, groups, captions, classes=True)
 
 
-def _data_path(spec: dict, key: str, repo_root: Path) -> Path:
-    """A data path from the config: '$RSCLIP_DATA/...' expanded (default <repo>/.cache/data), relative to the repo root."""
+def data_path(spec: dict, key: str, repo_root: Path, where: str | None = None) -> Path:
+    """A data path from the config: '$RSCLIP_DATA/...' expanded (default <repo>/.cache/data), relative to the repo root.
+    ``where`` names the config table in the error (default: the dataset's ``[[datasets]]`` entry)."""
     raw = str(spec[key])
     if raw.startswith("$RSCLIP_DATA"):
         base = os.environ.get("RSCLIP_DATA") or str(repo_root / ".cache" / "data")
         raw = base + raw[len("$RSCLIP_DATA"):]
     path = (repo_root / raw).resolve()
     if not path.exists():
-        raise DatasetError(f"[[datasets]] {spec.get('name')}: {key} = {spec[key]!r} -> {path} does not exist "
+        raise DatasetError(f"{where or '[[datasets]] ' + str(spec.get('name'))}: {key} = {spec[key]!r} -> {path} "
+                           f"does not exist "
                            f"(fetch the data as training/DATA.md describes, or set RSCLIP_DATA)")
     return path
 
@@ -98,12 +100,12 @@ def build_captions(spec: dict, repo_root: Path, cache_dir: Path | None) -> Sourc
     from training.data.readers import read_karpathy_json, read_sentence_list_csv
 
     name = spec.get("name", "captions")
-    images_root = _data_path(spec, "images", repo_root)
+    images_root = data_path(spec, "images", repo_root)
     part = spec.get("part", "train")
     if "csv" in spec:
-        records = read_sentence_list_csv(_data_path(spec, "csv", repo_root), images_root, split=part)
+        records = read_sentence_list_csv(data_path(spec, "csv", repo_root), images_root, split=part)
     elif "json" in spec:
-        records = read_karpathy_json(_data_path(spec, "json", repo_root), images_root, split=part)
+        records = read_karpathy_json(data_path(spec, "json", repo_root), images_root, split=part)
     else:
         raise DatasetError(f"[[datasets]] {name}: a captions source needs 'csv' or 'json'")
     cleaner = CaptionCleaner()
@@ -129,7 +131,7 @@ def _listed(spec: dict, key: str, repo_root: Path) -> set[str] | None:
     """The lines of the file the spec names under `key` ('#' comments, blanks skipped); None when not given."""
     if key not in spec:
         return None
-    path = _data_path(spec, key, repo_root)
+    path = data_path(spec, key, repo_root)
     lines = path.read_text(encoding="utf-8").splitlines()
     return {ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()}
 
@@ -144,7 +146,7 @@ def build_detection(spec: dict, repo_root: Path, cache_dir: Path | None) -> Sour
     from training.data.detection_sets import detection_items
 
     name = spec.get("name", "detection")
-    items = detection_items(spec.get("format", "nwpu-vhr10"), _data_path(spec, "root", repo_root),
+    items = detection_items(spec.get("format", "nwpu-vhr10"), data_path(spec, "root", repo_root),
                             spec.get("part", "train"), size=int(spec.get("cache_size", 160)),
                             counts=bool(spec.get("counts", True)), max_count=int(spec.get("max_count", 10)))
     if not items.captions:
@@ -168,7 +170,7 @@ def build_folder(spec: dict, repo_root: Path, cache_dir: Path | None) -> Source:
 
     name = spec.get("name", "folder")
     phrases = read_phrases(repo_root / spec["phrases"]) if "phrases" in spec else None
-    items = class_folder_items(_data_path(spec, "root", repo_root), tuple(spec.get("templates", TRAIN_TEMPLATES)),
+    items = class_folder_items(data_path(spec, "root", repo_root), tuple(spec.get("templates", TRAIN_TEMPLATES)),
                                phrases, spec.get("classes"), _listed(spec, "include", repo_root),
                                _listed(spec, "exclude", repo_root))
     log.info("%s: %d images in %d classes", name, len(items.paths), len(items.captions))
@@ -188,7 +190,7 @@ def build_segmentation(spec: dict, repo_root: Path, cache_dir: Path | None) -> S
         classes = {int(k): str(v) for k, v in dict(spec["classes"]).items()}
     except (KeyError, TypeError, ValueError):
         raise DatasetError(f"[[datasets]] {name}: 'classes' must be a table of class id = name") from None
-    items = mask_folder_items(_data_path(spec, "images", repo_root), _data_path(spec, "masks", repo_root), classes,
+    items = mask_folder_items(data_path(spec, "images", repo_root), data_path(spec, "masks", repo_root), classes,
                               int(spec.get("min_area", 16)))
     if not items.paths:
         raise DatasetError(f"[[datasets]] {name}: no mask has a component of the listed classes")

@@ -389,6 +389,23 @@ def test_shipped_dense_align_configs_parse_and_name_committed_files(name):
         for key in ("split", "exclude"):
             assert (repo / cfg["mosaics"][key]).is_file(), f"{name}.toml mosaics.{key} missing"
     assert (cfg["train"]["tail_from_block"] >= 0) == (name == "dense_align_tail")
+    # fetched data is found through $RSCLIP_DATA, as the training configs' (not a path under one checkout)
+    assert cfg["data"]["nwpu"].startswith("$RSCLIP_DATA/"), f"{name}.toml: NWPU VHR-10 outside $RSCLIP_DATA"
+
+
+def test_nwpu_path_expands_rsclip_data_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    """The dense head's NWPU VHR-10 folder is read under $RSCLIP_DATA; a missing one names the key and the path."""
+    from rsclip_geo.errors import DatasetError
+    from training.dense_align import _nwpu_items
+
+    root = tmp_path / "data" / "nwpu" / "image_set"
+    root.mkdir(parents=True)
+    (root / "train.txt").write_text("", encoding="utf-8")
+    monkeypatch.setenv("RSCLIP_DATA", str(tmp_path / "data"))
+    assert _nwpu_items({"nwpu": "$RSCLIP_DATA/nwpu", "part": "train", "max_images": 0}) == []
+    monkeypatch.setenv("RSCLIP_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DatasetError, match=r"\[data\]: nwpu = '\$RSCLIP_DATA/nwpu' -> .*elsewhere/nwpu does not exist"):
+        _nwpu_items({"nwpu": "$RSCLIP_DATA/nwpu", "part": "train", "max_images": 0})
 
 
 def test_mosaic_config_rejects_a_bad_scene_size(tmp_path):
