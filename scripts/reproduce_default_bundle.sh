@@ -3,9 +3,10 @@
 # file with rsclip_geo/models/default byte for byte (MODEL_CARD.md is written by hand and not rebuilt).
 #
 #   scripts/reproduce_default_bundle.sh [RUN] [DENSE_RUN] [OUT] [DISTILL_RUN] [EPOCH]
-#     RUN          main training run   (default runs/wide_crops: python -m training.train --config
-#                                       training/configs/default.toml)
-#     DENSE_RUN    dense-head run      (default runs/dense_align_wide_tail: python -m training.dense_align --config
+#     RUN          main training run   (default runs/fresh_soup: python -m training.soup --config
+#                                       training/configs/soup_v26_long_replicate.toml, after the two runs its header
+#                                       names; v2.6's was runs/wide_crops, training/configs/default.toml)
+#     DENSE_RUN    dense-head run      (default runs/dense_align_fresh_soup: python -m training.dense_align --config
 #                                       training/configs/dense_align_tail.toml --checkpoint RUN/checkpoint_final.pt)
 #     OUT          where the rebuilt bundle goes (default /tmp/rsclip-default-rebuilt; replaced)
 #     DISTILL_RUN  rotation-distillation run (default: OUT.distill, run anew from the rebuilt undistilled bundle,
@@ -18,8 +19,8 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
-RUN="${1:-runs/wide_crops}"
-DENSE_RUN="${2:-runs/dense_align_wide_tail}"
+RUN="${1:-runs/fresh_soup}"
+DENSE_RUN="${2:-runs/dense_align_fresh_soup}"
 OUT="${3:-/tmp/rsclip-default-rebuilt}"
 DISTILL_RUN="${4:-$OUT.distill}"
 SHIPPED=rsclip_geo/models/default
