@@ -10,7 +10,8 @@
 #                                       training/configs/dense_align_tail.toml --checkpoint RUN/checkpoint_final.pt)
 #     OUT          where the rebuilt bundle goes (default /tmp/rsclip-default-rebuilt; replaced)
 #     DISTILL_RUN  rotation-distillation run (default: OUT.distill, run anew from the rebuilt undistilled bundle,
-#                  ~65 min; an existing run's checkpoint_epoch<EPOCH>.pt is exported instead)
+#                  ~65 min; an existing run's checkpoint_epoch<EPOCH>.pt is exported instead, an interrupted
+#                  one is resumed)
 #     EPOCH        which distillation epoch to export (default: the shipped bundle's; a new candidate's when
 #                  building the bundle that is to replace it)
 # Needs the fetched data (training/DATA.md) for the distillation's images and the evaluation written into
@@ -49,8 +50,10 @@ if [ -f "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" ]; then
   $PY -m training.rotation_distill export --checkpoint "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" \
     --bundle "$OUT.undistilled" -o "$OUT"
 else
+  RESUME=()
+  [ -f "$DISTILL_RUN/checkpoint_last.pt" ] && RESUME=(--resume)  # an interrupted run goes on where it stopped
   $PY -m training.rotation_distill --config training/configs/rotation_distill.toml --bundle "$OUT.undistilled" \
-    --out "$DISTILL_RUN"
+    --out "$DISTILL_RUN" "${RESUME[@]}"
   cp -r "$DISTILL_RUN/bundle_epoch$EPOCH" "$OUT"
 fi
 $PY -m training.model_report "$OUT" --write-card
