@@ -83,10 +83,13 @@ def _check_type(default, value, key: str, path: Path) -> None:
 
 
 def exit_on_config_error(main) -> None:
-    """Run a training CLI's ``main``; a ConfigError ends it with its message (file and key), not a traceback."""
+    """Run a training CLI's ``main``; a ConfigError (file and key) or a DatasetError (which data file or folder is
+    missing or bad) ends it with its message, not a traceback."""
+    from rsclip_geo.errors import DatasetError
+
     try:
         code = main()
-    except ConfigError as exc:
+    except (ConfigError, DatasetError) as exc:
         sys.exit(f"error: {exc}")
     sys.exit(code or 0)
 

@@ -251,3 +251,17 @@ def test_batches_mix_sources_decoded_at_different_sizes():
     assert x.shape == (4, 3, 64, 64)
     assert caps == ["x", "one", "x", "two"] and groups.tolist() == [0, 1, 0, 2]
     assert x[0].mean() < x[1].mean() and x[2].mean() < x[3].mean()  # each item kept its own pixels
+
+
+def test_a_training_cli_names_missing_data_without_a_traceback(tmp_path):
+    """exit_on_config_error: a missing data folder ends a training CLI with 'error: <which entry, which path>'."""
+    from training.config import exit_on_config_error
+    from training.sources import build_detection
+
+    def main():
+        build_detection({"name": "nwpu", "root": "$RSCLIP_DATA/nowhere"}, tmp_path, None)
+
+    with pytest.raises(SystemExit) as exc:
+        exit_on_config_error(main)
+    assert str(exc.value.code).startswith("error: [[datasets]] nwpu: root = '$RSCLIP_DATA/nowhere' -> ")
+    assert str(exc.value.code).endswith("(fetch the data as training/DATA.md describes, or set RSCLIP_DATA)")
