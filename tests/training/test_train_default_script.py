@@ -1,6 +1,7 @@
 """scripts/train_default_model.sh: the one command from fetched data to the shipped bundle, checked by its dry run."""
 
 import os
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -15,10 +16,17 @@ pytestmark = pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists()
 
 
 def test_dry_run_lists_every_step_in_order_and_runs_none(tmp_path):
+    # the script in a checkout of its own with no runs yet (what a user starts from), whatever this one holds
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "training" / "configs").mkdir(parents=True)
+    shutil.copy2(SCRIPT, repo / "scripts" / SCRIPT.name)
+    shutil.copy2(REPO / "training/configs/soup_v26_long_replicate.toml", repo / "training" / "configs")
+    (repo / ".venv").symlink_to(REPO / ".venv")
     out = tmp_path / "bundle"
     env = dict(os.environ, DRY_RUN="1")
-    proc = subprocess.run(["bash", str(SCRIPT), str(out)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(["bash", str(repo / "scripts" / SCRIPT.name), str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("== ")]
     assert len(lines) == 5, proc.stdout
@@ -32,11 +40,10 @@ def test_dry_run_lists_every_step_in_order_and_runs_none(tmp_path):
                 f"scripts/reproduce_default_bundle.sh {soup} "]
     for line, part in zip(lines, expected):
         assert part in line, (part, line)
-    # the 6-epoch run starts from the main run's probe checkpoint (or resumes its own run): the soup needs one start
-    assert "--probe-from" in lines[1] or "--resume" in lines[1], lines[1]
-    if not (REPO / main).exists():  # a clean checkout: every step is still to run, and the dry run made nothing
-        assert not any("== done:" in line for line in lines)
-        assert "--probe-from" not in lines[0] and f"--probe-from {main}/checkpoint_probe.pt" in lines[1]
-    assert lines[-1].endswith(f"{out} runs/fresh_soup_distill") and not out.exists()
+    # every step is still to run; the main run starts anew, the 6-epoch run from its probe checkpoint (the soup
+    # needs one start); the dry run made nothing
+    assert not any("== done:" in line for line in lines)
+    assert "--probe-from" not in lines[0] and f"--probe-from {main}/checkpoint_probe.pt" in lines[1]
+    assert lines[-1].endswith(f"{out} runs/fresh_soup_distill") and not out.exists() and not (repo / "runs").exists()
     for config in ("default.toml", "long_schedule.toml", "dense_align_tail.toml", "soup_v26_long_replicate.toml"):
         assert (REPO / "training" / "configs" / config).is_file()
