@@ -83,16 +83,12 @@ def training_images(cfg: dict, size: int, resize) -> tuple[list[np.ndarray], dic
     [N, size, size, 3] arrays, the whole image first, then one per ``teacher_crops`` fraction (cropped from the
     decoded image before resizing, so a crop keeps the detail the source has)."""
     from training.config import load_config as load_training_config
-    from training.sources import build_sources
+    from training.sources import capped_sources
 
     specs = load_training_config(REPO_ROOT / cfg["datasets_from"])["datasets"]
-    cap = int(cfg["data"]["max_per_source"])
     fractions = cfg["teacher_crops"]
     views, counts = [[] for _ in range(1 + len(fractions))], {}
-    for source in build_sources(specs, REPO_ROOT):
-        n = len(source)
-        keep = np.arange(n) if not cap or n <= cap else np.sort(
-            np.random.default_rng([cfg["seed"], len(counts)]).choice(n, cap, replace=False))
+    for source, keep in capped_sources(specs, REPO_ROOT, int(cfg["data"]["max_per_source"]), cfg["seed"]):
         for i in keep:
             image = source.images[int(i)].permute(1, 2, 0).numpy()
             views[0].append(resize(image))

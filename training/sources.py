@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from training.data.errors import DatasetError
@@ -65,7 +66,7 @@ def build_aid(spec: dict, repo_root: Path, cache_dir: Path | None) -> Source:
     if unseen:  # the held-out-classes split: no caption may name a held-out class
         for caps in captions.values():
             check_no_unseen_words(caps)
-    exclude = _excluded(spec, repo_root)
+    exclude = excluded_keys(spec, repo_root)
     keep = [k for k, p in enumerate(sub.paths) if p.name not in exclude]
     paths, labels = [sub.paths[k] for k in keep], [sub.labels[k] for k in keep]
     log.info("aid: %d training images (%d excluded as scenes held out elsewhere)", len(paths), len(sub.paths) - len(paths))
@@ -110,7 +111,7 @@ def build_captions(spec: dict, repo_root: Path, cache_dir: Path | None) -> Sourc
         raise DatasetError(f"[[datasets]] {name}: a captions source needs 'csv' or 'json'")
     cleaner = CaptionCleaner()
     records = sorted(cleaner.clean_records(records), key=lambda r: r.key)
-    exclude = _excluded(spec, repo_root)
+    exclude = excluded_keys(spec, repo_root)
     records = [r for r in records if r.key not in exclude]
     if not records:
         raise DatasetError(f"[[datasets]] {name}: no images with captions in part {part!r}")
@@ -122,7 +123,7 @@ def build_captions(spec: dict, repo_root: Path, cache_dir: Path | None) -> Sourc
     return Source(name, float(spec.get("weight", 1.0)), images, groups, captions)
 
 
-def _excluded(spec: dict, repo_root: Path) -> set[str]:
+def excluded_keys(spec: dict, repo_root: Path) -> set[str]:
     """Keys listed in the spec's `exclude` file (one per line, '#' comments): near-duplicates of test images."""
     return _listed(spec, "exclude", repo_root) or set()
 
@@ -218,3 +219,16 @@ def build_sources(specs: list[dict], repo_root: Path, cache_dir: Path | None = N
             raise DatasetError(f"[[datasets]] #{i} ({spec.get('name')}): unknown kind {kind!r}; known {sorted(BUILDERS)}")
         out.append(BUILDERS[kind](spec, repo_root, cache_dir))
     return out
+
+
+def capped_sources(specs: list[dict], repo_root: Path, cap: int, seed: int):
+    """(source, kept item indices) for each [[datasets]] entry: all items, or a seeded sorted sample of ``cap``.
+
+    Why: the stages that start from a bundle (rotation distillation, text tuning) read the main recipe's sources
+    but need not walk 23,000 EuroSAT chips; the sample depends only on the seed and the source's position.
+    """
+    for i, source in enumerate(build_sources(specs, repo_root)):
+        n = len(source)
+        keep = np.arange(n) if not cap or n <= cap else np.sort(
+            np.random.default_rng([seed, i]).choice(n, cap, replace=False))
+        yield source, keep
