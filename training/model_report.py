@@ -5,6 +5,9 @@ and must come from one reproducible command. Sets (data: training/DATA.md; each 
 note, when its files are absent):
 - AID-30 held-out split (training/splits/aid30_split.json, val): zero-shot top-1/top-5, per class;
   linear probe / k-NN / few-shot on frozen embeddings (AID train part -> val).
+- AID scenes no stage trains on (training/splits/aid30_train_exclude.txt: RSICD's val/test scenes, all 30
+  classes), and of them RSICD's val scenes, which took part in no training, choice or shipping rule: zero-shot
+  top-1 and its per-class mean.
 - RSICD test split (1,093 images): zero-shot by scene class (31 classes, names as RSICD writes them) and
   image-text retrieval R@1/5/10 both ways with its 5 raw captions per image (the standard protocol).
 - Other scene sets, by their test parts (never trained on; the v2.2 and v2.3 defaults train on their other images, v2.1
@@ -13,6 +16,8 @@ note, when its files are absent):
   classes, 64 px Sentinel-2; the uploader's 4,050-image test split), NWPU-RESISC45 (the 10 official classes of
   the 12-class subset reachable here, its 1,500-image test part): zero-shot top-1 with CLIP's published class
   names for EuroSAT.
+- SIRI-WHU (12 classes, 2,398 Google Earth images of 2 m, 200 px; added 2026-12-03): a transfer set no version
+  was trained, tuned or chosen on; zero-shot top-1 with the folder names as the runtime reads them.
 - NWPU VHR-10 test images (never trained on): RemoteCount-style counting crops with 1-10 objects of one
   class (training/data/count_crops.py), exact / within-1 / MAE vs the best constant guess.
 
@@ -58,6 +63,38 @@ def aid30(aid_root: Path):
     return out
 
 
+TRAINING_CONFIG = REPO / "training/configs/default.toml"
+
+
+def aid30_untrained(aid_root: Path, root: Path):
+    """AID scenes of the split's train part that no training stage reads: those the training config's AID entry
+    excludes (scenes RSICD holds in its val or test split). Returns (all of them, those RSICD holds in val) as
+    ImageFolderDatasets over all 30 classes; the second is None when RSICD's split file is absent.
+
+    Why: the AID-30 held-out split also picked WiSE-FT's alpha and the distillation epoch; the RSICD-val scenes
+    here took part in no training, no choice and no shipping rule.
+    """
+    from rsclip_geo.evaluation.datasets import ImageFolderDataset
+    from training.config import load_config
+    from training.data.aid import aid_subset, load_split
+    from training.sources import excluded_keys
+
+    spec = next(d for d in load_config(TRAINING_CONFIG)["datasets"] if d["kind"] == "aid")
+    names = excluded_keys(spec, REPO)
+    sub = aid_subset(aid_root, spec.get("part", "train"), load_split(REPO / spec["split"]))
+    keep = [i for i, p in enumerate(sub.paths) if p.name in names]
+    whole = ImageFolderDataset(aid_root, list(sub.classes), [sub.paths[i] for i in keep],
+                               np.asarray([sub.labels[i] for i in keep]))
+    csv_path = root / "vtrsbs/metadata/RSICD/RSICD.csv"
+    if not csv_path.is_file():
+        return whole, None
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        rsicd_val = {row["filename"] for row in csv.DictReader(fh) if row["split"] == "val"}
+    pick = [j for j, p in enumerate(whole.paths) if p.name in rsicd_val]
+    val = ImageFolderDataset(aid_root, list(sub.classes), [whole.paths[j] for j in pick], whole.labels[pick])
+    return whole, val
+
+
 def rsicd_test(root: Path):
     """(image paths, scene labels, caption lists) of RSICD's test split, or None when absent."""
     csv_path = root / "vtrsbs/metadata/RSICD/RSICD.csv"
@@ -101,6 +138,9 @@ def _listed(root: Path, rel_paths: list[str], labels: list[str]):
 
 def unseen_scene_sets(root: Path, skipped: dict):
     """(key, ImageFolderDataset, class names) of the test part of each other scene set that is on disk."""
+    from rsclip_geo.evaluation.datasets import ImageFolderDataset
+    from rsclip_geo.runtime.prompts import humanize_class_name
+
     ucm_csv, ucm = root / "vtrsbs/metadata/UCM/UCM.csv", root / "ucm/Images"
     if ucm_csv.is_file() and ucm.is_dir():
         with ucm_csv.open(newline="", encoding="utf-8") as fh:
@@ -127,6 +167,12 @@ def unseen_scene_sets(root: Path, skipped: dict):
         yield "resisc10_test_zero_shot", ds, [c.replace("_", " ") for c in ds.classes]
     else:
         skipped["resisc45"] = f"{res} absent"
+    siri = root / "siri_whu/12class_tif"
+    if siri.is_dir():  # never trained on by any version, and no training choice was made on it: report only
+        ds = ImageFolderDataset.from_folder(siri)
+        yield "siri_whu_zero_shot", ds, [humanize_class_name(c) for c in ds.classes]
+    else:
+        skipped["siri_whu"] = f"{siri} absent"
 
 
 def sample60_top1(model, val, val_emb=None) -> dict:
@@ -161,6 +207,16 @@ def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2, probes: b
     zs = evaluate_zero_shot(model, val, image_embeddings=val_emb)
     out["aid30_zero_shot"] = {"top1": zs.top1, "top5": zs.top5, "n": zs.n, "per_class": zs.per_class}
     out["aid30_val_sample60"] = sample60_top1(model, val, val_emb)
+    whole, untouched = aid30_untrained(aid_root, root)
+    whole_emb = embed_images(model, whole.paths)
+    row = {path: i for i, path in enumerate(whole.paths)}
+    for key, ds in (("aid30_untrained_zero_shot", whole), ("aid30_untouched_zero_shot", untouched)):
+        if ds is None:
+            out["skipped"][key] = f"RSICD's split file not under {root}"
+            continue
+        z = evaluate_zero_shot(model, ds, image_embeddings=whole_emb[[row[p] for p in ds.paths]])
+        out[key] = {"top1": z.top1, "balanced": float(np.mean(list(z.per_class.values()))), "n": z.n,
+                    "per_class": z.per_class, "per_class_n": z.per_class_n}
     if probes:
         train_emb = embed_images(model, train.paths)
         lp = linear_probe(train_emb, train.labels, val_emb, val.labels, val.classes)
@@ -198,6 +254,9 @@ def report(bundle: Path, aid_root: Path, root: Path, threads: int = 2, probes: b
 
 
 ROWS = (("aid30_zero_shot", "top1", "AID-30 held-out, zero-shot top-1 (2,000 images, 30-way)"),
+        ("aid30_untrained_zero_shot", "top1", "AID-30 scenes no stage trains on (RSICD val/test scenes; 1,625)"),
+        ("aid30_untouched_zero_shot", "top1", "... of them RSICD val scenes: no training, choice or rule (819)"),
+        ("aid30_untouched_zero_shot", "balanced", "... the same, mean of per-class accuracies"),
         ("aid30_val_sample60", "top1", "AID-30 seeded 60-image sample (the CI test)"),
         ("aid30_probe", "linear", "AID-30 linear probe (train part -> held-out)"),
         ("aid30_probe", "knn", "AID-30 k-NN (k=20)"),
@@ -206,6 +265,7 @@ ROWS = (("aid30_zero_shot", "top1", "AID-30 held-out, zero-shot top-1 (2,000 ima
         ("ucm_test_zero_shot", "top1", "UCM test, zero-shot top-1 (420 images, 21-way)"),
         ("eurosat_test_zero_shot", "top1", "EuroSAT RGB test, zero-shot top-1 (4,050 images, 10-way)"),
         ("resisc10_test_zero_shot", "top1", "RESISC45 10-class test, zero-shot top-1 (1,500 images)"),
+        ("siri_whu_zero_shot", "top1", "SIRI-WHU, zero-shot top-1 (2,398 images, 12-way; never trained on)"),
         ("nwpu_test_counting", "exact", "NWPU VHR-10 test counting crops: exact"),
         ("nwpu_test_counting", "within1", "NWPU VHR-10 test counting crops: within 1"),
         ("nwpu_test_counting", "mae", "NWPU VHR-10 test counting crops: MAE"),
