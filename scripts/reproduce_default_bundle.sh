@@ -2,7 +2,7 @@
 # Rebuild the shipped default bundle from its training runs with the model card's commands, and compare every
 # file with rsclip_geo/models/default byte for byte (MODEL_CARD.md is written by hand and not rebuilt).
 #
-#   scripts/reproduce_default_bundle.sh [RUN] [DENSE_RUN] [OUT] [DISTILL_RUN] [EPOCH]
+#   scripts/reproduce_default_bundle.sh [RUN] [DENSE_RUN] [OUT] [DISTILL_RUN] [EPOCH] [TEXT_RUN]
 #     RUN          main training run   (default runs/fresh_soup: python -m training.soup --config
 #                                       training/configs/soup_v26_long_replicate.toml, after the two runs its header
 #                                       names; v2.6's was runs/wide_crops, training/configs/default.toml)
@@ -14,6 +14,10 @@
 #                  one is resumed)
 #     EPOCH        which distillation epoch to export (default: the shipped bundle's; a new candidate's when
 #                  building the bundle that is to replace it)
+#     TEXT_RUN     text-tuning run, when the shipped bundle's model.json records one (source.text_tune, since v2.8;
+#                  default: OUT.text, run anew from the distilled bundle, ~15 min; an existing run's text_tower.pt
+#                  is exported instead, an interrupted one resumed); the dense threshold is then picked again with
+#                  the tuned text encoder
 # Needs the fetched data (training/DATA.md) for the distillation's images and the evaluation written into
 # model.json. ~8 min on 2 cores with an existing DISTILL_RUN.
 # Exit 0 only when every file matches.
@@ -24,6 +28,7 @@ RUN="${1:-runs/fresh_soup}"
 DENSE_RUN="${2:-runs/dense_align_fresh_soup}"
 OUT="${3:-/tmp/rsclip-default-rebuilt}"
 DISTILL_RUN="${4:-$OUT.distill}"
+TEXT_RUN="${6:-$OUT.text}"
 SHIPPED=rsclip_geo/models/default
 PY=.venv/bin/python
 NAME=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['name'])" "$SHIPPED/model.json")
@@ -31,7 +36,7 @@ LICENSE=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['license'
 EPOCH="${5:-$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['source']['rotation_distill']['epoch'])" \
   "$SHIPPED/model.json")}"
 CKPT="$RUN/checkpoint_final.pt"
-rm -rf "$OUT" "$OUT.stage" "$OUT.undistilled"
+rm -rf "$OUT" "$OUT.stage" "$OUT.undistilled" "$OUT.distilled"
 mkdir -p "$(dirname "$OUT")"
 ARCH="$(mktemp -d)/RSCLIP-EfficientNetLite1-MiniLM.json"  # the architecture name is the file's stem
 cp "$RUN/model_config.json" "$ARCH"
@@ -48,17 +53,33 @@ $PY -m training.dense_align threshold --run "$DENSE_RUN" --projection "$DENSE_RU
 # the image tower distilled from the undistilled bundle's own four-turn ensemble (training/rotation_distill.py)
 if [ -f "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" ]; then
   $PY -m training.rotation_distill export --checkpoint "$DISTILL_RUN/checkpoint_epoch$EPOCH.pt" \
-    --bundle "$OUT.undistilled" -o "$OUT"
+    --bundle "$OUT.undistilled" -o "$OUT.distilled"
 else
   RESUME=()
   [ -f "$DISTILL_RUN/checkpoint_last.pt" ] && RESUME=(--resume)  # an interrupted run goes on where it stopped
   $PY -m training.rotation_distill --config training/configs/rotation_distill.toml --bundle "$OUT.undistilled" \
     --out "$DISTILL_RUN" "${RESUME[@]}"
-  cp -r "$DISTILL_RUN/bundle_epoch$EPOCH" "$OUT"
+  cp -r "$DISTILL_RUN/bundle_epoch$EPOCH" "$OUT.distilled"
+fi
+TUNED=$($PY -c "import json, sys; print(int('text_tune' in json.load(open(sys.argv[1]))['source']))" "$SHIPPED/model.json")
+if [ "$TUNED" = 1 ]; then
+  if [ -f "$TEXT_RUN/text_tower.pt" ]; then
+    $PY -m training.text_tune export --checkpoint "$TEXT_RUN/text_tower.pt" --bundle "$OUT.distilled" -o "$OUT"
+  else
+    RESUME=()
+    [ -f "$TEXT_RUN/checkpoint_last.pt" ] && RESUME=(--resume)
+    $PY -m training.text_tune --config training/configs/text_tune.toml --bundle "$OUT.distilled" --out "$TEXT_RUN" \
+      "${RESUME[@]}"
+    cp -r "$TEXT_RUN/bundle" "$OUT"
+  fi
+  $PY -m training.dense_align threshold --run "$DENSE_RUN" --projection "$DENSE_RUN/dense_projection.pt" \
+    --bundle "$OUT" --checkpoint "$CKPT" --min-precision 0.5 --write
+else
+  mv "$OUT.distilled" "$OUT"
 fi
 $PY -m training.model_report "$OUT" --write-card
 set +x
-rm -rf "$OUT.stage" "$OUT.undistilled" "$(dirname "$ARCH")"
+rm -rf "$OUT.stage" "$OUT.undistilled" "$OUT.distilled" "$(dirname "$ARCH")"
 
 status=0
 for f in "$SHIPPED"/*; do

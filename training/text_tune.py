@@ -286,7 +286,8 @@ def write_bundle(model, model_cfg: dict, src: Path, out: Path, record: dict) -> 
         if made_meta["text"] != meta["text"]:
             raise ValueError(f"text spec changed on export: {made_meta['text']} vs {meta['text']}")
         with written_folder(out, overwrite=True) as folder:
-            shutil.copytree(src, folder, dirs_exist_ok=True)
+            # the hand-written card describes the starting bundle, not this one: not copied
+            shutil.copytree(src, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("MODEL_CARD.md"))
             shutil.copyfile(tmp / "made" / made_meta["text_encoder"], folder / meta["text_encoder"])
             parity, made_parity = meta.setdefault("parity", {}), made_meta["parity"]
             for k in [k for k in made_parity if k.startswith("text_")] + ["n_texts"]:

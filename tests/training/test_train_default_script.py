@@ -44,6 +44,9 @@ def test_dry_run_lists_every_step_in_order_and_runs_none(tmp_path):
     # needs one start); the dry run made nothing
     assert not any("== done:" in line for line in lines)
     assert "--probe-from" not in lines[0] and f"--probe-from {main}/checkpoint_probe.pt" in lines[1]
-    assert lines[-1].endswith(f"{out} runs/fresh_soup_distill") and not out.exists() and not (repo / "runs").exists()
-    for config in ("default.toml", "long_schedule.toml", "dense_align_tail.toml", "soup_v26_long_replicate.toml"):
+    # the distillation epoch left empty (the shipped one), then the text-tuning run
+    assert lines[-1].endswith(f"{out} runs/fresh_soup_distill  runs/text_tune_v27")
+    assert not out.exists() and not (repo / "runs").exists()
+    for config in ("default.toml", "long_schedule.toml", "dense_align_tail.toml", "soup_v26_long_replicate.toml",
+                   "text_tune.toml"):
         assert (REPO / "training" / "configs" / config).is_file()
