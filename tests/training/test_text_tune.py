@@ -1,11 +1,12 @@
-"""The text-tuning stage end to end on the shipped default bundle (tiny data, a few steps): only the text encoder
-changes, the captions it was tuned on move towards their images, a resumed run ends where an uninterrupted one
+"""The text-tuning stage end to end from the shipped default bundle with MiniLM's released text tower put back
+(tiny data, a few steps): only the text encoder changes, the captions it was tuned on move towards their images, a resumed run ends where an uninterrupted one
 does, and exporting the run's text tower writes the same bundle again."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,29 +85,49 @@ def _caption_loss(bundle: Path) -> float:
     return float(np.mean(losses))
 
 
+def _untuned_bundle(folder: Path) -> Path:
+    """The shipped bundle as it was before its text tuning: its image encoder, dense head and tokenizer with
+    MiniLM's released text tower (exported by the stage's own writer) and no text-tuning record."""
+    from training.text_tune import text_tower, write_bundle
+
+    meta = json.loads((DEFAULT / "model.json").read_text())
+    meta["source"].pop("text_tune", None)
+    start = folder / "start"
+    shutil.copytree(DEFAULT, start)
+    (start / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    model, _, cfg = text_tower(meta)
+    write_bundle(model, cfg, start, folder / "untuned", {})
+    meta = json.loads((folder / "untuned" / "model.json").read_text())
+    del meta["source"]["text_tune"]
+    (folder / "untuned" / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder / "untuned"
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     from training.text_tune import run
 
     tmp_path = tmp_path_factory.mktemp("text_tune")
     cfg = _data(tmp_path)
-    record = run(cfg, DEFAULT, tmp_path / "run", log=lambda s: None)
-    return tmp_path, cfg, record
+    start = _untuned_bundle(tmp_path)
+    record = run(cfg, start, tmp_path / "run", log=lambda s: None)
+    return tmp_path, cfg, record, start
 
 
 def test_only_the_text_encoder_changes_and_is_recorded(tuned):
-    tmp_path, cfg, record = tuned
+    tmp_path, cfg, record, start = tuned
     new = tmp_path / "run" / "bundle"
     for name in ("image_encoder.onnx", "dense_encoder.onnx", "tokenizer.json"):
         assert _sha(new / name) == _sha(DEFAULT / name), name
-    assert _sha(new / "text_encoder.int8.onnx") != _sha(DEFAULT / "text_encoder.int8.onnx")
+    assert _sha(new / "text_encoder.int8.onnx") != _sha(start / "text_encoder.int8.onnx")
+    assert not (new / "MODEL_CARD.md").exists()  # the starting bundle's card describes another model
     meta = json.loads((new / "model.json").read_text())
     rec = meta["source"]["text_tune"]
-    assert rec["from_text_encoder_sha256"] == _sha(DEFAULT / "text_encoder.int8.onnx")
+    assert rec["from_text_encoder_sha256"] == _sha(start / "text_encoder.int8.onnx")
     assert rec["image_encoder_sha256"] == _sha(DEFAULT / "image_encoder.onnx")
     assert rec["images"] == {"caps": 8, "scenes": 6} and rec["steps"] == 4 and rec["layers"] == 1
     assert rec["config_sha256"] == _sha(cfg) and "seconds" not in rec
-    shipped = json.loads((DEFAULT / "model.json").read_text())
+    shipped = json.loads((start / "model.json").read_text())
     assert meta["logit_scale"] == shipped["logit_scale"] and meta["dense"] == shipped["dense"]
     assert meta["source"]["rotation_distill"] == shipped["source"]["rotation_distill"]
     assert "evaluation" not in meta["card"]  # the starting bundle's figures are not this one's
@@ -115,8 +136,8 @@ def test_only_the_text_encoder_changes_and_is_recorded(tuned):
 
 
 def test_tuned_captions_move_towards_their_images(tuned):
-    tmp_path, _, _ = tuned
-    before, after = _caption_loss(DEFAULT), _caption_loss(tmp_path / "run" / "bundle")
+    tmp_path, _, _, start = tuned
+    before, after = _caption_loss(start), _caption_loss(tmp_path / "run" / "bundle")
     assert after < before - 0.05, (before, after)
 
 
@@ -125,13 +146,13 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tuned):
 
     from training.text_tune import run
 
-    tmp_path, cfg, record = tuned
+    tmp_path, cfg, record, start = tuned
     out = tmp_path / "resumed"
-    part = run(cfg, DEFAULT, out, log=lambda s: None, stop_after=2)
+    part = run(cfg, start, out, log=lambda s: None, stop_after=2)
     assert part["stopped_after"] == 2 and not (out / "bundle").exists()
     with pytest.raises(FileExistsError):
-        run(cfg, DEFAULT, out, log=lambda s: None)
-    again = run(cfg, DEFAULT, out, resume=True, log=lambda s: None)
+        run(cfg, start, out, log=lambda s: None)
+    again = run(cfg, start, out, resume=True, log=lambda s: None)
     assert again["final_losses"] == record["final_losses"]
     a = torch.load(tmp_path / "run" / "text_tower.pt", weights_only=True)["state_dict"]
     b = torch.load(out / "text_tower.pt", weights_only=True)["state_dict"]
@@ -141,9 +162,15 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tuned):
 def test_export_writes_the_run_bundle_again(tuned, tmp_path):
     from training.text_tune import export
 
-    tmp, _, _ = tuned
-    again = export(tmp / "run" / "text_tower.pt", DEFAULT, tmp_path / "again")
+    tmp, _, _, start = tuned
+    again = export(tmp / "run" / "text_tower.pt", start, tmp_path / "again")
     for f in sorted((tmp / "run" / "bundle").iterdir()):
         assert (again / f.name).read_bytes() == f.read_bytes(), f.name
     with pytest.raises(ValueError, match="another text encoder"):
-        export(tmp / "run" / "text_tower.pt", tmp / "run" / "bundle", tmp_path / "wrong")
+        export(tmp / "run" / "text_tower.pt", DEFAULT, tmp_path / "wrong")
+    # a tuned bundle (the shipped one too) cannot start another tuning: its tower is not readable from int8
+    from training.text_tune import text_tower
+
+    for tuned_bundle in (tmp / "run" / "bundle", DEFAULT):
+        with pytest.raises(ValueError, match="tuned already"):
+            text_tower(json.loads((tuned_bundle / "model.json").read_text()))
