@@ -22,11 +22,9 @@ split only. ``python -m training.rotation_distill export --checkpoint OUT/checkp
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -263,24 +261,11 @@ def export(checkpoint: Path, bundle: Path, out: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["export"]:
-        ap = argparse.ArgumentParser(prog="python -m training.rotation_distill export")
-        ap.add_argument("--checkpoint", type=Path, required=True, help="RUN/checkpoint_epoch<N>.pt")
-        ap.add_argument("--bundle", type=Path, required=True, help="The bundle the run started from.")
-        ap.add_argument("-o", "--out", type=Path, required=True)
-        a = ap.parse_args(argv[1:])
-        print(export(a.checkpoint, a.bundle, a.out))
-        return 0
-    ap = argparse.ArgumentParser(prog="python -m training.rotation_distill", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--bundle", type=Path, required=True, help="Starting bundle: the teacher and the first weights.")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--resume", action="store_true", help="Go on from OUT/checkpoint_last.pt.")
-    a = ap.parse_args(argv)
-    run(a.config, a.bundle, a.out, a.resume, log=lambda s: print(s, flush=True))
-    return 0
+    from training.stage_cli import bundle_stage_main
+
+    return bundle_stage_main("training.rotation_distill", __doc__, run, export, argv,
+                             checkpoint_help="RUN/checkpoint_epoch<N>.pt",
+                             bundle_help="Starting bundle: the teacher and the first weights.")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The text-tuning stage end to end from the shipped default bundle with MiniLM's released text tower put back
-(tiny data, a few steps): only the text encoder changes, the captions it was tuned on move towards their images, a resumed run ends where an uninterrupted one
-does, and exporting the run's text tower writes the same bundle again."""
+(tiny data, a few steps): only the text encoder changes, the captions it was tuned on move towards their images,
+a resumed run ends where an uninterrupted one does, and exporting the run's text tower writes the same bundle
+again."""
 
 from __future__ import annotations
 
