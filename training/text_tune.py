@@ -50,24 +50,32 @@ def load_config(path: Path) -> dict:
     return merge_config(DEFAULTS, read_toml(path), path)
 
 
-def fixed_image_embeddings(cfg: dict, model) -> tuple[list[dict], dict]:
+def fixed_image_embeddings(cfg: dict, model, out: Path, log=print) -> tuple[list[dict], dict]:
     """Per source: name, weight, whether its groups are classes, the kept items' groups, the captions per group and
-    the bundle's one-view image embeddings [N, D] of those items. Also the count kept per source."""
+    the bundle's one-view image embeddings [N, D] of those items (cached in ``out`` per source, keyed by the image
+    encoder and the draw, so a resumed run does not embed again). Also the count kept per source."""
+    from rsclip_geo.export import file_sha256
     from training.config import load_config as load_training_config
+    from training.keyed_cache import cached_arrays
     from training.sources import capped_sources
 
+    def embed(images, keep) -> dict:
+        chunks = [model.encode_images(list(images[keep[i:i + 256]].permute(0, 2, 3, 1).numpy()))
+                  for i in range(0, len(keep), 256)]
+        return {"embedding": np.concatenate(chunks).astype(np.float32)}
+
     specs = load_training_config(REPO_ROOT / cfg["datasets_from"])["datasets"]
-    out, counts = [], {}
+    image_sha = file_sha256(model.bundle.image_encoder_path)
+    sources, counts = [], {}
     for source, keep in capped_sources(specs, REPO_ROOT, int(cfg["data"]["max_per_source"]), cfg["seed"]):
-        chunks = []
-        for i in range(0, len(keep), 256):
-            batch = source.images[keep[i:i + 256]].permute(0, 2, 3, 1).numpy()
-            chunks.append(model.encode_images(list(batch)))
-        out.append({"name": source.name, "weight": source.weight, "classes": source.classes,
-                    "groups": [source.groups[int(i)] for i in keep], "captions": source.captions,
-                    "embedding": np.concatenate(chunks).astype(np.float32)})
+        key = {"image_encoder_sha256": image_sha, "datasets_from": cfg["datasets_from"], "source": source.name,
+               "kept": int(len(keep)), "max_per_source": cfg["data"]["max_per_source"], "seed": cfg["seed"]}
+        emb = cached_arrays(out, f"images_{source.name}", key, lambda: embed(source.images, keep), log=log)
+        sources.append({"name": source.name, "weight": source.weight, "classes": source.classes,
+                        "groups": [source.groups[int(i)] for i in keep], "captions": source.captions,
+                        "embedding": emb["embedding"]})
         counts[source.name] = int(len(keep))
-    return out, counts
+    return sources, counts
 
 
 def text_tower(bundle_meta: dict):
@@ -147,7 +155,6 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print, 
 
     from rsclip_geo.runtime.encoder import load_model
     from training.checkpoint import load_checkpoint, save_checkpoint
-    from training.keyed_cache import cached_arrays
 
     cfg = load_config(config)
     tc = cfg["train"]
@@ -161,12 +168,7 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print, 
     runtime = load_model(bundle, threads=tc["threads"], batch_size=64)
     meta = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
     image_sha, text_sha = file_sha256(runtime.bundle.image_encoder_path), file_sha256(runtime.bundle.text_encoder_path)
-    sources, counts = fixed_image_embeddings(cfg, runtime)
-    key = {"image_encoder_sha256": image_sha, "counts": counts, "datasets_from": cfg["datasets_from"],
-           "max_per_source": cfg["data"]["max_per_source"], "seed": cfg["seed"]}
-    for s in sources:  # the embeddings are the bundle's: cached beside the run, keyed by what made them
-        s["embedding"] = cached_arrays(out, f"images_{s['name']}", key, lambda s=s: {"e": s["embedding"]},
-                                       log=log)["e"]
+    sources, counts = fixed_image_embeddings(cfg, runtime, out, log)
     model, tokenizer, model_cfg = text_tower(meta)
     pad_id = int(meta["text"]["pad_id"])
     same = check_same_tower(model, tokenizer, runtime, pad_id)

@@ -153,8 +153,10 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tuned):
     assert part["stopped_after"] == 2 and not (out / "bundle").exists()
     with pytest.raises(FileExistsError):
         run(cfg, start, out, log=lambda s: None)
-    again = run(cfg, start, out, resume=True, log=lambda s: None)
+    lines: list[str] = []
+    again = run(cfg, start, out, resume=True, log=lines.append)
     assert again["final_losses"] == record["final_losses"]
+    assert sum("reused" in line for line in lines) == 2  # both sources' image embeddings, not embedded again
     a = torch.load(tmp_path / "run" / "text_tower.pt", weights_only=True)["state_dict"]
     b = torch.load(out / "text_tower.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
