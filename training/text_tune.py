@@ -50,11 +50,10 @@ def load_config(path: Path) -> dict:
     return merge_config(DEFAULTS, read_toml(path), path)
 
 
-def fixed_image_embeddings(cfg: dict, model, out: Path, log=print) -> tuple[list[dict], dict]:
+def fixed_image_embeddings(cfg: dict, model, image_sha: str, out: Path, log=print) -> tuple[list[dict], dict]:
     """Per source: name, weight, whether its groups are classes, the kept items' groups, the captions per group and
     the bundle's one-view image embeddings [N, D] of those items (cached in ``out`` per source, keyed by the image
-    encoder and the draw, so a resumed run does not embed again). Also the count kept per source."""
-    from rsclip_geo.export import file_sha256
+    encoder's SHA-256 and the draw, so a resumed run does not embed again). Also the count kept per source."""
     from training.config import load_config as load_training_config
     from training.keyed_cache import cached_arrays
     from training.sources import capped_sources
@@ -65,7 +64,6 @@ def fixed_image_embeddings(cfg: dict, model, out: Path, log=print) -> tuple[list
         return {"embedding": np.concatenate(chunks).astype(np.float32)}
 
     specs = load_training_config(REPO_ROOT / cfg["datasets_from"])["datasets"]
-    image_sha = file_sha256(model.bundle.image_encoder_path)
     sources, counts = [], {}
     for source, keep in capped_sources(specs, REPO_ROOT, int(cfg["data"]["max_per_source"]), cfg["seed"]):
         key = {"image_encoder_sha256": image_sha, "datasets_from": cfg["datasets_from"], "source": source.name,
@@ -168,7 +166,7 @@ def run(config: Path, bundle: Path, out: Path, resume: bool = False, log=print, 
     runtime = load_model(bundle, threads=tc["threads"], batch_size=64)
     meta = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
     image_sha, text_sha = file_sha256(runtime.bundle.image_encoder_path), file_sha256(runtime.bundle.text_encoder_path)
-    sources, counts = fixed_image_embeddings(cfg, runtime, out, log)
+    sources, counts = fixed_image_embeddings(cfg, runtime, image_sha, out, log)
     model, tokenizer, model_cfg = text_tower(meta)
     pad_id = int(meta["text"]["pad_id"])
     same = check_same_tower(model, tokenizer, runtime, pad_id)
@@ -275,10 +273,9 @@ def write_bundle(model, model_cfg: dict, src: Path, out: Path, record: dict) -> 
         arch = tmp / f"{meta['architecture']}.json"  # open_clip registers the config under the file's stem
         arch.write_text(json.dumps(model_cfg), encoding="utf-8")
         torch.save({"state_dict": model.state_dict()}, tmp / "checkpoint.pt")
-        image = meta["image"]
-        export_checkpoint(str(arch), tmp / "checkpoint.pt", tmp / "made", int8=True,
-                                 templates=meta["templates"], preprocess={k: image[k] for k in ("mean", "std",
-                                                                                               "interpolation")})
+        preprocess = {k: meta["image"][k] for k in ("mean", "std", "interpolation")}
+        export_checkpoint(str(arch), tmp / "checkpoint.pt", tmp / "made", int8=True, templates=meta["templates"],
+                          preprocess=preprocess)
         made_meta = json.loads((tmp / "made" / "model.json").read_text(encoding="utf-8"))
         tok = meta["text"]["tokenizer_file"]
         if (tmp / "made" / tok).read_bytes() != (src / tok).read_bytes():
