@@ -41,6 +41,10 @@ DEFAULTS: dict = {
     "probe": {"steps": 0, "lr": 1e-3, "weight_decay": 0.05, "logit_scale_lr": 1e-2},
     # WiSE-FT: mix probe and fine-tuned weights, alpha picked on seen val only (empty: off)
     "wise": {"alphas": [], "tolerance": 0.01},
+    # the stages after this run that make the shipped bundle (training/recipe.py); all empty: the config is one run.
+    # Never inherited through 'base': a variant of the product's config is a run, not the product.
+    "recipe": {"second_run_config": "", "soup_config": "", "soup_run": "", "dense_config": "", "dense_run": "",
+               "distill_run": "", "distill_epoch": 0, "text_run": ""},
 }
 
 
@@ -105,6 +109,7 @@ def read_toml(path: Path) -> dict:
     ``base = "other.toml"`` (relative to this file's folder) makes a config a short list of what differs from
     another one: tables merge key by key, and any other value (a list such as [[datasets]] included) replaces the
     base's whole value. Why: a variant that repeats its base in full drifts from it silently when the base changes.
+    A ``[recipe]`` table is the one thing not inherited (training/recipe.py).
     """
     return _read_with_base(Path(path), ())
 
@@ -145,7 +150,9 @@ def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict:
     base_path = path.parent / base
     if not base_path.is_file():
         raise ConfigError(f"{path}: 'base' file {base_path} does not exist")
-    return _overlay(_read_with_base(base_path, (*chain, here)), raw)
+    inherited = _read_with_base(base_path, (*chain, here))
+    inherited.pop("recipe", None)  # a variant is a run: the product's recipe stays with the file that names it
+    return _overlay(inherited, raw)
 
 
 def _overlay(base: dict, top: dict) -> dict:
@@ -168,4 +175,9 @@ def load_config(path: Path) -> dict:
     for i, d in enumerate(cfg["datasets"]):
         if "kind" not in d:
             raise ConfigError(f"{path}: [[datasets]] #{i} has no 'kind'")
+    recipe = cfg["recipe"]
+    if recipe != DEFAULTS["recipe"]:
+        missing = [k for k, v in recipe.items() if not v]
+        if missing:
+            raise ConfigError(f"{path}: [recipe] needs every key once it has one; missing: {', '.join(missing)}")
     return cfg

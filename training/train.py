@@ -1,6 +1,7 @@
 """Train the RSCLIP contrastive model: `python -m training.train --config training/configs/default.toml`.
 
-Flow: TOML config -> model (ImageNet image trunk, MiniLM text tower, locks) -> sources mixed by
+A config with a [recipe] table (default.toml) builds the whole shipped bundle into --out: its own run, then the
+recipe's stages (training/recipe.py); --run-only trains just the config's run. One run's flow: TOML config -> model (ImageNet image trunk, MiniLM text tower, locks) -> sources mixed by
 weight -> optional linear probe of the head (checkpoint_probe.pt) -> epochs of multi-positive
 InfoNCE (checkpoint_last.pt + quick zero-shot val each epoch) -> optional WiSE-FT mix chosen on
 seen val (checkpoint_final.pt, the model to export). JSON lines in OUT/log.jsonl.
@@ -13,6 +14,7 @@ import argparse
 import json
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -20,13 +22,14 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import exit_on_config_error, load_config
+from training.config import DEFAULTS, ConfigError, exit_on_config_error, load_config
 from training.environment import describe_environment
 from training.loop import train_epoch
 from training.mixing import MixedBatches
 from training.model import IMAGE_MEAN, IMAGE_STD
 from training.optim import make_optimizer
 from training.probe import fit_head
+from training.recipe import build as recipe_build
 from training.setup import build_run_model, text_fully_locked
 from training.sources import build_sources
 from training.text_bank import TextBank, class_prototypes, text_cache_name
@@ -145,20 +148,38 @@ def _wise(ctx: dict, val, out: Path) -> dict:
     return {"wise_alpha": alpha, "wise_val_top1": {str(a): round(v, 4) for a, v in acc.items()}}
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path("runs/default"))
+    ap.add_argument("--out", type=Path, default=Path("runs/default"),
+                    help="the run folder (a [recipe] config: where the rebuilt bundle goes)")
     ap.add_argument("--resume", type=Path)
     ap.add_argument("--probe-from", type=Path, help="reuse the probe-stage checkpoint of an earlier run of this config")
     ap.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache", help="decoded-image cache folder")
+    ap.add_argument("--run-only", action="store_true", help="a [recipe] config: train its own run, not the bundle")
+    ap.add_argument("--dry-run", action="store_true", help="a [recipe] config: list the stages still to run")
+    ap.add_argument("--overwrite", action="store_true", help="a [recipe] config: replace an existing bundle at --out")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = load_config(args.config)
+    recipe = cfg["recipe"] if cfg["recipe"] != DEFAULTS["recipe"] and not args.run_only else None
+    if recipe is None and (args.dry_run or args.overwrite):
+        ap.error("--dry-run and --overwrite are for a config with a [recipe] table (the whole bundle)")
+    if recipe is not None:
+        if args.resume or args.probe_from:
+            ap.error("a [recipe] config resumes each stage by itself; --resume / --probe-from are for --run-only")
+        try:
+            return recipe_build(recipe, args.config, args.out, overwrite=args.overwrite, dry_run=args.dry_run)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            sys.exit(f"error: {exc}")
     t0 = time.time()
-    record = run(load_config(args.config), args.out, args.resume, args.cache, args.probe_from)
+    record = run(cfg, args.out, args.resume, args.cache, args.probe_from)
     record["wall_seconds"] = round(time.time() - t0, 1)
     (args.out / "train_summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     log.info("done in %.1f s: %s", time.time() - t0, record)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""training/recipe.py: `training.train --config default.toml` as the one command from fetched data to the bundle."""
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from training.config import ConfigError, load_config
+from training.recipe import build, recipe_steps
+from training.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "training" / "configs"
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A checkout of its own with the recipe's configs and no runs yet (what a user starts from)."""
+    root = tmp_path / "repo"
+    (root / "training" / "configs").mkdir(parents=True)
+    for name in ("default.toml", "long_schedule.toml", "soup_v26_long_replicate.toml", "dense_align_tail.toml"):
+        shutil.copy2(CONFIGS / name, root / "training" / "configs" / name)
+    return root
+
+
+def _recipe():
+    return load_config(CONFIGS / "default.toml")["recipe"]
+
+
+def _runs():
+    return tomllib.loads((CONFIGS / "soup_v26_long_replicate.toml").read_text())["runs"]
+
+
+def _lines(recipe, root, out):
+    return [s.line() for s in recipe_steps(recipe, Path("training/configs/default.toml"), out, root, py="PY")]
+
+
+def test_fresh_checkout_runs_every_stage_in_order(checkout, tmp_path):
+    recipe = _recipe()
+    main, second = _runs()
+    out = tmp_path / "bundle"
+    lines = _lines(recipe, checkout, out)
+    assert lines == [
+        f"PY -m training.train --config training/configs/default.toml --out {main} --run-only",
+        f"PY -m training.train --config {recipe['second_run_config']} --out {second} --run-only "
+        f"--probe-from {main}/checkpoint_probe.pt",
+        f"PY -m training.soup --config {recipe['soup_config']} --out {recipe['soup_run']}",
+        f"PY -m training.dense_align --config {recipe['dense_config']} --checkpoint "
+        f"{recipe['soup_run']}/checkpoint_final.pt --out {recipe['dense_run']}",
+        f"bash scripts/reproduce_default_bundle.sh {recipe['soup_run']} {recipe['dense_run']} {out} "
+        f"{recipe['distill_run']} {recipe['distill_epoch']} {recipe['text_run']}",
+    ]
+    # the dry run lists them all as still to run and makes nothing
+    said = []
+    assert build(recipe, Path("training/configs/default.toml"), out, dry_run=True, root=checkout,
+                 echo=said.append) == 0
+    assert len(said) == 5 and not any(s.startswith("== done") for s in said)
+    assert not out.exists() and not (checkout / "runs").exists()
+
+
+def test_each_step_resumes_or_is_skipped_from_what_is_on_disk(checkout, tmp_path):
+    recipe = _recipe()
+    runs = _runs()
+    main, second = (checkout / r for r in runs)
+    main.mkdir(parents=True)
+    (main / "checkpoint_probe.pt").write_bytes(b"")
+    lines = _lines(recipe, checkout, tmp_path / "b")
+    assert lines[0].endswith(f"--probe-from {runs[0]}/checkpoint_probe.pt")  # its own probe stage is kept
+    (main / "checkpoint_last.pt").write_bytes(b"")
+    assert _lines(recipe, checkout, tmp_path / "b")[0].endswith(f"--resume {runs[0]}/checkpoint_last.pt")
+    second.mkdir(parents=True)
+    (second / "checkpoint_last.pt").write_bytes(b"")
+    assert _lines(recipe, checkout, tmp_path / "b")[1].endswith(f"--resume {runs[1]}/checkpoint_last.pt")
+    (main / "checkpoint_final.pt").write_bytes(b"")
+    (checkout / recipe["soup_run"]).mkdir(parents=True)
+    (checkout / recipe["soup_run"] / "checkpoint_final.pt").write_bytes(b"")
+    said = []
+    build(recipe, Path("training/configs/default.toml"), tmp_path / "b", dry_run=True, root=checkout,
+          echo=said.append)
+    done = [s.startswith("== done: ") for s in said]
+    assert done == [True, False, True, False, False]  # the assembly always runs
+
+
+def test_a_failing_stage_stops_the_recipe_with_its_exit_code(checkout, tmp_path):
+    # an interpreter that fails with 7 (as a run that ran out of disk would fail): nothing after it may run
+    py = tmp_path / "failing_python"
+    py.write_text("#!/bin/sh\nexit 7\n")
+    py.chmod(0o755)
+    said = []
+    code = build(_recipe(), Path("training/configs/default.toml"), tmp_path / "b", root=checkout, py=str(py),
+                 echo=said.append)
+    assert code == 7
+    assert len(said) == 2 and said[1].startswith("== failed (exit 7): ") and "training.train" in said[1]
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_existing_bundle_is_replaced_only_with_overwrite(checkout, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("a user's file")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        build(_recipe(), Path("training/configs/default.toml"), out, root=checkout, echo=lambda s: None)
+    with pytest.raises(ValueError, match="shipped bundle"):
+        build(_recipe(), Path("training/configs/default.toml"), Path("rsclip_geo/models/default"), overwrite=True,
+              root=REPO, echo=lambda s: None)
+    assert (out / "keep.txt").read_text() == "a user's file"
+
+
+def test_the_committed_recipe_names_files_that_exist_and_the_shipped_epoch():
+    recipe = _recipe()
+    for key in ("second_run_config", "soup_config", "dense_config"):
+        assert (REPO / recipe[key]).is_file(), key
+    shipped = json.loads((REPO / "rsclip_geo/models/default/model.json").read_text())
+    assert recipe["distill_epoch"] == shipped["source"]["rotation_distill"]["epoch"]
+    assert (REPO / "scripts" / "reproduce_default_bundle.sh").is_file()
+
+
+def test_a_variant_does_not_inherit_the_recipe_and_a_partial_one_is_refused(tmp_path):
+    variant = load_config(CONFIGS / "long_schedule.toml")  # base = "default.toml"
+    assert not any(variant["recipe"].values())
+    (tmp_path / "base.toml").write_text((CONFIGS / "default.toml").read_text())
+    (tmp_path / "half.toml").write_text('base = "base.toml"\n[recipe]\nsoup_run = "runs/x"\n')
+    with pytest.raises(ConfigError, match="missing: second_run_config"):
+        load_config(tmp_path / "half.toml")
+
+
+def test_train_cli_keeps_run_flags_and_recipe_flags_apart(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--config", str(CONFIGS / "long_schedule.toml"), "--dry-run"])
+    assert "[recipe]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main(["--config", str(CONFIGS / "default.toml"), "--resume", "x.pt"])
+    assert "--run-only" in capsys.readouterr().err
+    # the dry run of the real recipe in this checkout: the assembly is always listed last
+    assert train_main(["--config", str(CONFIGS / "default.toml"), "--dry-run", "--out", "/nonexistent/b"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split(" ", 2)[2].startswith(
+        "bash scripts/reproduce_default_bundle.sh")

@@ -1,0 +1,110 @@
+"""The shipped default bundle from its main config's ``[recipe]``: every training stage in order, then the assembly.
+
+``python -m training.train --config training/configs/default.toml`` runs this, because that file has a [recipe]
+table. Why a recipe and not one run: the shipped bundle is two main runs' weight average (a soup,
+``training/soup.py``), a dense head (``training/dense_align.py``), a rotation distillation and a text tuning, and
+each of those is its own resumable stage with its own config. Order (MODEL_CARD.md, "Training"):
+
+1. the config's own run (``training.train --run-only``) into the soup config's first run folder;
+2. ``second_run_config`` into the soup config's second folder, from the first run's probe checkpoint (a soup needs
+   one start);
+3. ``training.soup`` into ``soup_run``; 4. the dense head (``training.dense_align``) into ``dense_run``;
+5. ``scripts/reproduce_default_bundle.sh``: export, dense head and threshold, rotation distillation (``distill_run``,
+   epoch ``distill_epoch``), text tuning (``text_run``), evaluation into model.json, and the byte-for-byte
+   comparison with ``rsclip_geo/models/default`` (exit 1 names the files that differ: expected on a CPU model
+   other than the one the bundle was built on, where the recipe gives a model of the same recipe, not the same
+   bytes).
+
+A stage whose output exists is skipped and an interrupted one resumed, so after a stop (or in the next session)
+the same command goes on where it was. Every stage runs as its own process, exactly as its command in the card.
+The run folders are relative to the repository root, as the soup config names them (their names are recorded in
+the soup's checkpoint, so they are part of what makes the bundle byte-identical).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ASSEMBLY = "scripts/reproduce_default_bundle.sh"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage: its command, and the file whose existence says it is done (None: it always runs)."""
+
+    argv: tuple[str, ...]
+    done_file: Path | None
+
+    def done(self, root: Path) -> bool:
+        return self.done_file is not None and (root / self.done_file).exists()
+
+    def line(self) -> str:
+        return shlex.join(self.argv)
+
+
+def _train_step(py: str, config: str, run: Path, root: Path, probe: Path | None = None) -> Step:
+    """A main run: resumed from its last epoch, or from its own probe checkpoint, or started from ``probe``."""
+    start: tuple[str, ...] = ()
+    if (root / run / "checkpoint_last.pt").is_file():
+        start = ("--resume", str(run / "checkpoint_last.pt"))
+    elif (root / run / "checkpoint_probe.pt").is_file():
+        start = ("--probe-from", str(run / "checkpoint_probe.pt"))
+    elif probe is not None:
+        start = ("--probe-from", str(probe))
+    argv = (py, "-m", "training.train", "--config", config, "--out", str(run), "--run-only", *start)
+    return Step(argv, run / "checkpoint_final.pt")
+
+
+def recipe_steps(recipe: dict, config: Path, out: Path, root: Path = REPO_ROOT,
+                 py: str = sys.executable) -> Iterator[Step]:
+    """The recipe's steps in order, each made when it is reached (so a resume flag reflects the runs so far)."""
+    from training.soup import load_config as load_soup_config
+
+    soup_config = recipe["soup_config"]
+    runs = load_soup_config(root / soup_config)["runs"]
+    if len(runs) != 2:
+        raise ValueError(f"{soup_config}: the recipe's soup has two runs (this config's and second_run_config's), "
+                         f"it lists {runs}")
+    main, second = Path(runs[0]), Path(runs[1])
+    soup, dense = Path(recipe["soup_run"]), Path(recipe["dense_run"])
+    yield _train_step(py, str(config), main, root)
+    yield _train_step(py, recipe["second_run_config"], second, root, probe=main / "checkpoint_probe.pt")
+    yield Step((py, "-m", "training.soup", "--config", soup_config, "--out", str(soup)), soup / "checkpoint_final.pt")
+    yield Step((py, "-m", "training.dense_align", "--config", recipe["dense_config"], "--checkpoint",
+                str(soup / "checkpoint_final.pt"), "--out", str(dense)), dense / "dense_projection.pt")
+    # always runs: it replaces OUT, resumes or reuses the distillation and text-tuning runs, evaluates, compares
+    yield Step(("bash", ASSEMBLY, str(soup), str(dense), str(out), recipe["distill_run"],
+                str(recipe["distill_epoch"]), recipe["text_run"]), None)
+
+
+def build(recipe: dict, config: Path, out: Path, *, overwrite: bool = False, dry_run: bool = False,
+          root: Path = REPO_ROOT, py: str = sys.executable, echo: Callable[[str], None] = print) -> int:
+    """Run the recipe's steps still to do (``dry_run``: list them, run none); the first failing step's exit code.
+
+    ``out`` is where the bundle goes; an existing folder there is replaced only with ``overwrite``.
+    """
+    out = Path(out)
+    target = out if out.is_absolute() else root / out
+    if target.exists() and not overwrite and not dry_run:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it with the rebuilt bundle")
+    if target.resolve() == (root / "rsclip_geo" / "models" / "default").resolve():
+        raise ValueError(f"{out} is the shipped bundle the rebuild is compared with; write it somewhere else")
+    for step in recipe_steps(recipe, config, out, root, py):
+        if step.done(root):
+            echo(f"== done: {step.line()}")
+            continue
+        echo(f"== {time.strftime('%H:%M:%S', time.gmtime())} {step.line()}")
+        if dry_run:
+            continue
+        code = subprocess.run(step.argv, cwd=root).returncode
+        if code != 0:
+            echo(f"== failed (exit {code}): {step.line()}")
+            return code
+    return 0
