@@ -65,14 +65,8 @@ def _train_step(py: str, config: str, run: Path, root: Path, probe: Path | None 
 def recipe_steps(recipe: dict, config: Path, out: Path, root: Path = REPO_ROOT,
                  py: str = sys.executable) -> Iterator[Step]:
     """The recipe's steps in order, each made when it is reached (so a resume flag reflects the runs so far)."""
-    from training.soup import load_config as load_soup_config
-
     soup_config = recipe["soup_config"]
-    runs = load_soup_config(root / soup_config)["runs"]
-    if len(runs) != 2:
-        raise ValueError(f"{soup_config}: the recipe's soup has two runs (this config's and second_run_config's), "
-                         f"it lists {runs}")
-    main, second = Path(runs[0]), Path(runs[1])
+    main, second = (Path(r) for r in _soup_runs(recipe, root))
     soup, dense = Path(recipe["soup_run"]), Path(recipe["dense_run"])
     yield _train_step(py, str(config), main, root)
     yield _train_step(py, recipe["second_run_config"], second, root, probe=main / "checkpoint_probe.pt")
@@ -82,6 +76,21 @@ def recipe_steps(recipe: dict, config: Path, out: Path, root: Path = REPO_ROOT,
     # always runs: it replaces OUT, resumes or reuses the distillation and text-tuning runs, evaluates, compares
     yield Step(("bash", ASSEMBLY, str(soup), str(dense), str(out), recipe["distill_run"],
                 str(recipe["distill_epoch"]), recipe["text_run"]), None)
+
+
+def _soup_runs(recipe: dict, root: Path) -> list[str]:
+    """The soup config's two run folders: the config's own run, then second_run_config's."""
+    from training.soup import load_config as load_soup_config
+
+    runs = load_soup_config(root / recipe["soup_config"])["runs"]
+    if len(runs) != 2:
+        raise ValueError(f"{recipe['soup_config']}: the recipe's soup has two runs (this config's and "
+                         f"second_run_config's), it lists {runs}")
+    return runs
+
+
+def _run_folders(recipe: dict, root: Path) -> list[str]:
+    return [*_soup_runs(recipe, root), *(recipe[k] for k in ("soup_run", "dense_run", "distill_run", "text_run"))]
 
 
 def build(recipe: dict, config: Path, out: Path, *, overwrite: bool = False, dry_run: bool = False,
@@ -96,6 +105,10 @@ def build(recipe: dict, config: Path, out: Path, *, overwrite: bool = False, dry
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it with the rebuilt bundle")
     if target.resolve() == (root / "rsclip_geo" / "models" / "default").resolve():
         raise ValueError(f"{out} is the shipped bundle the rebuild is compared with; write it somewhere else")
+    for run in _run_folders(recipe, root):  # the assembly replaces OUT whole: never a stage's run, nor above one
+        here, there = target.resolve(), (root / run).resolve()
+        if here == there or here in there.parents or there in here.parents:
+            raise ValueError(f"{out} overlaps the recipe's run folder {run}; write the bundle somewhere else")
     for step in recipe_steps(recipe, config, out, root, py):
         if step.done(root):
             echo(f"== done: {step.line()}")

@@ -105,6 +105,10 @@ def test_an_existing_bundle_is_replaced_only_with_overwrite(checkout, tmp_path):
     with pytest.raises(ValueError, match="shipped bundle"):
         build(_recipe(), Path("training/configs/default.toml"), Path("rsclip_geo/models/default"), overwrite=True,
               root=REPO, echo=lambda s: None)
+    for inside in (_runs()[0], "runs", f"{_recipe()['distill_run']}/bundle"):  # a run, above one, inside one
+        with pytest.raises(ValueError, match="overlaps the recipe's run folder"):
+            build(_recipe(), Path("training/configs/default.toml"), Path(inside), overwrite=True, root=checkout,
+                  echo=lambda s: None)
     assert (out / "keep.txt").read_text() == "a user's file"
 
 
