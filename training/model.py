@@ -180,13 +180,16 @@ def load_imagenet_trunk(trunk, weights_file: Path | None = None, timm_name: str 
     trunk.load_state_dict(mapped, strict=True)
 
 
-def create_model(cfg: dict[str, Any], name: str = DEFAULT_MODEL_NAME, pretrained_image: bool = True,
+def create_model(cfg: dict[str, Any], name: str | None = None, pretrained_image: bool = True,
                  pretrained_text: bool = True):
     """open_clip CustomTextCLIP from a resolved config; optionally ImageNet image weights.
 
-    Returns (model, tokenizer).
+    ``name`` only registers the config with open_clip (and is what its log lines show); by default it names the
+    config's image trunk, so a Lite1 run does not log itself as the package's Lite0 default. Returns (model, tokenizer).
     """
     import open_clip
+
+    name = name or f"RSCLIP-{cfg['vision_cfg'].get('timm_model_name') or 'image'}-MiniLM"
 
     with tempfile.TemporaryDirectory() as tmp:
         write_config(cfg, Path(tmp) / f"{name}.json")
