@@ -101,6 +101,18 @@ def test_default_names_are_humanized(tiny_model, tmp_path):
     assert r.top1 == 1.0
 
 
+def test_a_sort_number_every_folder_starts_with_is_not_part_of_the_name(tiny_model, tmp_path):
+    root = make_colour_dataset(tmp_path / "n", {"01_red": RED, "02_green": GREEN, "03-BlueWater": BLUE})
+    r = evaluate_zero_shot(tiny_model, root)
+    assert r.classnames == ["red", "green", "blue water"]
+    assert r.top1 == 1.0
+    # kept where it may be meant: not on every folder, or names that would collide without it
+    root = make_colour_dataset(tmp_path / "m", {"3_red": RED, "green": GREEN, "blue": BLUE})
+    assert evaluate_zero_shot(tiny_model, root).classnames == ["3 red", "blue", "green"]
+    root = make_colour_dataset(tmp_path / "k", {"1_red": RED, "2_red": GREEN})
+    assert evaluate_zero_shot(tiny_model, root).classnames == ["1 red", "2 red"]
+
+
 def test_templates_are_used(tiny_model, colours, tmp_path):
     # context length 8: six filler words push the class name out, so every class embedding is zero,
     # all scores tie and everything is predicted as the first class ('blue')

@@ -72,7 +72,8 @@ def eval_group() -> None:
 @click.argument("folder", metavar="DIR", type=click.Path())
 @click.option("--classnames", type=click.Path(dir_okay=False), default=None,
               help="JSON object mapping folder names to the class names used in prompts "
-                   "(default: folder names split into words, e.g. DenseResidential -> 'dense residential').")
+                   "(default: folder names split into words, e.g. DenseResidential -> 'dense residential'; "
+                   "a sort number that every folder starts with is dropped: 01_water -> 'water').")
 @click.option("--templates-file", type=click.Path(dir_okay=False), default=None,
               help="Prompt templates, one a line with '{}' for the class name (default: the model's).")
 @click.option("--limit-per-class", type=click.IntRange(min=1), default=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,9 +163,10 @@ def read_classnames(path: str | Path, classes: Sequence[str]) -> list[str]:
 
 def classnames_for(classes: Sequence[str], mapping: Mapping[str, str] | Sequence[str] | None,
                    where: str = "classnames") -> list[str]:
-    """Prompt names for folder names: mapping, aligned list, or None (humanized folder names)."""
+    """Prompt names for folder names: mapping, aligned list, or None (humanized folder names, without a sort
+    number that every folder starts with: '01_water', '02_forest' -> 'water', 'forest')."""
     if mapping is None:
-        return [humanize_class_name(c) for c in classes]
+        return _without_shared_sort_number([humanize_class_name(c) for c in classes])
     if isinstance(mapping, Mapping):
         missing = [c for c in classes if c not in mapping]
         if missing:
@@ -177,6 +179,18 @@ def classnames_for(classes: Sequence[str], mapping: Mapping[str, str] | Sequence
     if len(names) != len(classes):
         raise LabelError(f"{where}: {len(names)} class names given for {len(classes)} class folders")
     return names
+
+
+_SORT_NUMBER = re.compile(r"^\d+ (\S.*)$")
+
+
+def _without_shared_sort_number(names: list[str]) -> list[str]:
+    """Why: a number that only orders the folders is not part of what the scene is, and in a prompt it is noise;
+    it is dropped only when every folder has one and the names stay distinct ('12class' or a lone '3 towers' stay)."""
+    bare = [m.group(1) if (m := _SORT_NUMBER.match(n)) else None for n in names]
+    if len(names) < 2 or None in bare or len(set(bare)) != len(bare):
+        return names
+    return bare
 
 
 # ---- captions (retrieval) ------------------------------------------------------
