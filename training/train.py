@@ -1,7 +1,9 @@
 """Train the RSCLIP contrastive model: `python -m training.train --config training/configs/default.toml`.
 
 A config with a [recipe] table (default.toml) builds the whole shipped bundle into --out: its own run, then the
-recipe's stages (training/recipe.py); --run-only trains just the config's run. One run's flow: TOML config -> model (ImageNet image trunk, MiniLM text tower, locks) -> sources mixed by
+recipe's stages (training/recipe.py); --run-only trains just the config's run.
+
+One run's flow: TOML config -> model (ImageNet image trunk, MiniLM text tower, locks) -> sources mixed by
 weight -> optional linear probe of the head (checkpoint_probe.pt) -> epochs of multi-positive
 InfoNCE (checkpoint_last.pt + quick zero-shot val each epoch) -> optional WiSE-FT mix chosen on
 seen val (checkpoint_final.pt, the model to export). JSON lines in OUT/log.jsonl.
@@ -149,11 +151,12 @@ def _wise(ctx: dict, val, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\nOne run")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path("runs/default"),
                     help="the run folder (a [recipe] config: where the rebuilt bundle goes)")
-    ap.add_argument("--resume", type=Path)
+    ap.add_argument("--resume", type=Path, help="go on from this checkpoint_last.pt of the run")
     ap.add_argument("--probe-from", type=Path, help="reuse the probe-stage checkpoint of an earlier run of this config")
     ap.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache", help="decoded-image cache folder")
     ap.add_argument("--run-only", action="store_true", help="a [recipe] config: train its own run, not the bundle")
