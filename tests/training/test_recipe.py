@@ -1,6 +1,7 @@
 """training/recipe.py: `training.train --config default.toml` as the one command from fetched data to the bundle."""
 
 import json
+import os
 import shutil
 import tomllib
 from pathlib import Path
@@ -94,6 +95,30 @@ def test_a_failing_stage_stops_the_recipe_with_its_exit_code(checkout, tmp_path)
     assert code == 7
     assert len(said) == 2 and said[1].startswith("== failed (exit 7): ") and "training.train" in said[1]
     assert not (tmp_path / "b").exists()
+
+
+def test_a_bundle_that_differs_from_the_shipped_one_is_reported_as_built(checkout, tmp_path):
+    # every training stage done; the assembly (a stand-in: the real one needs the runs) builds OUT, then finds a
+    # file that differs and exits 1, as on a CPU model other than the one the bundle was built on
+    recipe = _recipe()
+    for done in [f"{r}/checkpoint_final.pt" for r in (*_runs(), recipe["soup_run"])] + \
+            [f"{recipe['dense_run']}/dense_projection.pt"]:
+        (checkout / done).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / done).write_bytes(b"")
+    (checkout / "scripts").mkdir()
+    (checkout / "scripts" / "reproduce_default_bundle.sh").write_text(
+        'mkdir -p "$3" && echo {} > "$3/model.json" && echo "DIFFERENT image_encoder.onnx" && exit 1\n')
+    out = tmp_path / "b"
+    said = []
+    assert build(recipe, Path("training/configs/default.toml"), out, root=checkout, echo=said.append) == 1
+    assert said[-1].startswith(f"== built {out}, but not byte-identical") and (out / "model.json").is_file()
+    # the same exit before this run wrote a bundle (an older one left at OUT included) is a failure of the stage
+    (checkout / "scripts" / "reproduce_default_bundle.sh").write_text("exit 1\n")
+    os.utime(out / "model.json", (1e9, 1e9))
+    said = []
+    assert build(recipe, Path("training/configs/default.toml"), out, overwrite=True, root=checkout,
+                 echo=said.append) == 1
+    assert said[-1].startswith("== failed (exit 1): bash scripts/reproduce_default_bundle.sh")
 
 
 def test_an_existing_bundle_is_replaced_only_with_overwrite(checkout, tmp_path):
