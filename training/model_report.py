@@ -31,11 +31,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from training.data.manifests import data_root
 
 REPO = Path(__file__).resolve().parents[1]
 EUROSAT_NAMES = {"AnnualCrop": "annual crop land", "Forest": "forest", "HerbaceousVegetation": "brushland or shrubland",
@@ -45,10 +46,6 @@ EUROSAT_NAMES = {"AnnualCrop": "annual crop land", "Forest": "forest", "Herbaceo
                  "SeaLake": "lake or sea"}  # CLIP's EuroSAT class names (Radford et al. 2021, prompts notebook)
 RESISC10 = ("beach", "commercial_area", "desert", "forest", "industrial_area", "island", "lake", "mountain", "river",
             "wetland")  # 'farmland' (two classes merged) and 'residential' (three merged) are left out
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("RSCLIP_DATA") or REPO / ".cache" / "data")
 
 
 def aid30(aid_root: Path):

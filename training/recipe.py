@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from rsclip_geo.errors import DatasetError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSEMBLY = "scripts/reproduce_default_bundle.sh"
 
@@ -98,10 +100,13 @@ def _written_since(path: Path, start: float) -> bool:
 
 
 def build(recipe: dict, config: Path, out: Path, *, overwrite: bool = False, dry_run: bool = False,
-          root: Path = REPO_ROOT, py: str = sys.executable, echo: Callable[[str], None] = print) -> int:
+          root: Path = REPO_ROOT, py: str = sys.executable, check_data: bool = True,
+          echo: Callable[[str], None] = print) -> int:
     """Run the recipe's steps still to do (``dry_run``: list them, run none); the first failing step's exit code.
 
-    ``out`` is where the bundle goes; an existing folder there is replaced only with ``overwrite``.
+    ``out`` is where the bundle goes; an existing folder there is replaced only with ``overwrite``. ``check_data``:
+    first compare the fetched sets with their manifests (seconds), and refuse to start on a missing or changed
+    file (a dry run only lists them).
     """
     out = Path(out)
     target = out if out.is_absolute() else root / out
@@ -113,6 +118,15 @@ def build(recipe: dict, config: Path, out: Path, *, overwrite: bool = False, dry
         here, there = target.resolve(), (root / run).resolve()
         if here == there or here in there.parents or there in here.parents:
             raise ValueError(f"{out} overlaps the recipe's run folder {run}; write the bundle somewhere else")
+    if check_data:
+        from training.data.manifests import check_sets, data_root
+
+        problems = [c.describe() for c in check_sets(hash_files=True) if not c.ok]
+        for line in problems:
+            echo(f"== data: {line}")
+        if problems and not dry_run:
+            raise DatasetError(f"the fetched data under {data_root()} is not what training/manifests lists (above); "
+                               "fetch it as training/DATA.md says, or point RSCLIP_DATA at it")
     for step in recipe_steps(recipe, config, out, root, py):
         if step.done(root):
             echo(f"== done: {step.line()}")

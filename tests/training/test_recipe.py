@@ -55,7 +55,7 @@ def test_fresh_checkout_runs_every_stage_in_order(checkout, tmp_path):
     ]
     # the dry run lists them all as still to run and makes nothing
     said = []
-    assert build(recipe, Path("training/configs/default.toml"), out, dry_run=True, root=checkout,
+    assert build(recipe, Path("training/configs/default.toml"), out, dry_run=True, root=checkout, check_data=False,
                  echo=said.append) == 0
     assert len(said) == 5 and not any(s.startswith("== done") for s in said)
     assert not out.exists() and not (checkout / "runs").exists()
@@ -78,7 +78,7 @@ def test_each_step_resumes_or_is_skipped_from_what_is_on_disk(checkout, tmp_path
     (checkout / recipe["soup_run"]).mkdir(parents=True)
     (checkout / recipe["soup_run"] / "checkpoint_final.pt").write_bytes(b"")
     said = []
-    build(recipe, Path("training/configs/default.toml"), tmp_path / "b", dry_run=True, root=checkout,
+    build(recipe, Path("training/configs/default.toml"), tmp_path / "b", dry_run=True, root=checkout, check_data=False,
           echo=said.append)
     done = [s.startswith("== done: ") for s in said]
     assert done == [True, False, True, False, False]  # the assembly always runs
@@ -90,7 +90,7 @@ def test_a_failing_stage_stops_the_recipe_with_its_exit_code(checkout, tmp_path)
     py.write_text("#!/bin/sh\nexit 7\n")
     py.chmod(0o755)
     said = []
-    code = build(_recipe(), Path("training/configs/default.toml"), tmp_path / "b", root=checkout, py=str(py),
+    code = build(_recipe(), Path("training/configs/default.toml"), tmp_path / "b", root=checkout, check_data=False, py=str(py),
                  echo=said.append)
     assert code == 7
     assert len(said) == 2 and said[1].startswith("== failed (exit 7): ") and "training.train" in said[1]
@@ -110,15 +110,35 @@ def test_a_bundle_that_differs_from_the_shipped_one_is_reported_as_built(checkou
         'mkdir -p "$3" && echo {} > "$3/model.json" && echo "DIFFERENT image_encoder.onnx" && exit 1\n')
     out = tmp_path / "b"
     said = []
-    assert build(recipe, Path("training/configs/default.toml"), out, root=checkout, echo=said.append) == 1
+    assert build(recipe, Path("training/configs/default.toml"), out, root=checkout, check_data=False, echo=said.append) == 1
     assert said[-1].startswith(f"== built {out}, but not byte-identical") and (out / "model.json").is_file()
     # the same exit before this run wrote a bundle (an older one left at OUT included) is a failure of the stage
     (checkout / "scripts" / "reproduce_default_bundle.sh").write_text("exit 1\n")
     os.utime(out / "model.json", (1e9, 1e9))
     said = []
-    assert build(recipe, Path("training/configs/default.toml"), out, overwrite=True, root=checkout,
+    assert build(recipe, Path("training/configs/default.toml"), out, overwrite=True, root=checkout, check_data=False,
                  echo=said.append) == 1
     assert said[-1].startswith("== failed (exit 1): bash scripts/reproduce_default_bundle.sh")
+
+
+def test_missing_or_changed_data_stops_the_recipe_before_its_first_stage(checkout, tmp_path, monkeypatch):
+    from rsclip_geo.errors import DatasetError
+    from training.data.manifests import MANIFESTS
+
+    monkeypatch.setenv("RSCLIP_DATA", str(tmp_path / "no_data"))
+    py = tmp_path / "failing_python"  # had a stage started, the recipe would return its 7 instead of raising
+    py.write_text("#!/bin/sh\nexit 7\n")
+    py.chmod(0o755)
+    said = []
+    with pytest.raises(DatasetError, match="no_data.*training/DATA.md"):
+        build(_recipe(), Path("training/configs/default.toml"), tmp_path / "b", root=checkout, py=str(py),
+              echo=said.append)
+    assert len(said) == len(MANIFESTS) and all(s.startswith("== data: PROBLEM") for s in said)
+    # a dry run names the same sets, then lists the stages
+    said = []
+    assert build(_recipe(), Path("training/configs/default.toml"), tmp_path / "b", root=checkout, dry_run=True,
+                 echo=said.append) == 0
+    assert len(said) == len(MANIFESTS) + 5 and said[-1].split(" ", 2)[2].startswith("bash ")
 
 
 def test_an_existing_bundle_is_replaced_only_with_overwrite(checkout, tmp_path):
@@ -126,13 +146,13 @@ def test_an_existing_bundle_is_replaced_only_with_overwrite(checkout, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("a user's file")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        build(_recipe(), Path("training/configs/default.toml"), out, root=checkout, echo=lambda s: None)
+        build(_recipe(), Path("training/configs/default.toml"), out, root=checkout, check_data=False, echo=lambda s: None)
     with pytest.raises(ValueError, match="shipped bundle"):
         build(_recipe(), Path("training/configs/default.toml"), Path("rsclip_geo/models/default"), overwrite=True,
-              root=REPO, echo=lambda s: None)
+              root=REPO, check_data=False, echo=lambda s: None)
     for inside in (_runs()[0], "runs", f"{_recipe()['distill_run']}/bundle"):  # a run, above one, inside one
         with pytest.raises(ValueError, match="overlaps the recipe's run folder"):
-            build(_recipe(), Path("training/configs/default.toml"), Path(inside), overwrite=True, root=checkout,
+            build(_recipe(), Path("training/configs/default.toml"), Path(inside), overwrite=True, root=checkout, check_data=False,
                   echo=lambda s: None)
     assert (out / "keep.txt").read_text() == "a user's file"
 
