@@ -494,9 +494,14 @@ def _report_mosaics(report: dict, emb_before, emb_after, labels, text, log) -> N
     log(f"held-out mosaic cells ({len(labels)}, images never trained on): scene accuracy {acc[0]:.3f} -> {acc[1]:.3f}")
 
 
+_NOT_IN_HEAD_FILE = ("config", "train_seconds")  # config is stored on its own; seconds differ between reruns
+
+
 def _save_head(out: Path, head: dict, cfg: dict, report: dict) -> None:
+    """The head file and its JSON report. The wall-clock time stays out of the head file: a bundle records that
+    file's SHA-256, so a rerun of the same stage must write the same bytes."""
     state = {**head, "checkpoint_sha256": cfg["checkpoint_sha256"], "config": json.dumps(cfg),
-             "report": json.dumps({k: v for k, v in report.items() if k != "config"})}
+             "report": json.dumps({k: v for k, v in report.items() if k not in _NOT_IN_HEAD_FILE})}
     tmp = out / "dense_projection.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(out / "dense_projection.pt")

@@ -461,3 +461,22 @@ def test_cached_arrays_reuse_only_the_same_key_and_leave_no_temporary_file(tmp_p
     assert len(calls) == 2 and len(other["x"]) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json", "cache.npz"]
     assert json.loads((tmp_path / "cache.json").read_text())["key"] == {"seed": 1}
+
+
+def test_head_file_bytes_do_not_depend_on_the_wall_clock(tmp_path):
+    """A bundle records the head file's SHA-256, so two runs of the same stage must write the same bytes."""
+    from training.dense_align import _save_head, sha256
+
+    cfg = {"checkpoint_sha256": "0" * 64, "train": {"steps": 3}}
+    head = {"weight": torch.arange(12, dtype=torch.float32).reshape(3, 4)}
+    files = []
+    for i, seconds in enumerate((12.5, 977.25)):
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        _save_head(out, head, cfg, {"config": cfg, "train_seconds": seconds, "history": [{"step": 1, "loss": 0.5}]})
+        files.append(out / "dense_projection.pt")
+        assert json.loads((out / "dense_align_report.json").read_text())["train_seconds"] == seconds
+    assert sha256(files[0]) == sha256(files[1])
+    state = torch.load(files[0], weights_only=False)
+    assert json.loads(state["report"]) == {"history": [{"step": 1, "loss": 0.5}]}
+    assert torch.equal(state["weight"], head["weight"]) and json.loads(state["config"]) == cfg
