@@ -81,17 +81,5 @@ $PY -m training.model_report "$OUT" --write-card
 set +x
 rm -rf "$OUT.stage" "$OUT.undistilled" "$OUT.distilled" "$(dirname "$ARCH")"
 
-status=0
-for f in "$SHIPPED"/*; do
-  name="$(basename "$f")"
-  [ "$name" = MODEL_CARD.md ] && continue
-  if cmp -s "$f" "$OUT/$name"; then
-    echo "same      $name  $(sha256sum "$f" | cut -c1-16)"
-  else
-    echo "DIFFERENT $name"; status=1
-  fi
-done
-for f in "$OUT"/*; do
-  [ -e "$SHIPPED/$(basename "$f")" ] || { echo "EXTRA     $(basename "$f")"; status=1; }
-done
-exit $status
+# same / DIFFERENT (for model.json: the keys that differ) / MISSING / EXTRA; exit 0 only when all match
+$PY -m training.bundle_compare "$SHIPPED" "$OUT"
