@@ -15,6 +15,10 @@ each of those is its own resumable stage with its own config. Order (MODEL_CARD.
    other than the one the bundle was built on, where the recipe gives a model of the same recipe, not the same
    bytes).
 
+After the soup and the dense head (found done or just made), their file's SHA-256 is compared with what the shipped
+``model.json`` records of it (``source.sha256``, ``dense.parity.projection_file_sha256``), so a rebuild that will
+not end on the shipped bytes says so hours before the assembly does; it goes on either way.
+
 A stage whose output exists is skipped and an interrupted one resumed, so after a stop (or in the next session)
 the same command goes on where it was. Every stage runs as its own process, exactly as its command in the card.
 The run folders are relative to the repository root, as the soup config names them (their names are recorded in
@@ -23,6 +27,7 @@ the soup's checkpoint, so they are part of what makes the bundle byte-identical)
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -35,14 +40,17 @@ from rsclip_geo.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSEMBLY = "scripts/reproduce_default_bundle.sh"
+SHIPPED_MODEL_JSON = Path("rsclip_geo/models/default/model.json")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One stage: its command, and the file whose existence says it is done (None: it always runs)."""
+    """One stage: its command, the file whose existence says it is done (None: it always runs), and where the
+    shipped model.json records that file's SHA-256 (a key path; None: it does not)."""
 
     argv: tuple[str, ...]
     done_file: Path | None
+    shipped_record: tuple[str, ...] | None = None
 
     def done(self, root: Path) -> bool:
         return self.done_file is not None and (root / self.done_file).exists()
@@ -72,9 +80,11 @@ def recipe_steps(recipe: dict, config: Path, out: Path, root: Path = REPO_ROOT,
     soup, dense = Path(recipe["soup_run"]), Path(recipe["dense_run"])
     yield _train_step(py, str(config), main, root)
     yield _train_step(py, recipe["second_run_config"], second, root, probe=main / "checkpoint_probe.pt")
-    yield Step((py, "-m", "training.soup", "--config", soup_config, "--out", str(soup)), soup / "checkpoint_final.pt")
+    yield Step((py, "-m", "training.soup", "--config", soup_config, "--out", str(soup)), soup / "checkpoint_final.pt",
+               ("source", "sha256"))
     yield Step((py, "-m", "training.dense_align", "--config", recipe["dense_config"], "--checkpoint",
-                str(soup / "checkpoint_final.pt"), "--out", str(dense)), dense / "dense_projection.pt")
+                str(soup / "checkpoint_final.pt"), "--out", str(dense)), dense / "dense_projection.pt",
+               ("dense", "parity", "projection_file_sha256"))
     # always runs: it replaces OUT, resumes or reuses the distillation and text-tuning runs, evaluates, compares
     yield Step(("bash", ASSEMBLY, str(soup), str(dense), str(out), recipe["distill_run"],
                 str(recipe["distill_epoch"]), recipe["text_run"]), None)
@@ -93,6 +103,26 @@ def _soup_runs(recipe: dict, root: Path) -> list[str]:
 
 def _run_folders(recipe: dict, root: Path) -> list[str]:
     return [*_soup_runs(recipe, root), *(recipe[k] for k in ("soup_run", "dense_run", "distill_run", "text_run"))]
+
+
+def compare_with_shipped(step: Step, root: Path) -> str | None:
+    """A line saying whether the stage's file is the one the shipped bundle was built from (None: nothing to say)."""
+    shipped = root / SHIPPED_MODEL_JSON
+    if step.shipped_record is None or step.done_file is None or not shipped.is_file():
+        return None
+    want = json.loads(shipped.read_text())
+    for key in step.shipped_record:
+        want = want.get(key) if isinstance(want, dict) else None
+    if not isinstance(want, str):
+        return None
+    from rsclip_geo.export import file_sha256
+
+    got, where = file_sha256(root / step.done_file), "model.json " + ".".join(step.shipped_record)
+    if got == want:
+        return f"== same as the shipped bundle's: {step.done_file} (SHA-256 {got[:16]}, {where})"
+    return (f"== differs from the shipped bundle's: {step.done_file} has SHA-256 {got[:16]}, the shipped {where} "
+            f"{want[:16]}: the rebuilt bundle will not be byte-identical (expected on a CPU model other than the one "
+            "it was built on: MODEL_CARD.md, 'A retrain on another machine'); going on")
 
 
 def _written_since(path: Path, start: float) -> bool:
@@ -130,6 +160,8 @@ def build(recipe: dict, config: Path, out: Path, *, overwrite: bool = False, dry
     for step in recipe_steps(recipe, config, out, root, py):
         if step.done(root):
             echo(f"== done: {step.line()}")
+            if not dry_run and (said := compare_with_shipped(step, root)):
+                echo(said)
             continue
         echo(f"== {time.strftime('%H:%M:%S', time.gmtime())} {step.line()}")
         if dry_run:
@@ -145,4 +177,6 @@ def build(recipe: dict, config: Path, out: Path, *, overwrite: bool = False, dry
         if code != 0:
             echo(f"== failed (exit {code}): {step.line()}")
             return code
+        if said := compare_with_shipped(step, root):
+            echo(said)
     return 0

@@ -186,3 +186,51 @@ def test_train_cli_keeps_run_flags_and_recipe_flags_apart(capsys):
     assert train_main(["--config", str(CONFIGS / "default.toml"), "--dry-run", "--out", "/nonexistent/b"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split(" ", 2)[2].startswith(
         "bash scripts/reproduce_default_bundle.sh")
+
+
+def test_the_soup_and_dense_head_are_checked_against_the_shipped_record_before_the_assembly(checkout, tmp_path):
+    """A rebuild that cannot end on the shipped bytes says so after the soup, not hours later; it goes on anyway."""
+    import hashlib
+
+    recipe = _recipe()
+    soup, dense = checkout / recipe["soup_run"], checkout / recipe["dense_run"]
+    for r in _runs():
+        (checkout / r).mkdir(parents=True)
+        (checkout / r / "checkpoint_final.pt").write_bytes(b"")
+    soup.mkdir(parents=True)
+    (soup / "checkpoint_final.pt").write_bytes(b"the soup")
+    dense.mkdir(parents=True)
+    (dense / "dense_projection.pt").write_bytes(b"another head")
+    shipped = checkout / "rsclip_geo" / "models" / "default" / "model.json"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text(json.dumps({"source": {"sha256": hashlib.sha256(b"the soup").hexdigest()},
+                                   "dense": {"parity": {"projection_file_sha256": hashlib.sha256(b"head").hexdigest()}}}))
+    (checkout / "scripts").mkdir()
+    (checkout / "scripts" / "reproduce_default_bundle.sh").write_text('mkdir -p "$3" && echo {} > "$3/model.json"\n')
+    said = []
+    assert build(recipe, Path("training/configs/default.toml"), tmp_path / "b", root=checkout, check_data=False,
+                 echo=said.append) == 0
+    checks = [s for s in said if not s.startswith("== done") and "reproduce_default_bundle" not in s]
+    assert checks[0].startswith(f"== same as the shipped bundle's: {recipe['soup_run']}/checkpoint_final.pt")
+    assert checks[1].startswith(f"== differs from the shipped bundle's: {recipe['dense_run']}/dense_projection.pt")
+    assert "projection_file_sha256" in checks[1] and checks[1].endswith("going on") and len(checks) == 2
+    # a head made by this run (not found done) is checked too, right after its stage
+    (dense / "dense_projection.pt").unlink()
+    py = tmp_path / "dense_python"  # argv: -m training.dense_align --config C --checkpoint K --out DIR
+    py.write_text('#!/bin/sh\nmkdir -p "$8" && printf head > "$8/dense_projection.pt"\n')
+    py.chmod(0o755)
+    said = []
+    assert build(recipe, Path("training/configs/default.toml"), tmp_path / "b2", root=checkout, check_data=False,
+                 py=str(py), echo=said.append) == 0
+    at = next(i for i, s in enumerate(said) if "training.dense_align" in s)
+    assert said[at + 1].startswith(f"== same as the shipped bundle's: {recipe['dense_run']}/dense_projection.pt")
+    # a dry run hashes nothing, and a bundle without the record says nothing
+    said = []
+    build(recipe, Path("training/configs/default.toml"), tmp_path / "c", dry_run=True, root=checkout, check_data=False,
+          echo=said.append)
+    assert not any("shipped bundle's" in s for s in said)
+    shipped.write_text("{}")
+    said = []
+    assert build(recipe, Path("training/configs/default.toml"), tmp_path / "d", root=checkout, check_data=False,
+                 echo=said.append) == 0
+    assert not any("shipped bundle's" in s for s in said)
