@@ -47,6 +47,34 @@ def test_retrieval_metrics_known_ranks():
         retrieval_metrics(np.eye(3), sim.T[:3], [0, 0, 1])
 
 
+def test_inverted_softmax_demotes_a_hub_that_tops_every_query():
+    from rsclip_geo.evaluation.retrieval import inverted_softmax, score_metrics
+
+    # gallery item 2 is a hub: close to every query, including the bank's; queries 0, 1 belong to items 0, 1
+    scores = np.array([[0.50, 0.10, 0.60],
+                       [0.10, 0.50, 0.60]])
+    bank = np.array([[0.20, 0.10, 0.55], [0.10, 0.20, 0.60], [0.15, 0.15, 0.58]])
+    assert (scores.argmax(1) == 2).all()
+    fixed = inverted_softmax(scores, bank, beta=20.0)
+    assert list(fixed.argmax(1)) == [0, 1]
+    # a softmax over the bank per gallery item: with a one-row bank equal to the scores, every item scores 0
+    np.testing.assert_allclose(inverted_softmax(scores[:1], scores[:1], 30.0), 0.0, atol=1e-12)
+    # stable for large beta (no overflow) and equal to the direct formula where that is finite
+    direct = 5.0 * scores - np.log(np.exp(5.0 * bank).sum(0, keepdims=True))
+    np.testing.assert_allclose(inverted_softmax(scores, bank, 5.0), direct, rtol=1e-12)
+    assert np.isfinite(inverted_softmax(scores * 100, bank * 100, 500.0)).all()
+    # as metrics, with a third query that belongs to the hub: 1 of 3 first before, all 3 after
+    three = np.vstack([scores, [0.10, 0.10, 0.90]])
+    assert score_metrics(three.T, three, [0, 1, 2], ks=(1,))["t2i_R@1"] == pytest.approx(1 / 3)
+    assert score_metrics(three.T, inverted_softmax(three, bank, 20.0), [0, 1, 2], ks=(1,))["t2i_R@1"] == 1.0
+    with pytest.raises(ValueError, match="bank scores"):
+        inverted_softmax(scores, bank[:, :2], 1.0)
+    with pytest.raises(ValueError, match="beta"):
+        inverted_softmax(scores, bank, 0.0)
+    with pytest.raises(ValueError, match="text->image scores"):
+        score_metrics(fixed.T, fixed.T, [0, 1])
+
+
 def test_retrieval_tiny_model_several_captions_rule(tiny_model):
     images = [solid(RED), solid(GREEN), solid(BLUE)]
     # red image: a wrong caption then the right one; blue image only has a misleading caption
