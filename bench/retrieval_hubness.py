@@ -31,13 +31,12 @@ BETAS = (5.0, 10.0, 20.0, 30.0, 40.0, 60.0, 100.0)
 
 
 def rsicd_split(root: Path, split: str):
-    from training.data.readers import read_sentence_list_csv
+    from training.model_report import rsicd_split as read_split
 
-    csv_path = root / "vtrsbs/metadata/RSICD/RSICD.csv"
-    images = root / "rsicd/src/datasets/RSICD/raw_dataset/RSICD_images"
-    if not csv_path.is_file() or not images.is_dir():
-        raise SystemExit(f"error: RSICD not under {root} (need {csv_path} and {images}; training/DATA.md)")
-    return list(read_sentence_list_csv(csv_path, images, split=split))
+    recs = read_split(root, split)
+    if recs is None:
+        raise SystemExit(f"error: RSICD images or VT-RSBS's RSICD.csv not under {root} (training/DATA.md)")
+    return recs
 
 
 def embed(model, recs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,10 +8,11 @@ so a difference in one provenance field reads differently from a different model
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
+
+from rsclip_geo.export import file_sha256
 
 NOT_REBUILT = ("MODEL_CARD.md",)  # written by hand
 MAX_PATHS = 12
@@ -57,8 +58,8 @@ def compare_bundles(shipped: Path, rebuilt: Path) -> list[tuple[str, str, str]]:
         other = rebuilt / f.name
         if not other.is_file():
             rows.append(("MISSING", f.name, "not in the rebuilt bundle"))
-        elif f.read_bytes() == other.read_bytes():
-            rows.append(("same", f.name, hashlib.sha256(f.read_bytes()).hexdigest()[:16]))
+        elif (digest := file_sha256(f)) == file_sha256(other):
+            rows.append(("same", f.name, digest[:16]))
         else:
             rows.append(("DIFFERENT", f.name, _json_detail(f, other).strip() if f.suffix == ".json" else ""))
     for f in sorted(p for p in rebuilt.iterdir() if p.is_file() and p.name not in NOT_REBUILT):

@@ -93,15 +93,22 @@ def aid30_untrained(aid_root: Path, root: Path):
     return whole, val
 
 
-def rsicd_test(root: Path):
-    """(image paths, scene labels, caption lists) of RSICD's test split, or None when absent."""
+def rsicd_split(root: Path, split: str):
+    """The records (image, label, captions) of one official RSICD split, or None when RSICD is absent."""
     csv_path = root / "vtrsbs/metadata/RSICD/RSICD.csv"
     images = root / "rsicd/src/datasets/RSICD/raw_dataset/RSICD_images"
     if not csv_path.is_file() or not images.is_dir():
         return None
     from training.data.readers import read_sentence_list_csv
 
-    recs = list(read_sentence_list_csv(csv_path, images, split="test"))
+    return list(read_sentence_list_csv(csv_path, images, split=split))
+
+
+def rsicd_test(root: Path):
+    """(image paths, scene labels, caption lists) of RSICD's test split, or None when absent."""
+    recs = rsicd_split(root, "test")
+    if recs is None:
+        return None
     return [r.image for r in recs], [r.label for r in recs], [list(r.captions) for r in recs]
 
 
