@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import rsclip_geo
 from rsclip_geo.cli import main
-from rsclip_geo.errors import OutputError, RasterInputError
+from rsclip_geo.errors import LabelError, OutputError, RasterInputError
 from rsclip_geo.errors import IndexFileError
 from rsclip_geo.embeddings.index import (build_index, load_or_build_index, read_index, read_index_meta,
                               sidecar_path, write_index)
@@ -215,6 +215,22 @@ def test_empty_folder_and_missing_source(tiny_model, tmp_path):
         search(tmp_path / "empty", "red", model=tiny_model)
     with pytest.raises(RasterInputError, match="does not exist"):
         search(tmp_path / "nope.tif", "red", model=tiny_model)
+
+
+def test_empty_query_or_negative_is_a_clear_error_before_any_indexing(tiny_model, tiny_bundle, scene, tmp_path):
+    for query, negative, what in (("  ", None, "empty search query"), ("red", ["blue", " "], "empty negative prompt")):
+        with pytest.raises(LabelError, match=what):
+            search(scene, query, negative=negative, model=tiny_model, scales=T32)
+    assert not sidecar_path(scene).exists()  # refused before the scene was indexed
+    red = search(scene, " red\n", top=2, model=tiny_model, scales=T32).frame  # spaces around a query do not count
+    assert red[["row", "col"]].values.tolist() == search(scene, "red", top=2, model=tiny_model, scales=T32
+                                                         ).frame[["row", "col"]].values.tolist()
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a])
+    out = tmp_path / "hits.gpkg"
+    for args, message in (((" ",), "empty query"), (("red", "--negative", ""), "empty negative prompt")):
+        r = run("search", scene, *args, "--model", tiny_bundle, "-o", out)
+        assert r.exit_code == 2 and message in r.output and r.exception is not None, r.output
+        assert "Traceback" not in r.output and not out.exists()
 
 
 def test_cli_index_then_search_with_heatmap(tiny_bundle, scene, tmp_path):

@@ -33,6 +33,10 @@ from .options import FiniteFloatRange, ProgressBar, model_options, rotations_opt
 def search_command(source, query, top, negative, negative_weight, raw, output, heatmap, preview, rebuild, overwrite,
                    quiet, model, scales, tile, scene_options, max_invalid):
     """Search SOURCE (scenes, index files or folders) for QUERY."""
+    if not query.strip():  # said before any scene is indexed
+        raise click.BadParameter("empty query; give the text to find, e.g. 'storage tanks'", param_hint="QUERY")
+    if any(not n.strip() for n in negative):
+        raise click.BadParameter(f"empty negative prompt in {list(negative)!r}", param_hint="'--negative'")
     check_outputs_apart({"-o/--output": output, "--heatmap": heatmap, "--preview": preview},
                         [*source, *model_files(model)])
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))

@@ -44,11 +44,12 @@ from pyproj import CRS
 from rasterio.enums import Resampling
 
 from ..runtime.encoder import ClipModel, load_model
-from ..errors import LabelError, RasterInputError
+from ..errors import RasterInputError
 from ..embeddings.reuse import ScaleEmbeddings, scale_embeddings
 from ..raster.scene import Scene
 from ..raster.tiling import TileSpec, pixel_size_m
 from ..outputs.writers import write_float_raster
+from .search import query_embedding
 
 log = logging.getLogger(__name__)
 
@@ -343,12 +344,6 @@ def auto_sigma(grid: OutputGrid, plans) -> float:
 
 
 # ---- the API --------------------------------------------------------------------------------------------------
-def _query_embedding(model: ClipModel, query: str, raw: bool) -> np.ndarray:
-    if not isinstance(query, str) or not query.strip():
-        raise LabelError("empty heatmap query; give the text to localise, e.g. 'a baseball field'")
-    return model.encode_text([query.strip()])[0] if raw else model.class_embeddings([query.strip()])[0]
-
-
 def heatmap(scene: str | os.PathLike | Scene, query: str, scales: Sequence[int | TileSpec] | None = None,
             scales_m: Sequence[float] | None = None, model: ClipModel | str | None = None,
             resolution_m: float | None = None, cell: float | None = None, sigma: float | None = None,
@@ -369,7 +364,7 @@ def heatmap(scene: str | os.PathLike | Scene, query: str, scales: Sequence[int |
     specs = selo_specs(scales, scales_m, overlap)
     if sigma is not None and not 0 <= sigma < math.inf:
         raise ValueError(f"smoothing sigma must be >= 0 output cells, got {sigma}")
-    q = _query_embedding(model, query, raw)
+    q = query_embedding(model, query, raw, "heatmap query")
     own = not isinstance(scene, Scene)
     sc = Scene(scene, **scene_options) if own else scene
     try:

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..runtime.encoder import ClipModel, load_model, split_rotations
-from ..errors import IndexFileError, RasterInputError
+from ..errors import IndexFileError, LabelError, RasterInputError
 from ..embeddings.index import META_KEY, SceneIndex, load_or_build_index, read_index, read_index_meta
 from ..embeddings.key import stale_reason
 from ..outputs.geoparquet import has_metadata_key
@@ -87,11 +87,11 @@ def collect_indexes(source, model: ClipModel, scales: Sequence[TileSpec] | None 
                                 **scene_options)]
 
 
-def query_embedding(model: ClipModel, query: str, raw: bool = False) -> np.ndarray:
+def query_embedding(model: ClipModel, query: str, raw: bool = False, what: str = "search query") -> np.ndarray:
     """The query through the bundle's prompt templates (an ensemble), or as given with ``raw``."""
-    if not query or not query.strip():
-        raise ValueError("empty search query")
-    return model.encode_text([query])[0] if raw else model.class_embeddings([query])[0]
+    if not isinstance(query, str) or not query.strip():
+        raise LabelError(f"empty {what} {query!r}; give the text to find, e.g. 'storage tanks'")
+    return model.encode_text([query.strip()])[0] if raw else model.class_embeddings([query.strip()])[0]
 
 
 def score_tiles(embeddings: np.ndarray, query: np.ndarray, negatives: np.ndarray | None = None,
@@ -176,7 +176,7 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
         raise ValueError(f"negative_weight must be a finite number >= 0, got {negative_weight!r}")
     q = query_embedding(model, query, raw)
     negatives = [negative] if isinstance(negative, str) else list(negative or [])
-    neg = np.stack([query_embedding(model, n, raw) for n in negatives]) if negatives else None
+    neg = np.stack([query_embedding(model, n, raw, 'negative prompt') for n in negatives]) if negatives else None
     indexes = collect_indexes(source, model, scales, max_invalid, rebuild, progress, **scene_options)
     if not indexes:
         raise ValueError(f"nothing to search in {source!r}: give a scene, an index file, a folder, a SceneIndex or "
