@@ -13,8 +13,9 @@ from .tasks.count import Counts, count_objects
 from .runtime.encoder import ClipModel, load_model
 from .tasks.heatmap import Heatmap, write_heatmap
 from .tasks.heatmap import heatmap
-from .errors import (BundleError, DatasetError, DeviceError, DownloadError, IndexFileError, LabelError, MissingDependencyError, OutputError,
-                     RasterInputError, RsclipError, TokenizerError, VectorInputError)
+from .errors import (BundleError, DatasetError, DeviceError, DownloadError, IndexFileError, LabelError,
+                     MissingDependencyError, OptionError, OutputError, RasterInputError, RsclipError, TokenizerError,
+                     VectorInputError)
 from .embeddings.index import SceneIndex, build_index, load_or_build_index, read_index, write_index
 from .runtime.prompts import DEFAULT_TEMPLATES, Label, read_labels_file
 from .tasks.search import SearchHits, search
@@ -35,6 +36,6 @@ __all__ = [
     "Label", "read_labels_file", "DEFAULT_TEMPLATES",
     "audit", "AuditResult", "audit_class_raster", "write_audit", "read_audit_summary",
     "RsclipError", "BundleError", "TokenizerError", "RasterInputError", "LabelError", "OutputError", "DatasetError",
-    "IndexFileError", "VectorInputError",
+    "IndexFileError", "VectorInputError", "OptionError",
     "DeviceError", "MissingDependencyError", "DownloadError",
 ]

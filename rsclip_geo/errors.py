@@ -37,6 +37,11 @@ class LabelError(RsclipError, ValueError):
     """Labels given for zero-shot classification are empty, duplicated or malformed."""
 
 
+class OptionError(RsclipError, ValueError):
+    """An option is out of range, or conflicts with another option or with the input (a heatmap cell finer than
+    the scene's pixels)."""
+
+
 class OutputError(RsclipError, OSError):
     """An output cannot be written: exists without overwrite, folder missing, not writable."""
 

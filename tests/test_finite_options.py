@@ -29,6 +29,7 @@ CASES = [  # command args before the option, option, values
     (("search", "S", "q", "-o", "h.gpkg"), "--scales", ("nan", "nan,0.4")),
     (("index", "S"), "--scales-m", ("inf",)),
     (("count", "S", "car", "-o", "c.gpkg"), "--tile-size-m", ("nan",)),
+    (("segment", "S", "q", "-o", "h.gpkg"), "--threshold", ("nan", "-inf")),
 ]
 
 
@@ -50,18 +51,18 @@ def test_cli_refuses_non_finite(tmp_path, args, option, value):
     lambda: selo_specs([32], overlap=math.nan), lambda: check_max_invalid(math.nan),
 ])
 def test_api_refuses_non_finite(make):
-    with pytest.raises(ValueError, match=r"(?i)tile size|window|overlap|max_invalid|finite"):
+    with pytest.raises(rsclip_geo.OptionError, match=r"(?i)tile size|window|overlap|max_invalid|finite"):
         make()
 
 
 def test_api_search_and_classify_refuse_non_finite(tmp_path, tiny_model):
     scene = write_geotiff(tmp_path / "s.tif", colour_blocks([[RED, RED]], 16))
     for weight in (math.nan, math.inf, -1.0):
-        with pytest.raises(ValueError, match="negative_weight must be a finite number >= 0"):
+        with pytest.raises(rsclip_geo.OptionError, match="negative_weight must be a finite number >= 0"):
             rsclip_geo.search(scene, "red", negative="blue", negative_weight=weight, model=tiny_model)
-    with pytest.raises(ValueError, match="min_score"):
+    with pytest.raises(rsclip_geo.OptionError, match="min_score"):
         rsclip_geo.tile_classify(scene, ["red", "blue"], model=tiny_model, min_score=math.nan)
     for kw in ({"resolution_m": math.nan}, {"cell": math.inf}, {"sigma": math.nan}):
-        with pytest.raises(ValueError):
+        with pytest.raises(rsclip_geo.OptionError):
             rsclip_geo.heatmap(scene, "red", scales=[16], model=tiny_model, use_index=False, **kw)
     assert not list(tmp_path.glob("*.parquet"))

@@ -271,6 +271,8 @@ def test_cli_heatmap_and_its_errors(wide, tiny_bundle, tmp_path):
     assert r.exit_code == 1 and "already exists" in r.output
     r = run(*base, "-o", tmp_path / "x.tif", "--scales", "500")
     assert r.exit_code == 1 and "smaller than one tile" in r.output
+    r = run(*base, "-o", tmp_path / "x.tif", "--scales", "16", "--resolution-m", "0.5")  # the scene has 10 m pixels
+    assert r.exit_code == 1 and "finer than the scene's pixels" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x.tif").exists()
 
 

@@ -6,7 +6,9 @@ green field have a known answer.
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,8 +232,10 @@ def test_bad_input_is_named(dense_model, tiny_model, scene, tmp_path):
         rsclip_geo.segment(scene, "red", model=tiny_model)
     with pytest.raises(rsclip_geo.LabelError, match="empty query"):
         rsclip_geo.segment(scene, "  ", model=dense_model)
-    with pytest.raises(ValueError, match="threshold"):
-        rsclip_geo.segment(scene, "red", model=dense_model, threshold="high")
+    for threshold in ("high", math.nan, "-inf", True):  # refused before any window is encoded or cached
+        with pytest.raises(rsclip_geo.OptionError, match="threshold must be"):
+            rsclip_geo.segment(scene, "red", model=dense_model, threshold=threshold)
+    assert not list(Path(scene).parent.glob("*rsclip-dense*"))
     with pytest.raises(ValueError, match="multiple of the dense stride"):
         rsclip_geo.segment(scene, "red", model=dense_model, window=60)
     with pytest.raises(BundleError, match="'decoder'"):

@@ -11,7 +11,7 @@ import socket
 from collections import Counter
 from contextlib import contextmanager
 
-from ..errors import DeviceError, MissingDependencyError
+from ..errors import DeviceError, MissingDependencyError, OptionError
 
 CLUSTER_HINT = "pip install 'rsclip-geo[cluster]'"
 
@@ -42,7 +42,7 @@ def open_client(client=None, workers: int | None = None, scheduler: str | None =
             yield client
         return
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise OptionError(f"workers must be >= 1, got {workers}")
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         yield client

@@ -21,7 +21,7 @@ from .report import BatchSummary, ProgressCallback, SceneResult, problems_as_res
 from .collection import read_collection
 from .dask_client import CLUSTER_HINT, open_client, threads_by_worker
 from ..runtime.encoder import ClipModel
-from ..errors import OutputError
+from ..errors import OptionError, OutputError
 from ..embeddings.key import normalized_scene_options
 from .partitions import (CLASSIFY_FORMAT, CLASSIFY_META_KEY, PARTITION_SUFFIX, partition_files, partition_path,
                          partition_stale_reason, read_partition_meta)
@@ -113,7 +113,7 @@ def batch_index(collection, out_dir: str | os.PathLike, model: ClipModel | str |
     ``rotations``: the rotation ensemble (1, 2, 4; None: a loaded model's own, else 1).
     """
     if dtype not in ("float16", "float32"):
-        raise ValueError(f"embedding dtype must be float16 or float32, got {dtype!r}")
+        raise OptionError(f"embedding dtype must be float16 or float32, got {dtype!r}")
     # every Scene option, defaults filled in: the API and the CLI then agree on when a partition is finished
     params = {"scales": list(scales or [TileSpec()]), "max_invalid": max_invalid, "dtype": dtype,
               "scene_options": normalized_scene_options(scene_options)}
@@ -134,7 +134,7 @@ def batch_classify(collection, out_dir: str | os.PathLike, labels: str | Sequenc
     """Label every tile of every scene (as ``tile_classify``), one GeoParquet partition per scene in ``out_dir``."""
     labels = parse_labels(labels)
     if not 0 <= min_score <= 1:
-        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        raise OptionError(f"min_score must be in [0, 1], got {min_score}")
     params = {"labels": labels, "templates": tuple(templates) if templates else None, "tile": tile or TileSpec(),
               "top_k": int(top_k), "min_score": float(min_score), "max_invalid": max_invalid,
               "scene_options": normalized_scene_options(scene_options)}

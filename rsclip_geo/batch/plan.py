@@ -14,7 +14,7 @@ from pathlib import Path
 from ..runtime.bundle import bundle_fingerprint, read_bundle
 from .collection import Collection, SceneRef
 from ..runtime.encoder import ClipModel, check_rotations, with_rotations
-from ..errors import BundleError, OutputError
+from ..errors import BundleError, OptionError, OutputError
 from .partitions import partition_files, partition_path
 from ..runtime.paths import resolve_model_path
 from .worker_model import ModelSpec
@@ -41,8 +41,8 @@ def model_spec(model, device: str, threads: int | None, batch_size: int,
     a loaded model's own (1 for a path); a loaded model with other rotations is refused, not silently overridden."""
     if isinstance(model, ClipModel):
         if rotations is not None and rotations != model.rotations:
-            raise ValueError(f"rotations={rotations} but the given model was loaded with rotations={model.rotations}"
-                             "; load it with load_model(..., rotations=...) or pass the bundle path instead")
+            raise OptionError(f"rotations={rotations} but the given model was loaded with rotations={model.rotations}"
+                              "; load it with load_model(..., rotations=...) or pass the bundle path instead")
         bundle, loaded = model.bundle, model
         device = "cuda" if model.provider == "CUDAExecutionProvider" else "cpu"
         batch_size, rotations = model.batch_size, model.rotations
@@ -75,7 +75,7 @@ def plan_jobs(kind: str, collection: Collection, out_dir: Path, spec: ModelSpec,
               rebuild: bool = False, overwrite: bool = False) -> tuple[list[SceneJob], list[str]]:
     """One job per scene, and the partitions already in OUT_DIR that belong to none of them."""
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise OptionError(f"kind must be one of {KINDS}, got {kind!r}")
     jobs = [SceneJob(kind, s, str(partition_path(out_dir, s)), spec, params, rebuild, overwrite)
             for s in collection.scenes]
     planned = {Path(j.output).name for j in jobs}

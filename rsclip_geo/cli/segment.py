@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from ..outputs.writers import VECTOR_DRIVERS, check_output
@@ -12,9 +14,12 @@ def _threshold(ctx, param, value):
     if value is None or value.strip().lower() in ("auto", "otsu"):
         return "auto" if value is None else value.strip().lower()
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise click.BadParameter(f"expected 'auto', 'otsu' or a number (a score, cosine units), got {value!r}") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise click.BadParameter(f"expected 'auto', 'otsu' or a finite number (a score, cosine units), got {value!r}")
+    return number
 
 
 @click.command("segment")

@@ -20,7 +20,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from ..errors import RasterInputError
+from ..errors import OptionError, RasterInputError
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,9 @@ class Scene:
         self.path = scene_path(path)
         self.gdal_cache_mb = int(gdal_cache_mb)
         if stretch not in STRETCHES:
-            raise ValueError(f"stretch must be one of {STRETCHES}, got {stretch!r}")
+            raise OptionError(f"stretch must be one of {STRETCHES}, got {stretch!r}")
         if not (zero_invalid == "auto" or isinstance(zero_invalid, (bool, np.bool_))):
-            raise ValueError(f"zero_invalid must be 'auto', True or False, got {zero_invalid!r}")
+            raise OptionError(f"zero_invalid must be 'auto', True or False, got {zero_invalid!r}")
         gdal_name = _is_gdal_dataset_name(str(path))  # a subdataset ('GPKG:f.gpkg:table', 'NETCDF:"f.nc":v')
         if not gdal_name and not self.path.exists():
             raise RasterInputError(f"{self.path}: file does not exist")

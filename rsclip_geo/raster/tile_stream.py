@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 from rasterio.windows import Window
 
-from ..errors import RasterInputError
+from ..errors import OptionError, RasterInputError
 from .scene import Scene
 from .tiling import Tile, TilePlan
 from ..runtime.preprocess import Preprocessor
@@ -128,8 +128,8 @@ def check_max_invalid(max_invalid) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if isinstance(max_invalid, bool) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"max_invalid is the largest fraction of invalid pixels a tile may have, a number in "
-                         f"[0, 1]; got {max_invalid!r}")
+        raise OptionError(f"max_invalid is the largest fraction of invalid pixels a tile may have, a number in "
+                          f"[0, 1]; got {max_invalid!r}")
     return value
 
 

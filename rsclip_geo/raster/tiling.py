@@ -29,7 +29,7 @@ from pyproj import CRS, Geod, Transformer
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 
-from ..errors import RasterInputError
+from ..errors import OptionError, RasterInputError
 
 EDGE_POLICIES = ("pad", "shift", "drop")
 MIN_TILE_PX = 8  # smaller tiles hold too few pixels to mean anything once resized to the model's input
@@ -46,16 +46,16 @@ class TileSpec:
 
     def __post_init__(self):
         if self.size_px is not None and self.size_m is not None:
-            raise ValueError("give the tile size in pixels or in metres, not both")
+            raise OptionError("give the tile size in pixels or in metres, not both")
         if self.size_px is not None and (isinstance(self.size_px, bool) or not 1 <= self.size_px < math.inf
                                          or self.size_px != int(self.size_px)):
-            raise ValueError(f"tile size must be a whole number >= 1 pixel, got {self.size_px!r}")
+            raise OptionError(f"tile size must be a whole number >= 1 pixel, got {self.size_px!r}")
         if self.size_m is not None and not 0 < self.size_m < math.inf:
-            raise ValueError(f"tile size must be a finite number > 0 m, got {self.size_m}")
+            raise OptionError(f"tile size must be a finite number > 0 m, got {self.size_m}")
         if not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+            raise OptionError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.edge not in EDGE_POLICIES:
-            raise ValueError(f"edge policy must be one of {EDGE_POLICIES}, got {self.edge!r}")
+            raise OptionError(f"edge policy must be one of {EDGE_POLICIES}, got {self.edge!r}")
 
 
 @dataclass(frozen=True)

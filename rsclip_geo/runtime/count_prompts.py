@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import LabelError
+from ..errors import LabelError, OptionError
 from .prompts import Label
 
 DEFAULT_TEMPLATE = "a satellite photo of {n} {objects}"
@@ -59,7 +59,7 @@ def count_prompts(objects: str, max_count: int = 10, numerals: str | Sequence[st
                   template: str = DEFAULT_TEMPLATE, plural: bool = True) -> list[tuple[str, ...]]:
     """Prompts for counts 1..max_count: ``template`` with {n} and {objects} (plural from 2 on)."""
     if max_count < 1:
-        raise ValueError(f"max_count must be >= 1, got {max_count}")
+        raise OptionError(f"max_count must be >= 1, got {max_count}")
     if "{n}" not in template or "{objects}" not in template:
         raise LabelError(f"count template {template!r} must contain '{{n}}' and '{{objects}}'")
     if not objects.strip():

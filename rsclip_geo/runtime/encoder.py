@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .bundle import ModelBundle, bundle_fingerprint, read_bundle
-from ..errors import BundleError, DeviceError
+from ..errors import BundleError, DeviceError, OptionError
 from .paths import resolve_model_path
 from .prompts import Label, check_templates, parse_labels
 from .tokenizers import load_tokenizer
@@ -41,10 +41,10 @@ ROTATIONS = (1, 2, 4)
 
 
 def check_rotations(rotations) -> int:
-    """1, 2 or 4, as an int; anything else is a ValueError that says what is allowed."""
+    """1, 2 or 4, as an int; anything else is an OptionError (a ValueError) that says what is allowed."""
     if isinstance(rotations, bool) or rotations not in ROTATIONS:
-        raise ValueError(f"rotations must be one of {', '.join(map(str, ROTATIONS))} (quarter turns averaged per "
-                         f"image), got {rotations!r}")
+        raise OptionError(f"rotations must be one of {', '.join(map(str, ROTATIONS))} (quarter turns averaged per "
+                          f"image), got {rotations!r}")
     return int(rotations)
 
 
@@ -164,7 +164,7 @@ class ClipModel:
         embedding (MODEL_CARD.md has the figures).
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         self.bundle = bundle
         self.batch_size = int(batch_size)
         self.rotations = check_rotations(rotations)

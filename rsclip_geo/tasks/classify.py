@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import OptionError
 from ..runtime.encoder import ClipModel, load_model
 from ..runtime.prompts import Label, parse_labels
 from ..raster.scene import Scene
@@ -136,7 +137,7 @@ def tile_classify(scene: str | Path | Scene, labels: str | Sequence[str | Label]
             f"'{labels[0].name},other land cover') or use `search` to rank tiles by similarity",
             SingleLabelWarning, stacklevel=2)
     if not 0 <= min_score <= 1:
-        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        raise OptionError(f"min_score must be in [0, 1], got {min_score}")
     top_k = max(1, min(int(top_k), len(labels)))
     model = model if isinstance(model, ClipModel) else load_model(model)
     class_emb = model.class_embeddings(labels, templates)  # before reading: label errors come first

@@ -20,7 +20,7 @@ import numpy as np
 
 from .classify import RunSummary
 from ..runtime.encoder import ClipModel, load_model
-from ..errors import LabelError
+from ..errors import LabelError, OptionError
 from ..runtime.count_prompts import DEFAULT_TEMPLATE, CountPredictor
 from ..embeddings.reuse import ProgressCallback, scale_embeddings
 from ..raster.scene import Scene
@@ -70,7 +70,7 @@ def count_objects(scene: str | os.PathLike | Scene, object_name: str, max_count:
     if not isinstance(object_name, str) or not object_name.strip():
         raise LabelError("empty object name; say what to count, e.g. 'small vehicle'")
     if int(max_count) < 1:
-        raise ValueError(f"max_count must be >= 1, got {max_count}")
+        raise OptionError(f"max_count must be >= 1, got {max_count}")
     model = model if isinstance(model, ClipModel) else load_model(model)
     predictor = CountPredictor(model, object_name.strip(), int(max_count), numerals, template)
     tile = tile or TileSpec()

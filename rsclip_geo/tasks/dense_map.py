@@ -42,7 +42,7 @@ from rasterio.windows import Window
 
 from ..embeddings.dense_cells import DenseCellCache
 from ..runtime.encoder import ClipModel, l2_normalize
-from ..errors import BundleError, RasterInputError
+from ..errors import BundleError, OptionError, RasterInputError
 from .heatmap import DEFAULT_MAX_CELLS, OutputGrid, output_grid, scene_validity
 from ..raster.scene import Scene
 from ..outputs.writers import write_float_raster
@@ -142,9 +142,9 @@ def plan_windows(width: int, height: int, stride: int, scale: float, window: int
                  overlap: float = DENSE_OVERLAP, where: str = "scene", staggered: bool = True) -> WindowPlan:
     """Cell grid and window origins for a ``width x height`` scene (see the module docstring)."""
     if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        raise OptionError(f"overlap must be in [0, 1), got {overlap}")
     if not 0 < scale < math.inf:
-        raise ValueError(f"scale must be a positive number of scene pixels per model pixel, got {scale}")
+        raise OptionError(f"scale must be a positive number of scene pixels per model pixel, got {scale}")
     cell_px = stride * scale
     if width < cell_px or height < cell_px:
         raise RasterInputError(f"{where}: {width} x {height} pixels is smaller than one dense cell "
@@ -354,7 +354,7 @@ def dense_map(scene: Scene, model: ClipModel, query: str, negatives: Sequence[st
                           "with `rsclip-geo models export ... --dense`")
     window = spec.window if window is None else int(window)
     if window < spec.stride or window % spec.stride:
-        raise ValueError(f"window must be a positive multiple of the dense stride {spec.stride} px, got {window}")
+        raise OptionError(f"window must be a positive multiple of the dense stride {spec.stride} px, got {window}")
     q, neg = _query_vectors(model, query, negatives, raw)
     plan = plan_windows(scene.width, scene.height, spec.stride, scale, window, model.bundle.image.size, overlap,
                         str(scene.path), staggered)

@@ -44,7 +44,7 @@ from pyproj import CRS
 from rasterio.enums import Resampling
 
 from ..runtime.encoder import ClipModel, load_model
-from ..errors import RasterInputError
+from ..errors import OptionError, RasterInputError
 from ..embeddings.reuse import ScaleEmbeddings, scale_embeddings
 from ..raster.scene import Scene
 from ..raster.tiling import TileSpec, pixel_size_m
@@ -129,9 +129,9 @@ def selo_specs(scales: Sequence[int | float | TileSpec] | None = None, scales_m:
     None when neither is given (the default is chosen per scene, see ``default_scales``).
     """
     if scales and scales_m:
-        raise ValueError("give window scales in pixels or in metres, not both")
+        raise OptionError("give window scales in pixels or in metres, not both")
     if not 0 < overlap < 1:
-        raise ValueError(f"overlap must be in (0, 1), got {overlap}")
+        raise OptionError(f"overlap must be in (0, 1), got {overlap}")
     if scales_m:
         return [TileSpec(size_m=float(v), overlap=overlap, edge=SELO_EDGE) for v in scales_m]
     if scales:
@@ -141,10 +141,10 @@ def selo_specs(scales: Sequence[int | float | TileSpec] | None = None, scales_m:
                 out.append(replace(s, overlap=overlap, edge=SELO_EDGE))
             else:
                 if not 1 <= float(s) < math.inf or float(s) != int(s):
-                    raise ValueError(f"window sizes in pixels must be whole numbers >= 1, got {s!r}")
+                    raise OptionError(f"window sizes in pixels must be whole numbers >= 1, got {s!r}")
                 out.append(TileSpec(size_px=int(s), overlap=overlap, edge=SELO_EDGE))
         if len(set(out)) != len(out):
-            raise ValueError(f"repeated window scale in {list(scales)}")
+            raise OptionError(f"repeated window scale in {list(scales)}")
         return out
     return None
 
@@ -193,20 +193,20 @@ def output_grid(scene: Scene, resolution_m: float | None = None, cell: float | N
     """The heatmap grid for ``scene`` (see module docstring for the default rule)."""
     w, h = scene.width, scene.height
     if resolution_m is not None and cell is not None:
-        raise ValueError("give the output resolution in metres or as scene pixels per cell, not both")
+        raise OptionError("give the output resolution in metres or as scene pixels per cell, not both")
     if resolution_m is not None:
         if not 0 < resolution_m < math.inf:
-            raise ValueError(f"resolution must be a finite number > 0 m, got {resolution_m}")
+            raise OptionError(f"resolution must be a finite number > 0 m, got {resolution_m}")
         if scene.crs is None:
             raise RasterInputError(f"{scene.path}: no CRS, so a resolution in metres cannot be used; "
                                    "give the cell size in scene pixels")
         px, py = _pixel_size_crs_m(scene)
         n_cols, n_rows = math.ceil(w * px / resolution_m - 1e-9), math.ceil(h * py / resolution_m - 1e-9)
         if n_cols > w or n_rows > h:
-            raise ValueError(f"resolution {resolution_m:g} m is finer than the scene's pixels ({px:.3g} x {py:.3g} m)")
+            raise OptionError(f"resolution {resolution_m:g} m is finer than the scene's pixels ({px:.3g} x {py:.3g} m)")
     elif cell is not None:
         if not 1 <= cell < math.inf:
-            raise ValueError(f"cell must be >= 1 scene pixel, got {cell}")
+            raise OptionError(f"cell must be >= 1 scene pixel, got {cell}")
         n_cols, n_rows = math.ceil(w / cell - 1e-9), math.ceil(h / cell - 1e-9)
     elif w * h <= max_cells:
         n_cols, n_rows = w, h
@@ -215,8 +215,8 @@ def output_grid(scene: Scene, resolution_m: float | None = None, cell: float | N
         n_cols, n_rows = math.ceil(w / auto), math.ceil(h / auto)
     n_cols, n_rows = max(1, n_cols), max(1, n_rows)
     if n_cols * n_rows > HARD_MAX_CELLS:
-        raise ValueError(f"an output grid of {n_cols} x {n_rows} cells is too large (limit {HARD_MAX_CELLS:,}); "
-                         "choose a coarser resolution")
+        raise OptionError(f"an output grid of {n_cols} x {n_rows} cells is too large (limit {HARD_MAX_CELLS:,}); "
+                          "choose a coarser resolution")
     cx, cy = w / n_cols, h / n_rows
     return OutputGrid(n_rows, n_cols, cx, cy, scene.transform @ Affine.scale(cx, cy), scene.crs)
 
@@ -363,7 +363,7 @@ def heatmap(scene: str | os.PathLike | Scene, query: str, scales: Sequence[int |
     model = model if isinstance(model, ClipModel) else load_model(model)
     specs = selo_specs(scales, scales_m, overlap)
     if sigma is not None and not 0 <= sigma < math.inf:
-        raise ValueError(f"smoothing sigma must be >= 0 output cells, got {sigma}")
+        raise OptionError(f"smoothing sigma must be >= 0 output cells, got {sigma}")
     q = query_embedding(model, query, raw, "heatmap query")
     own = not isinstance(scene, Scene)
     sc = Scene(scene, **scene_options) if own else scene

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..runtime.encoder import ClipModel, load_model, split_rotations
-from ..errors import IndexFileError, LabelError, RasterInputError
+from ..errors import IndexFileError, LabelError, OptionError, RasterInputError
 from ..embeddings.index import META_KEY, SceneIndex, load_or_build_index, read_index, read_index_meta
 from ..embeddings.key import stale_reason
 from ..outputs.geoparquet import has_metadata_key
@@ -171,16 +171,16 @@ def search(source, query: str, top: int = 20, negative: str | Iterable[str] | No
 
     model = model if isinstance(model, ClipModel) else load_model(model)
     if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+        raise OptionError(f"top must be >= 1, got {top}")
     if isinstance(negative_weight, bool) or not 0 <= float(negative_weight) < math.inf:
-        raise ValueError(f"negative_weight must be a finite number >= 0, got {negative_weight!r}")
+        raise OptionError(f"negative_weight must be a finite number >= 0, got {negative_weight!r}")
     q = query_embedding(model, query, raw)
     negatives = [negative] if isinstance(negative, str) else list(negative or [])
     neg = np.stack([query_embedding(model, n, raw, 'negative prompt') for n in negatives]) if negatives else None
     indexes = collect_indexes(source, model, scales, max_invalid, rebuild, progress, **scene_options)
     if not indexes:
-        raise ValueError(f"nothing to search in {source!r}: give a scene, an index file, a folder, a SceneIndex or "
-                         "a non-empty list of those")
+        raise OptionError(f"nothing to search in {source!r}: give a scene, an index file, a folder, a SceneIndex or "
+                          "a non-empty list of those")
     sims = [ix.embeddings @ q for ix in indexes]
     per_index = [score_tiles(ix.embeddings, q, neg, negative_weight, sim) for ix, sim in zip(indexes, sims)]
     crs_set = {ix.frame.crs.to_wkt() if ix.frame.crs else None for ix in indexes}

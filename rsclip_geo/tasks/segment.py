@@ -37,7 +37,7 @@ from pyproj import CRS, Geod
 from .dense_map import DENSE_OVERLAP, DenseMap, dense_map
 from ..embeddings.dense_cells import DenseCellCache
 from ..runtime.encoder import ClipModel, load_model
-from ..errors import RasterInputError
+from ..errors import OptionError, RasterInputError
 from .heatmap import DEFAULT_MAX_CELLS
 from ..raster.scene import Scene
 
@@ -97,25 +97,31 @@ def otsu_threshold(values: np.ndarray, bins: int = OTSU_BINS) -> float:
     return float(edges[k + 1])
 
 
+def parse_threshold(threshold: str | float) -> str | float:
+    """'auto', 'otsu' or a finite number; checked before any window is encoded."""
+    if isinstance(threshold, str):
+        rule = threshold.strip().lower()
+        if rule in ("auto", "otsu"):
+            return rule
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise OptionError(f"threshold must be 'auto', 'otsu' or a number, got {threshold!r}") from None
+    if isinstance(threshold, bool) or not math.isfinite(float(threshold)):
+        raise OptionError(f"threshold must be a finite number, got {threshold!r}")
+    return float(threshold)
+
+
 def resolve_threshold(threshold: str | float, scores: np.ndarray, calibrated: float | None = None
                       ) -> tuple[float, str]:
     """(value, rule): a number as given; 'otsu': Otsu on the scene's scores; 'auto': the model's ``calibrated``
     threshold when there is one (it holds for templated queries without negatives), else Otsu."""
-    if isinstance(threshold, str):
-        rule = threshold.strip().lower()
-        if rule not in ("auto", "otsu"):
-            try:
-                threshold = float(threshold)
-            except ValueError:
-                raise ValueError(f"threshold must be 'auto', 'otsu' or a number, got {threshold!r}") from None
-        elif rule == "auto" and calibrated is not None:
-            return float(calibrated), "auto: the model's calibrated threshold (model.json dense.threshold)"
-        else:
-            return otsu_threshold(scores), f"{rule}: Otsu on the scene's scores"
-    value = float(threshold)
-    if not math.isfinite(value):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    return value, "given"
+    rule = parse_threshold(threshold)
+    if rule == "auto" and calibrated is not None:
+        return float(calibrated), "auto: the model's calibrated threshold (model.json dense.threshold)"
+    if isinstance(rule, str):
+        return otsu_threshold(scores), f"{rule}: Otsu on the scene's scores"
+    return rule, "given"
 
 
 # ---- peaks and splitting ----------------------------------------------------------------------------------------
@@ -377,7 +383,8 @@ def segment(scene: str | os.PathLike | Scene, query: str, model: ClipModel | str
     model = model if isinstance(model, ClipModel) else load_model(model)
     negatives = [negative] if isinstance(negative, str) else list(negative or [])
     if min_area_m2 is not None and not 0 <= min_area_m2 < math.inf:
-        raise ValueError(f"min_area_m2 must be a number >= 0, got {min_area_m2}")
+        raise OptionError(f"min_area_m2 must be a number >= 0, got {min_area_m2}")
+    parse_threshold(threshold)
     refiner = None
     if refine is not None:
         from .sam import SamRefiner

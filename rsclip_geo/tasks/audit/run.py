@@ -33,7 +33,7 @@ from .summary import Agreement, AuditSummary
 from .units import check_layer, read_label_layer, repair_geometries
 from .windows import encode_windows, to_pixels, unit_windows
 from ...runtime.encoder import ClipModel, load_model
-from ...errors import LabelError, RasterInputError, VectorInputError
+from ...errors import LabelError, OptionError, RasterInputError, VectorInputError
 from ...runtime.prompts import Label
 from ...raster.scene import Scene
 from ...embeddings.encode import ProgressCallback
@@ -77,9 +77,9 @@ def _audit(gdf, where: str, scene, label_field: str, model=None, tile=None, labe
            max_invalid: float = 0.5, templates=None, bands=None, progress=None, **scene_options) -> AuditResult:
     """``audit`` of the GeoDataFrame ``gdf``, named ``where`` in messages."""
     if not 0 <= flag_below <= 1:
-        raise ValueError(f"flag_below must be in [0, 1], got {flag_below}")
+        raise OptionError(f"flag_below must be in [0, 1], got {flag_below}")
     if max_windows < 1:
-        raise ValueError(f"max_windows must be >= 1, got {max_windows}")
+        raise OptionError(f"max_windows must be >= 1, got {max_windows}")
     check_layer(gdf, label_field, where)
     keys = [label_key(v) for v in gdf[label_field]]
     vocab = build_vocabulary(keys, label_field, _label_map(label_map), where)
