@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DatasetError, LabelError, RasterInputError
+from ..errors import DatasetError, LabelError, OptionError, RasterInputError
 from ..runtime.prompts import humanize_class_name, read_json_object
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -104,7 +104,7 @@ class ImageFolderDataset:
             raise DatasetError(f"{root}: no class folders found; expected one sub-folder of images per class "
                                f"(e.g. {root}/forest/*.jpg)")
         if limit_per_class is not None and limit_per_class < 1:
-            raise ValueError(f"limit_per_class must be >= 1, got {limit_per_class}")
+            raise OptionError(f"limit_per_class must be >= 1, got {limit_per_class}")
         rng = np.random.default_rng(seed)
         paths: list[Path] = []
         labels: list[int] = []
@@ -141,7 +141,7 @@ def as_folder_dataset(dataset, limit_per_class: int | None = None, seed: int = 0
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices (first, rest) with ``fraction`` of every class in the first part, at least one in each when possible."""
     if not 0 < fraction < 1:
-        raise ValueError(f"split fraction must be between 0 and 1 (exclusive), got {fraction}")
+        raise OptionError(f"split fraction must be between 0 and 1 (exclusive), got {fraction}")
     rng = np.random.default_rng(seed)
     first, rest = [], []
     for c in np.unique(labels):

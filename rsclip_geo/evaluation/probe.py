@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import OptionError
 from ..runtime.encoder import l2_normalize
 from .datasets import DatasetError, ImageFolderDataset, as_folder_dataset, stratified_split
 from .embed import ProgressCallback, embed_images
@@ -238,7 +239,7 @@ def few_shot(train_emb: np.ndarray, train_labels: Sequence[int] | np.ndarray, te
     results = []
     for n in shots:
         if n < 1:
-            raise ValueError(f"shots must be >= 1, got {n}")
+            raise OptionError(f"shots must be >= 1, got {n}")
         rng = np.random.default_rng([seed, n])
         accs, size = [], 0
         for d in range(max(1, int(draws))):
