@@ -34,6 +34,36 @@ def test_unknown_device(tiny_bundle):
         rsclip_geo.load_model(tiny_bundle, device="tpu")
 
 
+@pytest.mark.parametrize("option,value,message", [
+    ("batch_size", 0, "batch_size must be 1-4096"), ("batch_size", 10**9, "batch_size must be 1-4096"),
+    ("batch_size", True, "batch_size"), ("threads", 0, "threads must be 1-1024"),
+    ("threads", 999_999_999, "threads must be 1-1024")])  # onnxruntime itself said std::bad_alloc
+def test_batch_size_and_threads_out_of_range_are_named(tiny_bundle, option, value, message):
+    with pytest.raises(rsclip_geo.OptionError, match=message):
+        rsclip_geo.load_model(tiny_bundle, device="cpu", **{option: value})
+
+
+def test_cli_caps_batch_size_and_threads_and_reports_running_out_of_memory(tiny_bundle, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from rsclip_geo.cli import main
+    from rsclip_geo.raster import tile_stream
+    from tests.utils.rasters import colour_blocks, write_geotiff
+
+    scene = write_geotiff(tmp_path / "s.tif", colour_blocks([[RED, GREEN]], 16))
+    base = ["tile-classify", str(scene), "--labels", "red,green", "--model", str(tiny_bundle), "-q"]
+    for option, value in (("--batch-size", "999999999"), ("--threads", "999999999")):
+        r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o.gpkg"), option, value])
+        assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output, r.output
+
+    def no_memory(*args, **kwargs):
+        raise np.core._exceptions._ArrayMemoryError((10**9, 3, 16, 16), np.dtype(np.float32))
+    monkeypatch.setattr(tile_stream, "_produce", no_memory)  # what a scene too large for this machine does
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o.gpkg")])
+    assert r.exit_code == 1 and "Error: out of memory (Unable to allocate" in r.output, r.output
+    assert "--batch-size" in r.output and not (tmp_path / "o.gpkg").exists()
+
+
 def test_batching_does_not_change_results(tiny_bundle):
     images = [_solid(c, 10 + 3 * i) for i, c in enumerate([RED, GREEN, BLUE, RED, GREEN])]
     one = rsclip_geo.load_model(tiny_bundle, device="cpu", batch_size=1).encode_images(images)

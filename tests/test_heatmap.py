@@ -231,6 +231,13 @@ def test_separable_gaussian_matches_scipy():
     holes[10:20, 30:50] = False
     out = smooth(a, holes, 2.0)
     assert np.isnan(out[~holes]).all() and np.isfinite(out[holes]).all()
+    # a sigma far beyond the grid: the kernel stops at the grid's size (the same answer: sigma 20 above already
+    # stops at 69 of its 80 taps, and matches scipy; no 58 TiB of taps for 1e12), and a flat-enough Gaussian is
+    # the mean of the valid cells everywhere
+    assert len(gaussian_kernel(1e12, 69)) == 139 and len(gaussian_kernel(20.0)) == 161
+    flat = smooth(a, holes, 1e12)
+    assert np.isnan(flat[~holes]).all()
+    np.testing.assert_allclose(flat[holes], a[holes].mean(), atol=1e-9)
 
 
 # ---- scales and errors -----------------------------------------------------------------------------------------

@@ -112,6 +112,9 @@ def test_staggered_windows_see_inner_cells_from_two_windows():
     assert len(plan_windows(40, 40, 8, 1.0, 64, 64).grids) == 1  # smaller than a window
     assert len(plan_windows(26 * 8, 88, 8, 1.0, 32, 32, overlap=0.75).grids) == 1  # step of one cell
     assert len(plan_windows(26 * 8, 88, 8, 1.0, 32, 32, staggered=False).grids) == 1
+    # a tiny scale (model pixels far smaller than the scene's) is refused before any cell array exists
+    with pytest.raises(rsclip_geo.OptionError, match="scale 1e-07 makes .* dense cells .*use a larger --scale"):
+        plan_windows(96, 64, 8, 1e-7, 64, 64, where="s.tif")
 
 
 def test_output_grid_is_bilinear_between_cell_centres():

@@ -76,6 +76,15 @@ def test_skipping_fractions_fill_batches_and_order(tmp_path):
     assert (pixels[(2, 3)] == (60, 120, 180)).all()
 
 
+def test_a_batch_size_beyond_the_scene_allocates_only_the_scene(tmp_path):
+    """--batch-size 999999999 once asked numpy for 2.8 TiB before reading a tile; the buffer stops at the plan."""
+    with Scene(_masked_scene(tmp_path)) as scene:
+        plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, TileSpec(size_px=8), 8)
+        batches, stats = _run(scene, plan, batch_size=999_999_999)
+    assert [len(b.tiles) for b in batches] == [10] and batches[0].pixels.shape == (10, 3, 8, 8)
+    assert (stats.total, stats.encoded) == (12, 10)
+
+
 def test_max_invalid_threshold(tmp_path):
     with Scene(_masked_scene(tmp_path)) as scene:
         plan = plan_tiles(scene.width, scene.height, scene.transform, scene.crs, TileSpec(size_px=8), 8)

@@ -12,13 +12,17 @@ from ..errors import RsclipError
 
 
 class _Group(click.Group):
-    """Turn our own errors into one clear line on stderr and exit code 1 (no traceback)."""
+    """Turn our own errors, and running out of memory, into one clear line on stderr and exit code 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except RsclipError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except MemoryError as exc:  # nothing was written: outputs are renamed into place only when complete
+            click.echo(f"Error: out of memory ({exc or 'no details'}); try a smaller --batch-size, tile or "
+                       "heatmap grid, or fewer --threads", err=True)
             sys.exit(1)
 
 

@@ -8,7 +8,7 @@ import logging
 
 import click
 
-from ..runtime.encoder import DEVICES
+from ..runtime.encoder import DEVICES, MAX_BATCH_SIZE, MAX_THREADS
 from .options import FiniteFloatRange, rotations_option, scales_options, tiling_options
 
 
@@ -24,9 +24,9 @@ def job_options(f):
                   help="Model bundle folder or pulled model name (default: the shipped model); every worker must "
                        "be able to read it.")
     @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-    @click.option("--threads", type=click.IntRange(min=1), default=None,
+    @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None,
                   help="onnxruntime threads per worker (default: cores / workers on each machine).")
-    @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+    @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=32, show_default=True)
     @rotations_option
     @click.option("--workers", type=click.IntRange(min=1), default=None,
                   help="Run on a local Dask cluster of N worker processes (needs rsclip-geo[cluster]).")

@@ -7,7 +7,7 @@ import math
 
 import click
 
-from ..runtime.encoder import DEVICES, ROTATIONS, load_model
+from ..runtime.encoder import DEVICES, MAX_BATCH_SIZE, MAX_THREADS, ROTATIONS, load_model
 from ..raster.scene import STRETCHES
 from ..raster.tiling import EDGE_POLICIES, TileSpec
 
@@ -52,8 +52,8 @@ def model_options(f):
                   help="Model bundle folder or pulled model name (default: the shipped model).")
     @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                   help="Execution device; 'cuda' fails if CUDA is not really active.")
-    @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for onnxruntime.")
-    @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+    @click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="CPU threads for onnxruntime.")
+    @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=32, show_default=True)
     @functools.wraps(f)
     def wrapper(*args, model_name, device, threads, batch_size, rotations=1, **kwargs):
         kwargs["model"] = load_model(model_name, device=device, threads=threads, batch_size=batch_size,

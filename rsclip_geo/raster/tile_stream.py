@@ -98,6 +98,7 @@ def _tile_pixels(scene: Scene, plan: TilePlan) -> Iterator[tuple[Tile, np.ndarra
 def _produce(scene: Scene, plan: TilePlan, preprocess: Preprocessor, batch_size: int, max_invalid: float,
              stats: StreamStats) -> Iterator[TileBatch]:
     size = preprocess.spec.size
+    batch_size = max(1, min(batch_size, len(plan)))  # the buffer never holds more tiles than the scene has
     tiles: list[Tile] = []
     fracs: list[float] = []
     pixels = np.empty((batch_size, 3, size, size), dtype=np.float32)

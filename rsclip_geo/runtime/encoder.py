@@ -38,6 +38,8 @@ FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 # Image rotation ensembles (aerial scenes have no 'up'): the mean embedding of the first N quarter turns of a tile,
 # 1 = as read, 2 = as read and turned 90 degrees, 4 = all four turns.
 ROTATIONS = (1, 2, 4)
+MAX_BATCH_SIZE = 4096  # 4096 tiles of 224 px are 2.5 GB of float32 input; more only risks running out of memory
+MAX_THREADS = 1024  # onnxruntime allocates per thread up front: 10^9 threads is std::bad_alloc, not speed
 
 
 def check_rotations(rotations) -> int:
@@ -163,8 +165,10 @@ class ClipModel:
         embeddings, 2 the image as read and turned 90 degrees: 4x / 2x the image-encoding time for a more stable
         embedding (MODEL_CARD.md has the figures).
         """
-        if batch_size < 1:
-            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise OptionError(f"batch_size must be 1-{MAX_BATCH_SIZE}, got {batch_size!r}")
+        if threads is not None and (isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS):
+            raise OptionError(f"threads must be 1-{MAX_THREADS} (or None: onnxruntime's default), got {threads!r}")
         self.bundle = bundle
         self.batch_size = int(batch_size)
         self.rotations = check_rotations(rotations)

@@ -43,7 +43,7 @@ from rasterio.windows import Window
 from ..embeddings.dense_cells import DenseCellCache
 from ..runtime.encoder import ClipModel, l2_normalize
 from ..errors import BundleError, OptionError, RasterInputError
-from .heatmap import DEFAULT_MAX_CELLS, OutputGrid, output_grid, scene_validity
+from .heatmap import DEFAULT_MAX_CELLS, HARD_MAX_CELLS, OutputGrid, output_grid, scene_validity
 from ..raster.scene import Scene
 from ..outputs.writers import write_float_raster
 
@@ -151,6 +151,9 @@ def plan_windows(width: int, height: int, stride: int, scale: float, window: int
                                f"({cell_px:g} scene pixels = stride {stride} x scale {scale:g}); use a smaller "
                                "--scale")
     n_cols, n_rows = math.ceil(width / cell_px - 1e-9), math.ceil(height / cell_px - 1e-9)
+    if n_cols * n_rows > HARD_MAX_CELLS:  # a tiny scale zooms in: 1e-7 would ask for 10^16 cells
+        raise OptionError(f"{where}: scale {scale:g} makes {n_cols:,} x {n_rows:,} dense cells of {cell_px:g} scene "
+                          f"pixels (limit {HARD_MAX_CELLS:,}); use a larger --scale")
     cells, min_cells = window // stride, max(1, math.ceil(min_window / stride))
     win_cols, win_rows = (min(cells, max(n, min_cells)) for n in (n_cols, n_rows))
     step_c = max(1, round(win_cols * (1 - overlap)))

@@ -262,8 +262,10 @@ def accumulate(grid: OutputGrid, windows: Sequence[tuple[np.ndarray, np.ndarray,
     return total, count
 
 
-def gaussian_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(math.ceil(TRUNCATE * sigma)))
+def gaussian_kernel(sigma: float, max_radius: int | None = None) -> np.ndarray:
+    """Normalised 1-D Gaussian taps out to TRUNCATE sigmas, or to ``max_radius`` (a grid's size: taps beyond it
+    would only ever meet the zero padding, so a huge sigma costs no more than the grid)."""
+    radius = max(1, int(min(math.ceil(TRUNCATE * sigma), max_radius or math.inf)))
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     return k / k.sum()
@@ -307,7 +309,7 @@ def smooth(values: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
     out = np.where(valid, values, np.nan)
     if sigma <= 0 or not valid.any():
         return out
-    kernel = gaussian_kernel(sigma)
+    kernel = gaussian_kernel(sigma, max(values.shape) - 1)
     num = np.where(valid, values, 0.0).astype(np.float64)
     den = valid.astype(np.float64)
     for axis in (0, 1):
