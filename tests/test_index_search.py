@@ -231,6 +231,9 @@ def test_empty_query_or_negative_is_a_clear_error_before_any_indexing(tiny_model
         r = run("search", scene, *args, "--model", tiny_bundle, "-o", out)
         assert r.exit_code == 2 and message in r.output and r.exception is not None, r.output
         assert "Traceback" not in r.output and not out.exists()
+    for scales in ("0.4", "32,40.5"):  # pixel sizes are never rounded (0.4 px once became a 0 px tile)
+        r = run("search", scene, "red", "--scales", scales, "--model", tiny_bundle, "-o", out)
+        assert r.exit_code == 2 and "Invalid value for '--scales': tile sizes in pixels are whole numbers" in r.output
 
 
 def test_cli_index_then_search_with_heatmap(tiny_bundle, scene, tmp_path):

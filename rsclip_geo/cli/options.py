@@ -129,7 +129,10 @@ def scales_options(f):
         if scales_px and scales_m:
             raise click.UsageError("give --scales or --scales-m, not both")
         if scales_px:
-            kwargs["scales"] = [TileSpec(size_px=int(round(v)), overlap=tile.overlap, edge=tile.edge) for v in scales_px]
+            if any(v < 1 or v != int(v) for v in scales_px):  # never rounded: 0.4 px would become 0, 224.6 px 225
+                raise click.BadParameter(f"tile sizes in pixels are whole numbers >= 1, got "
+                                         f"{','.join(f'{v:g}' for v in scales_px)}", param_hint="'--scales'")
+            kwargs["scales"] = [TileSpec(size_px=int(v), overlap=tile.overlap, edge=tile.edge) for v in scales_px]
         elif scales_m:
             kwargs["scales"] = [TileSpec(size_m=v, overlap=tile.overlap, edge=tile.edge) for v in scales_m]
         else:
