@@ -262,8 +262,10 @@ def count(p: CountParams, model, progress: Progress) -> dict:
 
 def index(p: IndexParams, model, progress: Progress) -> dict:
     from rsclip_geo.embeddings.index import build_index, load_or_build_index, sidecar_path, write_index
+    from rsclip_geo.outputs.guard import check_outputs_apart
 
-    if p.output:
+    if p.output:  # Processing's file output may name anything, the scene included: never write over an input
+        check_outputs_apart({"output": p.output}, [p.scene])
         built = build_index(p.scene, model, [p.tile()], progress=progress, **p.scene_options())
         progress.check()
         path = write_index(built, p.output, overwrite=True)

@@ -95,3 +95,42 @@ def test_commands_never_write_over_the_scene(tiny_bundle, scene, tmp_path, comma
     assert "refusing to write over an input" in result.output, result.output
     assert _digest(scene) == before
     assert (tmp_path / "labels.json").read_text() == "red\ngreen\nblue\n"
+
+
+def test_segment_never_writes_over_the_scene(scene, tmp_path, tmp_path_factory):
+    """segment had no guard: `--raster scene.tif --overwrite` replaced the scene with the score raster."""
+    from tests.utils.tiny_dense import build_tiny_dense_bundle
+
+    bundle = build_tiny_dense_bundle(tmp_path_factory.mktemp("tiny_dense"))
+    before = _digest(scene)
+    link = tmp_path / "link.tif"
+    link.symlink_to(scene)
+    for raster in (scene, link):
+        result = _run("segment", scene, "red", "-o", tmp_path / "objects.gpkg", "--raster", raster,
+                      "--model", bundle, "-q", "--overwrite")
+        assert result.exit_code == 1 and "(--raster): is the input" in result.output, result.output
+    assert _digest(scene) == before and not (tmp_path / "objects.gpkg").exists()
+
+
+def test_outputs_never_land_on_the_scene_caches(tiny_bundle, scene, tmp_path):
+    """An -o aimed at the scene's sidecar index was written after the run had just read or rebuilt it."""
+    from rsclip_geo.embeddings.dense_cells import DENSE_SUFFIX
+    from rsclip_geo.embeddings.index import sidecar_path
+    from rsclip_geo.outputs.guard import scene_caches
+
+    index = sidecar_path(scene)
+    assert scene_caches([scene, None, tmp_path / "missing.tif", index]) == [
+        index, sidecar_path(scene, DENSE_SUFFIX), sidecar_path(scene, DENSE_SUFFIX).with_suffix(".json")]
+    base = ("--model", tiny_bundle, "--device", "cpu", "-q", "--overwrite")
+    assert _run("index", scene, "--tile-size", 32, *base).exit_code == 0 and index.is_file()  # the sidecar itself
+    kept = _digest(index)
+    for args in (("search", scene, "red", "-o", index, "--tile-size", 32),
+                 ("count", scene, "car", "-o", index, "--tile-size", 32),
+                 ("tile-classify", scene, "--labels", "red,blue", "-o", index, "--tile-size", 32),
+                 ("heatmap", scene, "red", "-o", sidecar_path(scene, DENSE_SUFFIX).with_suffix(".json"),
+                  "--scales", 32)):  # a cache not written yet is protected too
+        result = _run(*args, *base)
+        assert result.exit_code == 1 and "-o/--output): is the input" in result.output, result.output
+    assert _digest(index) == kept
+    result = _run("heatmap", scene, "red", "-o", tmp_path / "h.tif", "--index", index, "--scales", 32, *base)
+    assert result.exit_code == 0, result.output  # the sidecar as --index is what heatmap does by default

@@ -23,7 +23,7 @@ from ..settings import DEVICES, EDGE_TITLES, EDGES, ROTATION_TITLES, ROTATIONS, 
 from ..sources import LayerSourceError, raster_file
 from ..runs import RunParams
 from ..tasks import profile_deps_folder, run_in_worker
-from .outputs import file_to_sink, style_on_load
+from .outputs import file_to_sink, refuse_destinations_on, style_on_load
 
 
 class RsclipAlgorithm(QgsProcessingAlgorithm):
@@ -144,6 +144,7 @@ class RsclipAlgorithm(QgsProcessingAlgorithm):
     def run_action(self, parameters, context, feedback, **extra) -> tuple[RunParams, dict]:
         """This algorithm's action in the worker, as the toolbar runs it: its params and its result."""
         params = self.run_params(parameters, context, **extra)
+        refuse_destinations_on(self, parameters, params.scene)  # before any work
         return params, self.run_worker(self.action, params, feedback)
 
     def run_worker(self, action: str, params: RunParams, feedback) -> dict:

@@ -33,6 +33,29 @@ def file_to_sink(alg, parameters, name: str, context, path: str, crs, feedback=N
     return dest
 
 
+def refuse_destinations_on(alg, parameters, scene: str) -> None:
+    """No raster or file output of ``alg`` may be the scene it reads: the worker's result would be copied over it.
+
+    Read from the raw parameter values, not parameterAsOutputLayer, which also queues the layer for loading."""
+    import os
+
+    from qgis.core import (QgsProcessingOutputLayerDefinition, QgsProcessingParameterFileDestination,
+                           QgsProcessingParameterRasterDestination)
+
+    for definition in alg.destinationParameterDefinitions():
+        if not isinstance(definition, (QgsProcessingParameterRasterDestination, QgsProcessingParameterFileDestination)):
+            continue
+        value = parameters.get(definition.name())
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
+        dest = str(value or "")
+        if not dest or dest == "TEMPORARY_OUTPUT" or not os.path.exists(dest):
+            continue
+        if os.path.samefile(dest, scene):
+            raise QgsProcessingException(f"{dest} ({definition.description()}): is the input scene; choose another "
+                                         "file (an output never replaces an input)")
+
+
 def raster_to_destination(path: str, dest: str) -> str:
     """The worker's GeoTIFF at ``dest``: copied when ``dest`` is a GeoTIFF, else translated by QGIS's GDAL."""
     if Path(dest).suffix.lower() in (".tif", ".tiff"):

@@ -6,7 +6,7 @@ import click
 
 from ..tasks.count import count_objects
 from ..runtime.count_prompts import NUMERAL_STYLES
-from ..outputs.guard import check_outputs_apart, model_files
+from ..outputs.guard import check_outputs_apart, model_files, scene_caches
 from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import ProgressBar, model_options, rotations_option, tiling_options
 
@@ -33,7 +33,8 @@ def count_command(scene, object_name, max_count, numerals, output, total, previe
     """Count OBJECT (such as 'small vehicle') in each tile of SCENE with RemoteCount prompts."""
     if not object_name.strip():
         raise click.BadParameter("empty object name; say what to count, e.g. 'small vehicle'", param_hint="OBJECT")
-    check_outputs_apart({"-o/--output": output, "--preview": preview}, [scene, *model_files(model)])
+    check_outputs_apart({"-o/--output": output, "--preview": preview},
+                        [scene, *scene_caches([scene]), *model_files(model)])
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))
     if preview:
         check_output(preview, overwrite, suffixes=(".png",))

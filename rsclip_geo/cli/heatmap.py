@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..tasks.heatmap import heatmap, selo_specs
-from ..outputs.guard import check_outputs_apart, model_files
+from ..outputs.guard import check_outputs_apart, model_files, scene_caches
 from ..outputs.writers import check_output
 from .options import FiniteFloatRange, ProgressBar, model_options, parse_floats, read_options, rotations_option
 
@@ -52,6 +52,7 @@ def heatmap_command(scene, query, output, scales_px, scales_m, overlap, resoluti
         raise click.UsageError("give --index or --no-index, not both")
     check_outputs_apart({"-o/--output": output, "--preview": preview, "--index": index_path},
                         [scene, *model_files(model)])
+    check_outputs_apart({"-o/--output": output, "--preview": preview}, scene_caches([scene]))  # --index may be one
     check_output(output, overwrite, suffixes=(".tif", ".tiff"))
     if preview:
         check_output(preview, overwrite, suffixes=(".png",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..outputs.guard import check_outputs_apart, model_files
+from ..outputs.guard import check_outputs_apart, model_files, scene_caches
 from ..tasks.search import search
 from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import FiniteFloatRange, ProgressBar, model_options, rotations_option, scales_options, tiling_options
@@ -38,7 +38,7 @@ def search_command(source, query, top, negative, negative_weight, raw, output, h
     if any(not n.strip() for n in negative):
         raise click.BadParameter(f"empty negative prompt in {list(negative)!r}", param_hint="'--negative'")
     check_outputs_apart({"-o/--output": output, "--heatmap": heatmap, "--preview": preview},
-                        [*source, *model_files(model)])
+                        [*source, *scene_caches(source), *model_files(model)])
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))
     if heatmap:
         check_output(heatmap, overwrite, suffixes=(".tif", ".tiff"))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import click
 
+from ..outputs.guard import check_outputs_apart, model_files, scene_caches
 from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import FiniteFloatRange, ProgressBar, model_options, read_options, rotations_option
 
@@ -67,6 +69,9 @@ def segment_command(scene, query, output, raster, threshold, min_area_m2, negati
 
     if not query.strip():
         raise click.BadParameter("empty query; give the objects to find, e.g. 'storage tanks'", param_hint="QUERY")
+    sam_files = sorted(Path(refine).glob("*.onnx")) if refine else []
+    check_outputs_apart({"-o/--output": output, "--raster": raster},  # --raster over the scene was once allowed
+                        [scene, *scene_caches([scene]), *sam_files, *model_files(model)])
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))
     if raster:
         check_output(raster, overwrite, suffixes=(".tif", ".tiff"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..tasks.classify import tile_classify
-from ..outputs.guard import check_outputs_apart, model_files
+from ..outputs.guard import check_outputs_apart, model_files, scene_caches
 from ..runtime.prompts import parse_labels, read_labels_file
 from ..outputs.writers import VECTOR_DRIVERS, check_class_count, check_output
 from .options import FiniteFloatRange, ProgressBar, model_options, rotations_option, tiling_options
@@ -41,7 +41,7 @@ def tile_classify_command(scene, labels, labels_file, output, raster, top_k, min
     parsed = parse_labels(labels) if labels else read_labels_file(labels_file)
     output = output or str(Path(scene).with_name(Path(scene).stem + "_labels.gpkg"))
     check_outputs_apart({"-o/--output": output, "--raster": raster, "--preview": preview},
-                        [scene, labels_file, *model_files(model)])
+                        [scene, labels_file, *scene_caches([scene]), *model_files(model)])
     check_output(output, overwrite, suffixes=tuple(VECTOR_DRIVERS))  # fail before the work, not after
     if raster:
         check_output(raster, overwrite, suffixes=(".tif", ".tiff"))

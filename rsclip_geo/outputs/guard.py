@@ -32,7 +32,7 @@ def _files_in_spec(spec: str) -> list[str]:
     """The local files a GDAL dataset name refers to: a path, 'DRIVER:path[:layer]', '/vsizip/a.zip/b.tif'."""
     if os.path.exists(spec):
         return [spec]
-    found = []
+    found = [spec]  # not there yet (a cache this run will write): the name itself
     rest = spec
     while rest.startswith("/vsi") and "/" in rest[1:]:  # /vsizip/, /vsigzip/, chained prefixes
         rest = rest[rest.index("/", 1):]
@@ -93,6 +93,21 @@ def check_outputs_apart(outputs: Mapping[str, PathLike | None], inputs: Iterable
         for opt_b, b in given[i + 1:]:
             if _same_file(a, b):
                 raise OutputError(f"{a} ({opt_a}) and {b} ({opt_b}) are the same file; give them different paths")
+
+
+def scene_caches(scenes: Iterable[PathLike | None]) -> list[Path]:
+    """The caches a run reads and may rewrite for each scene file (its sidecar index, its dense cells): inputs too,
+    so no output may be written over them (an -o aimed at one was written after the run had just rebuilt it)."""
+    from ..embeddings.dense_cells import DENSE_SUFFIX
+    from ..embeddings.index import sidecar_path
+
+    caches: list[Path] = []
+    for scene in scenes:
+        if scene is None or not os.path.isfile(scene) or Path(scene).suffix.lower() in INDEX_SUFFIXES:
+            continue
+        dense = sidecar_path(scene, DENSE_SUFFIX)
+        caches += [sidecar_path(scene), dense, dense.with_suffix(".json")]
+    return caches
 
 
 def model_files(model) -> list[Path]:

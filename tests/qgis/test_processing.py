@@ -78,6 +78,20 @@ def test_localization_heatmap(common, scene_layer, tmp_path):
     assert 0.0 <= stats.minimumValue < stats.maximumValue <= 1.0
 
 
+@pytest.mark.parametrize("alg,output", [("localizationheatmap", "OUTPUT"), ("searchbytext", "SCORES")])
+def test_a_raster_output_aimed_at_the_scene_is_refused(common, scene_path, tmp_path, alg, output):
+    """Processing's raster destinations may name the scene itself; the worker's raster was copied over it."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingOutputLayerDefinition
+
+    before = scene_path.read_bytes()
+    params = {**common, "QUERY": "green", "OUTPUT": str(tmp_path / "hits.gpkg")}
+    for dest in (str(scene_path), QgsProcessingOutputLayerDefinition(str(scene_path))):
+        with pytest.raises(QgsProcessingException, match="is the input scene"):
+            processing.run(f"rsclipgeo:{alg}", {**params, output: dest})
+    assert scene_path.read_bytes() == before and not (tmp_path / "hits.gpkg").exists()
+
+
 def test_loaded_outputs_are_named_by_the_query(common, project, tmp_path):
     """Search hits, tile scores and heatmaps carry their query in the layer tree (two runs, two names)."""
     import processing

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from qgis_plugin import worker_client
-from qgis_plugin.runs import SearchParams
+from qgis_plugin.runs import IndexParams, SearchParams
 from qgis_plugin.tasks import run_in_worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +41,18 @@ def test_core_error_message_comes_back_unchanged(tmp_path, tiny_bundle):
     assert answer["error"] == f"{tmp_path / 'missing.tif'}: file does not exist"
 
 
+def test_index_output_aimed_at_the_scene_is_refused(tmp_path, tiny_bundle):
+    """Processing's 'Build index' output may name any file; written with overwrite, the scene itself was lost."""
+    from tests.utils.rasters import RED, colour_blocks, write_geotiff
+
+    scene = write_geotiff(tmp_path / "scene.tif", colour_blocks([[RED, RED]], 32))
+    before = scene.read_bytes()
+    answer = run_in_worker("index", IndexParams(scene=str(scene), output=str(scene), model=str(tiny_bundle),
+                                                device="cpu"), lambda d, t: None, lambda: False)
+    assert answer["ok"] is False and "refusing to write over an input" in answer["error"], answer
+    assert scene.read_bytes() == before
+
+
 def test_layers_palette_is_the_core_palette():
     from rsclip_geo.outputs.writers import PALETTE
 
@@ -59,7 +71,7 @@ def test_qgis_process_never_imports_the_wheels(tmp_path, tiny_bundle, shared_dat
         app = QgsApplication([], False, {str(tmp_path / 'profile')!r}); app.initQgis()
         from tests.qgis.helpers import Iface, run_task
         import qgis_plugin
-        from qgis_plugin.runs import SearchParams
+        from qgis_plugin.runs import IndexParams, SearchParams
         from qgis_plugin.sources import raster_file
         from qgis_plugin.tasks import SearchTask
         iface = Iface()
