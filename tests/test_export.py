@@ -470,6 +470,28 @@ def test_missing_torch_gives_install_hint(families, tmp_path, monkeypatch):
         export_checkpoint("ViT-B-32", families["vit"]["checkpoints"]["plain"], tmp_path / "o", activation="gelu")
 
 
+def test_overwrite_replaces_only_an_old_bundle_never_the_inputs_folder(families, tmp_path):
+    """`--checkpoint ckpts/x.pt -o ckpts --overwrite` once swapped the checkpoints folder for the bundle."""
+    import shutil
+
+    f = families["vit"]
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    ckpt = Path(shutil.copy(f["checkpoints"]["plain"], ckpts / "model.pt"))
+    (ckpts / "model.json").write_text("{}")  # even one that looks like a bundle
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    for out, message in ((ckpts, "holds the input"), (home, "is not a model bundle")):
+        with pytest.raises(OutputError, match=message):
+            export_checkpoint(str(f["config"]), ckpt, out, activation="quick_gelu", overwrite=True)
+    assert ckpt.read_bytes() == Path(f["checkpoints"]["plain"]).read_bytes()
+    assert (home / "notes.txt").read_text() == "mine" and sorted(p.name for p in home.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty folder is replaced (a pull into a cache folder made earlier)
+    assert export_checkpoint(str(f["config"]), ckpt, empty, activation="quick_gelu", overwrite=True).root == empty
+
+
 # ---- int8 -----------------------------------------------------------------------
 def test_int8_transformer_quantises_both_encoders_and_overwrites(families, tmp_path):
     from rsclip_geo import load_model
@@ -478,6 +500,7 @@ def test_int8_transformer_quantises_both_encoders_and_overwrites(families, tmp_p
     out = tmp_path / "vit-int8"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    (out / "model.json").write_text("{}")  # an old bundle: the only kind of folder --overwrite replaces
     bundle = export_checkpoint(str(f["config"]), f["checkpoints"]["plain"], out, activation="quick_gelu",
                                int8=True, overwrite=True)
     q = bundle.parity["int8"]

@@ -95,6 +95,22 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: exists and is not a folder")
 
 
+def _check_replaceable(out_dir: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    """--overwrite replaces an old bundle, nothing else: not a folder without model.json (a home folder, a
+    checkpoints folder), not one that holds a file the export reads (`--checkpoint ckpts/x.pt -o ckpts`)."""
+    if not out_dir.exists():
+        return
+    real = out_dir.resolve()
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.exists() and (path.resolve() == real or real in path.resolve().parents):
+            raise OutputError(f"{out_dir}: holds the input {item}; an export never replaces the folder it reads "
+                              "from: choose another output folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "model.json").is_file():
+        raise OutputError(f"{out_dir}: exists and is not a model bundle (no model.json); --overwrite only replaces "
+                          "a bundle folder or an empty one: choose a new folder")
+
+
 def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     """Rename the finished temp folder to ``out_dir`` (replacing an old bundle only with ``overwrite``)."""
     _check_target(out_dir, overwrite)
@@ -257,6 +273,7 @@ def export_checkpoint(
     out_dir = Path(out_dir).expanduser()
     checkpoint = Path(checkpoint).expanduser()
     _check_target(out_dir, overwrite)
+    _check_replaceable(out_dir, [checkpoint, arch, *(parity_images or ())])
     templates = _templates(templates)
 
     state = load_checkpoint_state(checkpoint)
