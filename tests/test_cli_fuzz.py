@@ -1,4 +1,4 @@
-"""A hostile user's numbers (0, -1, 1e12, 1e-7) in every numeric option of the scene commands: each run ends in a
+"""A hostile user's numbers (0, -1, 1e12, 1e-7, 999999999) in every numeric option of the scene commands: each run ends in a
 result or a one-line error, never a traceback, and never asks for more memory than a laptop has."""
 
 from __future__ import annotations

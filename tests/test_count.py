@@ -111,8 +111,9 @@ def test_cli_count_outputs_and_errors(scene, tiny_bundle, tmp_path):
     assert not (tmp_path / "x.gpkg").exists()
     with pytest.raises(LabelError, match="empty object name"):
         rsclip_geo.count_objects(scene, "", model=tiny_bundle)
-    with pytest.raises(ValueError, match="max_count must be >= 1"):
-        rsclip_geo.count_objects(scene, "car", max_count=0, model=tiny_bundle)
+    for bad in (0, 10**9):  # 10^9 prompts once asked for 7.45 GiB at once
+        with pytest.raises(rsclip_geo.OptionError, match="max_count must be 1-1000"):
+            rsclip_geo.count_objects(scene, "car", max_count=bad, model=tiny_bundle)
 
 
 # ---- a real DOTA chip (no georeferencing: pixel coordinates) ---------------------------------------------------

@@ -21,7 +21,8 @@ class CountObjectsAlgorithm(RsclipAlgorithm):
     def add_own_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterString(self.OBJECT, "Object (e.g. 'airplane', 'storage tank')"))
         self.addParameter(QgsProcessingParameterNumber(self.MAX_COUNT, "Largest count",
-                                                       QgsProcessingParameterNumber.Integer, 10, minValue=1))
+                                                       QgsProcessingParameterNumber.Integer, 10, minValue=1,
+                                                       maxValue=1000))  # count_prompts.MAX_COUNT
 
     def add_outputs(self) -> None:
         self.add_tiles_sink("Counts")

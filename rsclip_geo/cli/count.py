@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..tasks.count import count_objects
-from ..runtime.count_prompts import NUMERAL_STYLES
+from ..runtime.count_prompts import MAX_COUNT, NUMERAL_STYLES
 from ..outputs.guard import check_outputs_apart, model_files, scene_caches
 from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import ProgressBar, model_options, rotations_option, tiling_options
@@ -14,7 +14,7 @@ from .options import ProgressBar, model_options, rotations_option, tiling_option
 @click.command("count")
 @click.argument("scene", type=click.Path(dir_okay=False))
 @click.argument("object_name", metavar="OBJECT")
-@click.option("--max", "max_count", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--max", "max_count", type=click.IntRange(1, MAX_COUNT), default=10, show_default=True,
               help="Largest count scored (prompts for 1..MAX objects).")
 @click.option("--numerals", type=click.Choice(NUMERAL_STYLES), default="words", show_default=True,
               help="Numbers in the prompts as words ('three'), digits ('3') or both ensembled.")

@@ -6,6 +6,7 @@ import functools
 
 import click
 
+from ..runtime.count_prompts import MAX_COUNT
 from .options import FiniteFloatRange, model_options, rotations_option
 
 
@@ -146,7 +147,7 @@ def probe_command(folder, train_dir, split, shots, k, draws, limit_per_class, se
 
 @eval_group.command("count")
 @click.argument("source", metavar="DIR_OR_LIST", type=click.Path())
-@click.option("--max", "max_count", type=click.IntRange(min=2), default=10, show_default=True,
+@click.option("--max", "max_count", type=click.IntRange(2, MAX_COUNT), default=10, show_default=True,
               help="Largest count prompted (counts 1..MAX).")
 @click.option("--numerals", default="words", show_default=True,
               help="How numbers are written in prompts: words ('three'), digits ('3'), both (ensembled), "

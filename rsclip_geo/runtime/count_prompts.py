@@ -40,6 +40,9 @@ def pluralize(name: str) -> str:
     return f"{head} {plural}" if head else plural
 
 
+MAX_COUNT = 1000  # one prompt per count: RemoteCount scores 1-10; 10^9 prompts once asked for 7.45 GiB at once
+
+
 def _numerals(numerals: str | Sequence[str], max_count: int) -> list[tuple[str, ...]]:
     """The number spellings for counts 1..max_count (several for 'both')."""
     if isinstance(numerals, str):
@@ -58,8 +61,8 @@ def _numerals(numerals: str | Sequence[str], max_count: int) -> list[tuple[str, 
 def count_prompts(objects: str, max_count: int = 10, numerals: str | Sequence[str] = "words",
                   template: str = DEFAULT_TEMPLATE, plural: bool = True) -> list[tuple[str, ...]]:
     """Prompts for counts 1..max_count: ``template`` with {n} and {objects} (plural from 2 on)."""
-    if max_count < 1:
-        raise OptionError(f"max_count must be >= 1, got {max_count}")
+    if isinstance(max_count, bool) or not 1 <= max_count <= MAX_COUNT:
+        raise OptionError(f"max_count must be 1-{MAX_COUNT}, got {max_count!r}")
     if "{n}" not in template or "{objects}" not in template:
         raise LabelError(f"count template {template!r} must contain '{{n}}' and '{{objects}}'")
     if not objects.strip():

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-VALUES = ("0", "-1", "1e12", "1e-7")
+VALUES = ("0", "-1", "1e12", "1e-7", "999999999")
 COMMANDS = {  # command -> arguments before the option ("S": the scene, "O.<ext>": an output in the run's folder)
     "tile-classify": ("S", "--labels", "red,blue", "-o", "O.gpkg"),
     "search": ("S", "red", "-o", "O.gpkg"),
