@@ -16,13 +16,15 @@ import click
 from click.testing import CliRunner
 
 VALUES = ("0", "-1", "1e12", "1e-7", "999999999")
-COMMANDS = {  # command -> arguments before the option ("S": the scene, "O.<ext>": an output in the run's folder)
+COMMANDS = {  # command -> arguments before the option ("S": the scene, "L": its land-cover polygons, "O.<ext>": an
+    # output in the run's folder)
     "tile-classify": ("S", "--labels", "red,blue", "-o", "O.gpkg"),
     "search": ("S", "red", "-o", "O.gpkg"),
     "heatmap": ("S", "red", "-o", "O.tif"),
     "count": ("S", "car", "-o", "O.gpkg"),
     "segment": ("S", "red", "-o", "O.gpkg"),
     "index": ("S", "-o", "O.parquet"),
+    "audit": ("L", "S", "--label-field", "name", "-o", "O.gpkg"),
 }
 TEXT_NUMBERS = ("scale", "threshold")  # options parsed from text by a callback
 
@@ -38,15 +40,31 @@ def numeric_options(command: click.Command) -> list[str]:
     return out
 
 
+def write_labels(scene: Path, path: Path) -> Path:
+    """Two land-cover polygons over ``scene``'s left and right halves, field 'name'."""
+    import geopandas as gpd
+    import rasterio
+    from shapely.geometry import box
+
+    with rasterio.open(scene) as ds:
+        b, crs = ds.bounds, ds.crs
+    mid = (b.left + b.right) / 2
+    gpd.GeoDataFrame({"name": ["red", "blue"]}, geometry=[box(b.left, b.bottom, mid, b.top),
+                                                          box(mid, b.bottom, b.right, b.top)], crs=crs).to_file(path)
+    return path
+
+
 def fuzz(bundle: Path, scene: Path, work: Path) -> list[dict]:
     from rsclip_geo.cli import main
 
+    labels = write_labels(scene, work / "labels.gpkg")
     findings, exits = [], {}
     for name, base in COMMANDS.items():
         for option in numeric_options(main.commands[name]):
             for value in VALUES:
                 run_dir = Path(tempfile.mkdtemp(dir=work))
-                argv = [str(scene) if a == "S" else str(run_dir / a) if a.startswith("O.") else a for a in base]
+                named = {"S": str(scene), "L": str(labels)}
+                argv = [named.get(a, str(run_dir / a) if a.startswith("O.") else a) for a in base]
                 result = CliRunner().invoke(main, [name, *argv, option, value, "--model", str(bundle), "-q"])
                 crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
                 if crashed or "out of memory" in result.output:  # a number is refused by a check, not by the RAM
