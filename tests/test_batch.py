@@ -246,6 +246,16 @@ def test_cli_local_cluster_workers(scenes, tiny_bundle, tmp_path):
     assert res.exit_code == 2 and "not both" in res.output
 
 
+def test_cli_refuses_more_local_workers_than_the_machine_can_hold(scenes, tiny_bundle, tmp_path):
+    """--workers 999999999 would have started that many processes, each loading the model."""
+    import os
+
+    res = CliRunner().invoke(main, ["batch", "index", str(scenes[0]), str(tmp_path / "out"), "--workers",
+                                    "999999999", "--model", str(tiny_bundle), "-q"])
+    assert res.exit_code == 1 and f"workers must be 1-{4 * (os.cpu_count() or 1)} on this machine" in res.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_foreign_file_at_partition_path_needs_overwrite(scenes, tiny_bundle, tmp_path):
     from rsclip_geo.batch.jobs import partition_path
     from rsclip_geo.batch.collection import read_collection

@@ -25,6 +25,16 @@ def import_distributed():
     return distributed
 
 
+def check_workers(workers: int | None) -> None:
+    """A local cluster's size: 1 to 4 processes per core (each loads its own model); None: no local cluster."""
+    if workers is None:
+        return
+    cores = os.cpu_count() or 1
+    if isinstance(workers, bool) or not 1 <= workers <= 4 * cores:
+        raise OptionError(f"workers must be 1-{4 * cores} on this machine ({cores} cores; each worker is a "
+                          f"process with its own model), got {workers!r}")
+
+
 @contextmanager
 def open_client(client=None, workers: int | None = None, scheduler: str | None = None):
     """``client`` as given (left open), a client of the scheduler at ``scheduler``, or one of a new
@@ -32,6 +42,8 @@ def open_client(client=None, workers: int | None = None, scheduler: str | None =
     if client is not None:
         yield client
         return
+    if scheduler is None:
+        check_workers(workers)
     distributed = import_distributed()
     if scheduler is not None:
         try:
@@ -41,8 +53,6 @@ def open_client(client=None, workers: int | None = None, scheduler: str | None =
         with client:
             yield client
         return
-    if workers < 1:
-        raise OptionError(f"workers must be >= 1, got {workers}")
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         yield client

@@ -19,7 +19,7 @@ from typing import Sequence
 from .plan import KINDS, SceneJob, model_spec, plan_jobs, prepare_out_dir
 from .report import BatchSummary, ProgressCallback, SceneResult, problems_as_results
 from .collection import read_collection
-from .dask_client import CLUSTER_HINT, open_client, threads_by_worker
+from .dask_client import CLUSTER_HINT, check_workers, open_client, threads_by_worker
 from ..runtime.encoder import ClipModel
 from ..errors import OptionError, OutputError
 from ..embeddings.key import normalized_scene_options
@@ -91,6 +91,8 @@ def _run_batch(kind, collection, out_dir, model, params, *, asset, recursive, st
     start = time.perf_counter()
     coll = read_collection(collection, asset=asset, recursive=recursive, strict=strict)
     spec, loaded = model_spec(model, device, threads, batch_size, rotations)  # before OUT_DIR is made
+    if client is None and scheduler is None:
+        check_workers(workers)
     out = prepare_out_dir(out_dir)
     jobs, extra = plan_jobs(kind, coll, out, spec, params, rebuild, overwrite)
     log.info("batch %s: %d scenes -> %s", kind, len(jobs), out)
