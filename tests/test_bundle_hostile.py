@@ -38,6 +38,8 @@ def _edit(folder, fn):
     (lambda d: d["image"].update(std=[0.5, float("nan"), 0.5]), "image.std", "finite"),
     (lambda d: d["image"].update(mean=[0.5, float("inf"), 0.5]), "image.mean", "finite"),
     (lambda d: d["image"].update(mean=[True, 0.5, 0.5]), "image.mean", "finite numbers"),
+    (lambda d: d["image"].update(size=10**6), "image.size", "8..4096"),  # terabytes a tile
+    (lambda d: d.update(embed_dim=10**9), "embed_dim", "1..65536"),
     (lambda d: d["text"].update(context_length=10**9), "text.context_length", "2..4096"),
     (lambda d: d["text"].update(context_length=1), "text.context_length", "2..4096"),
     (lambda d: d["text"].update(dynamic_length="false"), "text.dynamic_length", "true or false"),

@@ -288,6 +288,7 @@ def test_dense_section_is_validated(exported, tmp_path):
     check(lambda d: d.update(method="pixels"), "dense.method")
     check(lambda d: d.update(window=100), "dense.window")
     check(lambda d: d.update(window=32), "dense.window")  # below image.size 64
+    check(lambda d: d.update(window=8 * 10**6), "<= 8192 pixels")  # one window of 64 x 10^12 pixels
     check(lambda d: d.update(stride=0), "dense.stride")
     check(lambda d: d.pop("stride"), "missing field 'dense.stride'")
     check(lambda d: d.update(file="nothing_here.onnx"), "nothing_here.onnx: missing")

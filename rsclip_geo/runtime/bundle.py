@@ -24,6 +24,9 @@ TEXT_ENCODER = "text_encoder.onnx"
 
 TOKENIZER_KINDS = ("clip_bpe", "hf_tokenizer_json")
 MAX_CONTEXT_LENGTH = 4096  # token ids per text; CLIP uses 77, BERT-style towers 512
+MAX_IMAGE_SIZE = 4096  # input side in pixels: CLIPs use 224-448; a crafted 10^6 would ask for terabytes a tile
+MAX_EMBED_DIM = 65536
+MAX_DENSE_WINDOW = 8192  # dense window side in pixels
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 # Numeric precision of an encoder file: fp32, dynamic int8 weights (CPU), or float16 with float32 inputs and
 # outputs (meant for CUDA). A file named *.int8.onnx / *.fp16.onnx carries its precision in its name too.
@@ -269,9 +272,9 @@ def _dense(data: dict, image_size: int, file: Path) -> DenseSpec | None:
     if stride < 1:
         raise BundleError(f"{file}: field 'dense.stride' must be >= 1 pixel, got {stride}")
     window = _require(d, "window", int, "dense.", file)
-    if window < image_size or window % stride:
-        raise BundleError(f"{file}: field 'dense.window' must be a multiple of 'dense.stride' ({stride}) and >= "
-                          f"'image.size' ({image_size}), got {window}")
+    if window < image_size or window % stride or window > MAX_DENSE_WINDOW:
+        raise BundleError(f"{file}: field 'dense.window' must be a multiple of 'dense.stride' ({stride}), >= "
+                          f"'image.size' ({image_size}) and <= {MAX_DENSE_WINDOW} pixels, got {window}")
     name = d.get("file", DENSE_ENCODER)
     if not isinstance(name, str) or not name.endswith(".onnx"):
         raise BundleError(f"{file}: field 'dense.file' must name an .onnx file, got {name!r}")
@@ -302,8 +305,8 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
         )
     image_d = _require(data, "image", dict, "", file)
     size = _require(image_d, "size", int, "image.", file)
-    if size < 8:
-        raise BundleError(f"{file}: field 'image.size' must be >= 8, got {size}")
+    if not 8 <= size <= MAX_IMAGE_SIZE:
+        raise BundleError(f"{file}: field 'image.size' must be 8..{MAX_IMAGE_SIZE} pixels, got {size}")
     interpolation = _optional(image_d, "interpolation", str, "bicubic", "image.", file)
     if interpolation not in INTERPOLATIONS:
         raise BundleError(f"{file}: field 'image.interpolation' must be one of {INTERPOLATIONS}, got {interpolation!r}")
@@ -326,8 +329,8 @@ def parse_model_json(data: dict[str, Any], file: Path, root: Path | None = None)
                     pad_id=pad_id, dynamic_length=_optional(text_d, "dynamic_length", bool, False, "text.", file))
 
     embed_dim = _require(data, "embed_dim", int, "", file)
-    if embed_dim < 1:
-        raise BundleError(f"{file}: field 'embed_dim' must be positive, got {embed_dim}")
+    if not 1 <= embed_dim <= MAX_EMBED_DIM:
+        raise BundleError(f"{file}: field 'embed_dim' must be 1..{MAX_EMBED_DIM}, got {embed_dim}")
     templates = _require(data, "templates", list, "", file)
     if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
         raise BundleError(f"{file}: field 'templates' must be a non-empty list of strings containing '{{}}'")
