@@ -4,6 +4,7 @@ result or a one-line error, never a traceback, and never asks for more memory th
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -30,8 +31,9 @@ def test_hostile_numbers_never_crash_a_command(tmp_path_factory):
     work = tmp_path_factory.mktemp("fuzz")
     bundle = build_tiny_dense_bundle(work / "bundle")
     scene = write_geotiff(work / "s.tif", colour_blocks([[RED, GREEN, BLUE], [BLUE, RED, GREEN]], 32))
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1"}  # address space, not memory, is limited
     done = subprocess.run([sys.executable, "-m", "tests.utils.cli_fuzz", str(bundle), str(scene), str(work)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900, preexec_fn=_limit_memory)
+                          cwd=REPO, capture_output=True, text=True, timeout=900, preexec_fn=_limit_memory, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     findings = json.loads(done.stdout.strip().splitlines()[-1])
     assert findings == [], "\n\n".join(f"{f['command']} {f['option']} {f['value']}:\n{f['error']}" for f in findings)

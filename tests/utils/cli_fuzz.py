@@ -65,7 +65,8 @@ def fuzz(bundle: Path, scene: Path, work: Path) -> list[dict]:
                 run_dir = Path(tempfile.mkdtemp(dir=work))
                 named = {"S": str(scene), "L": str(labels)}
                 argv = [named.get(a, str(run_dir / a) if a.startswith("O.") else a) for a in base]
-                result = CliRunner().invoke(main, [name, *argv, option, value, "--model", str(bundle), "-q"])
+                threads = [] if option == "--threads" else ["--threads", "1"]  # few arenas under the memory limit
+                result = CliRunner().invoke(main, [name, *argv, option, value, "--model", str(bundle), "-q", *threads])
                 crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
                 if crashed or "out of memory" in result.output:  # a number is refused by a check, not by the RAM
                     error = "".join(traceback.format_exception(result.exception)) if crashed else result.output
