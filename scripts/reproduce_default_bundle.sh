@@ -18,6 +18,7 @@
 #                  default: OUT.text, run anew from the distilled bundle, ~15 min; an existing run's text_tower.pt
 #                  is exported instead, an interrupted one resumed); the dense threshold is then picked again with
 #                  the tuned text encoder
+# PYTHON: the interpreter to use (default .venv/bin/python).
 # Needs the fetched data (training/DATA.md) for the distillation's images and the evaluation written into
 # model.json. ~8 min on 2 cores with an existing DISTILL_RUN.
 # Exit 0 only when every file matches.
@@ -30,7 +31,7 @@ OUT="${3:-/tmp/rsclip-default-rebuilt}"
 DISTILL_RUN="${4:-$OUT.distill}"
 TEXT_RUN="${6:-$OUT.text}"
 SHIPPED=rsclip_geo/models/default
-PY=.venv/bin/python
+PY="${PYTHON:-.venv/bin/python}"  # the recipe passes its own interpreter (a worktree has no .venv)
 NAME=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['name'])" "$SHIPPED/model.json")
 LICENSE=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['license'])" "$SHIPPED/model.json")
 EPOCH="${5:-$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['source']['rotation_distill']['epoch'])" \
@@ -42,7 +43,7 @@ ARCH="$(mktemp -d)/RSCLIP-EfficientNetLite1-MiniLM.json"  # the architecture nam
 cp "$RUN/model_config.json" "$ARCH"
 
 set -x
-.venv/bin/rsclip-geo models export --arch "$ARCH" --checkpoint "$CKPT" -o "$OUT.stage" --int8 --dense \
+"$PY" -m rsclip_geo models export --arch "$ARCH" --checkpoint "$CKPT" -o "$OUT.stage" --int8 --dense \
   --name "$NAME" --license "$LICENSE"
 $PY -c "from rsclip_geo.export.weight_storage import store_bundle_image_fp16 as f; import sys; f(sys.argv[1])" \
   "$OUT.stage"

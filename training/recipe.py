@@ -28,6 +28,7 @@ the soup's checkpoint, so they are part of what makes the bundle byte-identical)
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -51,12 +52,13 @@ class Step:
     argv: tuple[str, ...]
     done_file: Path | None
     shipped_record: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()  # set for the command only (and shown in its line)
 
     def done(self, root: Path) -> bool:
         return self.done_file is not None and (root / self.done_file).exists()
 
     def line(self) -> str:
-        return shlex.join(self.argv)
+        return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in self.env), shlex.join(self.argv)])
 
 
 def _train_step(py: str, config: str, run: Path, root: Path, probe: Path | None = None) -> Step:
@@ -86,8 +88,9 @@ def recipe_steps(recipe: dict, config: Path, out: Path, root: Path = REPO_ROOT,
                 str(soup / "checkpoint_final.pt"), "--out", str(dense)), dense / "dense_projection.pt",
                ("dense", "parity", "projection_file_sha256"))
     # always runs: it replaces OUT, resumes or reuses the distillation and text-tuning runs, evaluates, compares
+    # with this interpreter: a checkout without .venv (a git worktree) once failed here after 5 h of training
     yield Step(("bash", ASSEMBLY, str(soup), str(dense), str(out), recipe["distill_run"],
-                str(recipe["distill_epoch"]), recipe["text_run"]), None)
+                str(recipe["distill_epoch"]), recipe["text_run"]), None, env=(("PYTHON", py),))
 
 
 def _soup_runs(recipe: dict, root: Path) -> list[str]:
@@ -167,7 +170,8 @@ def build(recipe: dict, config: Path, out: Path, *, overwrite: bool = False, dry
         if dry_run:
             continue
         started = time.time()
-        code = subprocess.run(step.argv, cwd=root).returncode
+        code = subprocess.run(step.argv, cwd=root, env={**os.environ, **dict(step.env)} if step.env else None
+                              ).returncode
         if code != 0 and step.argv[1:2] == (ASSEMBLY,) and _written_since(target / "model.json", started):
             # the assembly got as far as its comparison: a bundle was built, only not the shipped bytes
             echo(f"== built {out}, but not byte-identical to rsclip_geo/models/default (the files marked DIFFERENT "

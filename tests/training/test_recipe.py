@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import sys
 import tomllib
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def test_fresh_checkout_runs_every_stage_in_order(checkout, tmp_path):
         f"PY -m training.soup --config {recipe['soup_config']} --out {recipe['soup_run']}",
         f"PY -m training.dense_align --config {recipe['dense_config']} --checkpoint "
         f"{recipe['soup_run']}/checkpoint_final.pt --out {recipe['dense_run']}",
-        f"bash scripts/reproduce_default_bundle.sh {recipe['soup_run']} {recipe['dense_run']} {out} "
+        f"PYTHON=PY bash scripts/reproduce_default_bundle.sh {recipe['soup_run']} {recipe['dense_run']} {out} "
         f"{recipe['distill_run']} {recipe['distill_epoch']} {recipe['text_run']}",
     ]
     # the dry run lists them all as still to run and makes nothing
@@ -118,7 +119,7 @@ def test_a_bundle_that_differs_from_the_shipped_one_is_reported_as_built(checkou
     said = []
     assert build(recipe, Path("training/configs/default.toml"), out, overwrite=True, root=checkout, check_data=False,
                  echo=said.append) == 1
-    assert said[-1].startswith("== failed (exit 1): bash scripts/reproduce_default_bundle.sh")
+    assert said[-1].startswith(f"== failed (exit 1): PYTHON={sys.executable} bash scripts/reproduce_default_bundle.sh")
 
 
 def test_missing_or_changed_data_stops_the_recipe_before_its_first_stage(checkout, tmp_path, monkeypatch):
@@ -138,7 +139,7 @@ def test_missing_or_changed_data_stops_the_recipe_before_its_first_stage(checkou
     said = []
     assert build(_recipe(), Path("training/configs/default.toml"), tmp_path / "b", root=checkout, dry_run=True,
                  echo=said.append) == 0
-    assert len(said) == len(MANIFESTS) + 5 and said[-1].split(" ", 2)[2].startswith("bash ")
+    assert len(said) == len(MANIFESTS) + 5 and said[-1].split(" ", 3)[3].startswith("bash ")
 
 
 def test_an_existing_bundle_is_replaced_only_with_overwrite(checkout, tmp_path):
@@ -184,7 +185,7 @@ def test_train_cli_keeps_run_flags_and_recipe_flags_apart(capsys):
     assert "--run-only" in capsys.readouterr().err
     # the dry run of the real recipe in this checkout: the assembly is always listed last
     assert train_main(["--config", str(CONFIGS / "default.toml"), "--dry-run", "--out", "/nonexistent/b"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].split(" ", 2)[2].startswith(
+    assert capsys.readouterr().out.splitlines()[-1].split(" ", 3)[3].startswith(
         "bash scripts/reproduce_default_bundle.sh")
 
 
@@ -206,10 +207,13 @@ def test_the_soup_and_dense_head_are_checked_against_the_shipped_record_before_t
     shipped.write_text(json.dumps({"source": {"sha256": hashlib.sha256(b"the soup").hexdigest()},
                                    "dense": {"parity": {"projection_file_sha256": hashlib.sha256(b"head").hexdigest()}}}))
     (checkout / "scripts").mkdir()
-    (checkout / "scripts" / "reproduce_default_bundle.sh").write_text('mkdir -p "$3" && echo {} > "$3/model.json"\n')
+    (checkout / "scripts" / "reproduce_default_bundle.sh").write_text(
+        'mkdir -p "$3" && echo {} > "$3/model.json" && printf %s "$PYTHON" > "$3/python"\n')
     said = []
     assert build(recipe, Path("training/configs/default.toml"), tmp_path / "b", root=checkout, check_data=False,
                  echo=said.append) == 0
+    # the assembly runs with the recipe's interpreter: a checkout without .venv once failed there after 5 h
+    assert (tmp_path / "b" / "python").read_text() == sys.executable
     checks = [s for s in said if not s.startswith("== done") and "reproduce_default_bundle" not in s]
     assert checks[0].startswith(f"== same as the shipped bundle's: {recipe['soup_run']}/checkpoint_final.pt")
     assert checks[1].startswith(f"== differs from the shipped bundle's: {recipe['dense_run']}/dense_projection.pt")
