@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
 
+from ..errors import OptionError
 from ..outputs.guard import check_outputs_apart, model_files, scene_caches
 from ..outputs.writers import VECTOR_DRIVERS, check_output
 from .options import FiniteFloatRange, ProgressBar, model_options, read_options, rotations_option
 
 
 def _threshold(ctx, param, value):
-    if value is None or value.strip().lower() in ("auto", "otsu"):
-        return "auto" if value is None else value.strip().lower()
+    from ..tasks.segment import parse_threshold
+
     try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise click.BadParameter(f"expected 'auto', 'otsu' or a finite number (a score, cosine units), got {value!r}")
-    return number
+        return parse_threshold("auto" if value is None else value)
+    except OptionError as exc:
+        raise click.BadParameter(f"{exc} (a score, cosine units)") from None
 
 
 @click.command("segment")

@@ -43,6 +43,13 @@ def pluralize(name: str) -> str:
 MAX_COUNT = 1000  # one prompt per count: RemoteCount scores 1-10; 10^9 prompts once asked for 7.45 GiB at once
 
 
+def check_max_count(max_count) -> int:
+    """1..MAX_COUNT as an int (one prompt per count); anything else is an OptionError."""
+    if isinstance(max_count, bool) or not 1 <= int(max_count) <= MAX_COUNT:
+        raise OptionError(f"max_count must be 1-{MAX_COUNT}, got {max_count!r}")
+    return int(max_count)
+
+
 def _numerals(numerals: str | Sequence[str], max_count: int) -> list[tuple[str, ...]]:
     """The number spellings for counts 1..max_count (several for 'both')."""
     if isinstance(numerals, str):
@@ -61,8 +68,7 @@ def _numerals(numerals: str | Sequence[str], max_count: int) -> list[tuple[str, 
 def count_prompts(objects: str, max_count: int = 10, numerals: str | Sequence[str] = "words",
                   template: str = DEFAULT_TEMPLATE, plural: bool = True) -> list[tuple[str, ...]]:
     """Prompts for counts 1..max_count: ``template`` with {n} and {objects} (plural from 2 on)."""
-    if isinstance(max_count, bool) or not 1 <= max_count <= MAX_COUNT:
-        raise OptionError(f"max_count must be 1-{MAX_COUNT}, got {max_count!r}")
+    max_count = check_max_count(max_count)
     if "{n}" not in template or "{objects}" not in template:
         raise LabelError(f"count template {template!r} must contain '{{n}}' and '{{objects}}'")
     if not objects.strip():

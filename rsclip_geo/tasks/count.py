@@ -20,8 +20,8 @@ import numpy as np
 
 from .classify import RunSummary
 from ..runtime.encoder import ClipModel, load_model
-from ..errors import LabelError, OptionError
-from ..runtime.count_prompts import DEFAULT_TEMPLATE, MAX_COUNT, CountPredictor
+from ..errors import LabelError
+from ..runtime.count_prompts import DEFAULT_TEMPLATE, CountPredictor, check_max_count
 from ..embeddings.reuse import ProgressCallback, scale_embeddings
 from ..raster.scene import Scene
 from ..raster.tiling import TilePlan, TileSpec
@@ -69,10 +69,9 @@ def count_objects(scene: str | os.PathLike | Scene, object_name: str, max_count:
 
     if not isinstance(object_name, str) or not object_name.strip():
         raise LabelError("empty object name; say what to count, e.g. 'small vehicle'")
-    if isinstance(max_count, bool) or not 1 <= int(max_count) <= MAX_COUNT:  # before the model is loaded
-        raise OptionError(f"max_count must be 1-{MAX_COUNT}, got {max_count!r}")
+    max_count = check_max_count(max_count)  # before the model is loaded
     model = model if isinstance(model, ClipModel) else load_model(model)
-    predictor = CountPredictor(model, object_name.strip(), int(max_count), numerals, template)
+    predictor = CountPredictor(model, object_name.strip(), max_count, numerals, template)
     tile = tile or TileSpec()
     own = not isinstance(scene, Scene)
     sc = Scene(scene, **scene_options) if own else scene
