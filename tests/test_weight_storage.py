@@ -11,7 +11,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from rsclip_geo.errors import BundleError  # noqa: E402
-from rsclip_geo.export.weight_storage import store_file_fp16, store_fp16  # noqa: E402
+from rsclip_geo.export.weight_storage import store_file_fp16, store_fp16, unstore_fp16  # noqa: E402
 
 RNG = np.random.default_rng(11)
 W1 = RNG.standard_normal((64, 32)).astype(np.float32)  # 2048 values: stored as float16
@@ -121,6 +121,54 @@ def test_unreadable_file_names_the_file(tmp_path):
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(BundleError, match="not_onnx.onnx: cannot read ONNX model"):
         store_file_fp16(bad)
+
+
+def test_unstore_gives_back_the_float32_graph_of_the_stored_weights(tmp_path):
+    """The inverse of store_fp16: float32 initializers under their original names, no Cast, same outputs."""
+    model = _model()
+    store_fp16(model)
+    stored = tmp_path / "stored.onnx"
+    onnx.save(model, str(stored))
+    assert unstore_fp16(model) == 2
+    assert not [n for n in model.graph.node if n.op_type == "Cast"]
+    kinds = {t.name: t.data_type for t in model.graph.initializer}
+    assert kinds == {"w1": TensorProto.FLOAT, "b1": TensorProto.FLOAT, "w2": TensorProto.FLOAT,
+                     "w3": TensorProto.FLOAT, "scale": TensorProto.FLOAT}
+    onnx.checker.check_model(model)
+    back = tmp_path / "back.onnx"
+    onnx.save(model, str(back))
+    x = RNG.standard_normal((4, 64)).astype(np.float32)
+    np.testing.assert_array_equal(_run(back, x), _run(stored, x))  # float16 -> float32 is exact
+    assert unstore_fp16(model) == 0  # nothing left to undo
+
+
+def test_unstore_leaves_a_float16_tensor_that_other_nodes_read():
+    model = _model()
+    store_fp16(model)
+    graph = model.graph
+    graph.node.append(helper.make_node("Identity", ["w1__fp16"], ["w1_half_copy"]))  # a second reader
+    graph.output.append(helper.make_tensor_value_info("w1_half_copy", TensorProto.FLOAT16, [64, 32]))
+    assert unstore_fp16(model) == 1  # w2 only: folding w1's cast would leave the Identity without its input
+    assert {t.name for t in graph.initializer if t.data_type == TensorProto.FLOAT16} == {"w1__fp16"}
+    onnx.checker.check_model(model)
+
+
+def test_full_float16_conversion_takes_a_graph_with_float16_stored_weights(tmp_path):
+    """convert_fp16 (models export --fp16, bench/gpu_bench.py) on the shipped image encoder's storage form: the
+    float16 converter refuses a graph already holding float16 tensors unless the storage is undone first."""
+    pytest.importorskip("onnxconverter_common")
+    from rsclip_geo.export.onnx_export import convert_fp16
+
+    src, half = tmp_path / "stored.onnx", tmp_path / "half.onnx"
+    onnx.save(_model(), str(src))
+    store_file_fp16(src)
+    convert_fp16(src, half)
+    x = RNG.standard_normal((3, 64)).astype(np.float32)
+    out, ref = _run(half, x), _run(src, x)
+    assert out.dtype == np.float32  # float32 graph input and output kept
+    cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.999
+    assert any(t.data_type == TensorProto.FLOAT16 for t in onnx.load(str(half)).graph.initializer)
 
 
 def test_inference_path_does_not_import_weight_storage():

@@ -286,8 +286,11 @@ def convert_fp16(src: Path, dst: Path) -> None:
     Constants beyond float16's range are clipped by the converter (to +-1e4, e.g. the attention mask's -inf)."""
     import onnx
 
+    from .weight_storage import unstore_fp16
+
     float16 = require_fp16_converter()
     model = onnx.load(str(src))
+    unstore_fp16(model)  # a bundle whose weights are float16-*stored* (the shipped image encoder) converts too
     for i, node in enumerate(model.graph.node):
         if not node.name:  # the block list goes by node name
             node.name = f"{node.op_type}_unnamed_{i}"

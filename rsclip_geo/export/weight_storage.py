@@ -86,6 +86,38 @@ def store_fp16(model, min_elements: int = MIN_ELEMENTS, where: str = "model") ->
             "max_abs_rounding": worst, "compute": "fp32 (Cast nodes folded by onnxruntime at session start)"}
 
 
+def unstore_fp16(model) -> int:
+    """Undo ``store_fp16`` on ``model`` (changed in place): each float16 initializer read only by a Cast(to=FLOAT)
+    node becomes the float32 initializer of that node's output name, and the Cast goes (float16 -> float32 is
+    exact, so the graph computes what it did). Needed before a full float16 conversion, which refuses a graph
+    holding float16 tensors. Returns the number of initializers restored."""
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    graph = model.graph
+    half = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+    restored, drop = 0, set()  # node indices: protobuf's Python wrappers have no stable id()
+    for index, node in enumerate(graph.node):
+        if (node.op_type == "Cast" and len(node.input) == 1 and node.input[0] in half
+                and readers.get(node.input[0]) == 1 and node.output[0] not in outputs
+                and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in node.attribute)):
+            tensor = half[node.input[0]]
+            array = numpy_helper.to_array(tensor).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(array, node.output[0]))
+            drop.add(index)
+            restored += 1
+    if drop:
+        nodes = [n for k, n in enumerate(graph.node) if k not in drop]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return restored
+
+
 def _unique(name: str, taken: set[str]) -> str:
     out, k = name, 1
     while out in taken:
