@@ -69,10 +69,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--rounds", type=int, default=7, help="alternating bare / e2e measurements (median ratio reported)")
+    ap.add_argument("--fixed-batch", choices=("auto", "on", "off"), default="auto",
+                    help="pad short batches to the batch size (auto: on CUDA only; see ClipModel)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    model = rsclip_geo.load_model(args.model, device=args.device, threads=args.threads, batch_size=args.batch_size)
+    model = rsclip_geo.load_model(args.model, device=args.device, threads=args.threads, batch_size=args.batch_size,
+                                  fixed_batch={"auto": None, "on": True, "off": False}[args.fixed_batch])
     import geopandas  # noqa: F401  (once per process; see the docstring)
 
     labels = ["water", "forest", "farmland", "buildings"]
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
     bare, e2e = max(bares), max(e2es)
     ratios = [e / b for b, e in zip(bares, e2es)]
     result = {"model": model.bundle.name, "provider": model.provider, "batch_size": model.batch_size,
+              "fixed_batch": model.fixed_batch,
               "threads": args.threads, "scene_px": args.size, "tiles": len(gdf),
               "bare_ort_tiles_per_s": round(bare, 2), "e2e_tiles_per_s": round(e2e, 2),
               "ratio_vs_bare_ort": round(statistics.median(ratios), 3),

@@ -124,6 +124,48 @@ def test_io_binding_gives_the_same_embeddings_as_plain_run(tiny_bundle, batch_si
     assert bound.encode_images([]).shape == (0, 3)
 
 
+# ---- fixed batch shape (used on CUDA: each new input shape costs a cuDNN algorithm search) -----
+def test_fixed_batch_is_off_on_cpu_by_default(tiny_model):
+    assert tiny_model.fixed_batch is False and "fixed_batch" not in repr(tiny_model)
+
+
+def _record_shapes(model, attr):
+    shapes, run = [], getattr(model, attr)
+    setattr(model, attr, lambda batch: shapes.append(batch.shape) or run(batch))
+    return shapes
+
+
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_fixed_batch_pads_the_short_batch_and_gives_the_same_embeddings(tiny_bundle, io_binding):
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(7)]
+    plain = rsclip_geo.load_model(tiny_bundle, device="cpu", batch_size=3, io_binding=io_binding)
+    fixed = rsclip_geo.load_model(tiny_bundle, device="cpu", batch_size=3, io_binding=io_binding, fixed_batch=True)
+    assert fixed.fixed_batch and "fixed_batch=True" in repr(fixed)
+    seen = _record_shapes(fixed, "_run_image")
+    emb = fixed.encode_images(images, normalize=False)
+    assert emb.shape == (7, 3)
+    assert [s[0] for s in seen] == [3, 3, 3]  # 3 + 3 + 1 tiles, the last batch padded with zero rows
+    np.testing.assert_allclose(emb, plain.encode_images(images, normalize=False), rtol=1e-5, atol=1e-6)
+    assert fixed.encode_images([]).shape == (0, 3)
+
+
+def test_fixed_batch_pads_dense_batches_too(tmp_path):
+    """The shipped bundle's dense head, 2 windows at batch size 4: padded to 4, the 2 real results kept."""
+    plain = rsclip_geo.load_model(None, device="cpu", batch_size=4)
+    fixed = rsclip_geo.load_model(None, device="cpu", batch_size=4, fixed_batch=True)
+    size = plain.bundle.image.size
+    windows = np.random.default_rng(2).standard_normal((2, 3, size, size)).astype(np.float32)
+    seen = []
+    session = fixed._dense_session()
+    run = session.run
+    fixed._dense = type("Recorder", (), {"run": lambda self, out, feed: seen.append(feed["image"].shape)
+                                          or run(out, feed)})()
+    got = fixed.encode_dense(windows)
+    assert [s[0] for s in seen] == [4]
+    np.testing.assert_allclose(got, plain.encode_dense(windows), rtol=1e-4, atol=1e-5)
+
+
 # ---- float16 bundles on CPU --------------------------------------------------------------
 def _edit_model_json(folder, **fields):
     import json
