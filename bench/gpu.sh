@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # bench/gpu.sh: measure rsclip-geo's CUDA paths (fp16 bundles, IO binding) in one command, on a machine with an
 # NVIDIA GPU. Prints, within about 5 minutes: image encoder img/s fp32/fp16 at batch 32/128 with IO binding on and
-# off, end-to-end tile_classify vs the bare encoder (bench/throughput.py), and fp16-vs-fp32 zero-shot top-1 on the
-# AID held-out split (bench/gpu_bench.py does the measuring).
+# off, end-to-end tile_classify vs the bare encoder (bench/throughput.py; fixed batch shape on, and off at batch 32),
+# and fp16-vs-fp32 zero-shot top-1 on the AID held-out split (bench/gpu_bench.py does the measuring). Measured on
+# an H200 on 2026-12-04: README, GPU (setup 29 s, measuring 177 s).
 #
 #   bash bench/gpu.sh          on the GPU machine. Without a CUDA device it stops at once, installing nothing.
-#   bash bench/gpu.sh stage    here (no GPU): onnxruntime-gpu and the runtime's wheels (Python 3.12, x86-64) and
-#                              the AID images the top-1 check reads, into .gpu_stage/, packed as parts of at most
-#                              60 MiB (.gpu_stage/parts/) for a machine that reaches no package index
+#   bash bench/gpu.sh stage    here (no GPU): onnxruntime-gpu and the runtime's wheels (Python 3.12, x86-64), the
+#                              AID images the top-1 check reads and the shipped bundle's encoders, into .gpu_stage/,
+#                              packed (xz) as parts of at most GPU_PART_MIB (48) MiB (.gpu_stage/parts/) for a
+#                              machine that reaches no package index. onnxruntime-gpu keeps only the kernels of
+#                              GPU_SM (90: H100/H200; bench/gpu_prune_wheel.py): 256 -> 114 MB, and the wheels are
+#                              re-stored uncompressed so xz packs them: 150 MB in all instead of 350
 #   bash bench/gpu.sh receive  on the GPU machine, once per carried part: keeps it in .gpu_recv/ (ignored, kept
-#                              while the machine stays warm); the run unpacks them all
+#                              while the machine stays warm); the run unpacks them all, and puts back any of the
+#                              bundle's files the working tree lacks (the encoders are 41 MB of a 57 MB tree: a
+#                              transfer with a size limit can leave them out and carry them in the parts)
 #
 # The run makes a scratch venv (--system-site-packages: it reuses what the machine has, e.g. numpy, pyarrow,
 # tokenizers), installs what the runtime lacks and onnxruntime-gpu into it (pinned by constraints.txt; wheels from
@@ -20,7 +26,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 PER_CLASS=${GPU_PER_CLASS:-25}
-RUNTIME_PKGS=(rasterio pyogrio pyproj shapely geopandas affine ftfy wcwidth cligj click-plugins onnxconverter-common)
+# pyogrio is left out: the benchmark writes no vector file (geopandas imports it only to read or write one)
+RUNTIME_PKGS=(rasterio pyproj shapely geopandas affine ftfy wcwidth cligj click-plugins onnxconverter-common)
+BUNDLE=rsclip_geo/models/default
+BUNDLE_FILES=(model.json image_encoder.onnx text_encoder.int8.onnx dense_encoder.onnx tokenizer.json)
 
 say() { echo "bench/gpu.sh: $*" >&2; }
 
@@ -43,8 +52,24 @@ stage() {
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -c "$cons" -d .gpu_stage/wheels \
     onnxruntime-gpu "${RUNTIME_PKGS[@]}"
+  local ort
+  ort=$(ls .gpu_stage/wheels/onnxruntime_gpu-*.whl)
+  "$py" bench/gpu_prune_wheel.py "$ort" --keep-sm "${GPU_SM:-90}" -o .gpu_stage/pruned
+  mv .gpu_stage/pruned/"$(basename "$ort")" "$ort" && rmdir .gpu_stage/pruned
+  "$py" - .gpu_stage/wheels/*.whl <<'PY'
+import sys, zipfile  # wheels re-stored uncompressed (pip installs them alike), so xz packs their contents
+for wheel in sys.argv[1:]:
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(wheel + ".tmp", "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            info.compress_type = zipfile.ZIP_STORED
+            dst.writestr(info, data)
+    __import__("os").replace(wheel + ".tmp", wheel)
+PY
   "$py" bench/gpu_bench.py --stage-aid .gpu_stage/aid --per-class "$PER_CLASS" --aid "${GPU_AID:-../shared/data/aid}"
-  tar -C .gpu_stage -cf - wheels aid | split -b 60m -d - .gpu_stage/parts/part-
+  mkdir -p .gpu_stage/bundle
+  for f in "${BUNDLE_FILES[@]}"; do cp "$BUNDLE/$f" .gpu_stage/bundle/; done
+  tar -C .gpu_stage -cf - wheels aid bundle | xz -6 -T0 | split -b "${GPU_PART_MIB:-48}m" -d - .gpu_stage/parts/part-
   ls -l .gpu_stage/parts
   say "staged. On the GPU machine, one call per part (each within the machine's warm window), e.g.:"
   for part in .gpu_stage/parts/part-*; do
@@ -61,6 +86,11 @@ receive() {
     cp "$part" .gpu_recv/ && n=$((n + 1))
   done
   say "received $n part(s); .gpu_recv holds $(ls .gpu_recv | wc -l), $(du -sh .gpu_recv | cut -f1)"
+}
+
+unxz_stream() {  # xz -d where the machine has xz, else Python's lzma
+  if command -v xz >/dev/null 2>&1; then xz -d; else
+    "$1" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)'; fi
 }
 
 require_cuda() {  # fail fast: before any venv, download or install
@@ -82,9 +112,12 @@ run() {
   local aid=${GPU_AID:-}
   if compgen -G ".gpu_recv/part-*" >/dev/null; then
     rm -rf /tmp/gpu_stage && mkdir -p /tmp/gpu_stage
-    cat .gpu_recv/part-* | tar -C /tmp/gpu_stage -xf -
+    cat .gpu_recv/part-* | unxz_stream "$py" | tar -C /tmp/gpu_stage -xf -
     wheels=${wheels:-/tmp/gpu_stage/wheels}
     aid=${aid:-/tmp/gpu_stage/aid}
+    for f in "${BUNDLE_FILES[@]}"; do
+      [ -f "$BUNDLE/$f" ] || { cp /tmp/gpu_stage/bundle/"$f" "$BUNDLE/$f" && say "bundle: $f from the parts"; }
+    done
   fi
   [ -z "$wheels" ] && [ -d .gpu_stage/wheels ] && wheels=.gpu_stage/wheels
   [ -z "$aid" ] && [ -d .gpu_stage/aid ] && aid=.gpu_stage/aid
