@@ -54,18 +54,10 @@ stage() {
     onnxruntime-gpu "${RUNTIME_PKGS[@]}"
   local ort
   ort=$(ls .gpu_stage/wheels/onnxruntime_gpu-*.whl)
-  "$py" bench/gpu_prune_wheel.py "$ort" --keep-sm "${GPU_SM:-90}" -o .gpu_stage/pruned
+  # every wheel written uncompressed (pip installs it alike), so xz packs the contents, not deflated bytes
+  "$py" bench/gpu_prune_wheel.py "$ort" --keep-sm "${GPU_SM:-90}" -o .gpu_stage/pruned --uncompressed
   mv .gpu_stage/pruned/"$(basename "$ort")" "$ort" && rmdir .gpu_stage/pruned
-  "$py" - .gpu_stage/wheels/*.whl <<'PY'
-import sys, zipfile  # wheels re-stored uncompressed (pip installs them alike), so xz packs their contents
-for wheel in sys.argv[1:]:
-    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(wheel + ".tmp", "w", zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            info.compress_type = zipfile.ZIP_STORED
-            dst.writestr(info, data)
-    __import__("os").replace(wheel + ".tmp", wheel)
-PY
+  "$py" bench/gpu_prune_wheel.py --uncompressed $(ls .gpu_stage/wheels/*.whl | grep -v onnxruntime_gpu)
   "$py" bench/gpu_bench.py --stage-aid .gpu_stage/aid --per-class "$PER_CLASS" --aid "${GPU_AID:-../shared/data/aid}"
   mkdir -p .gpu_stage/bundle
   for f in "${BUNDLE_FILES[@]}"; do cp "$BUNDLE/$f" .gpu_stage/bundle/; done

@@ -8,7 +8,13 @@ wheel. The CUDA runtime picks the cubin whose architecture matches the device, s
 a GPU of another architecture finds no kernel it can run and onnxruntime fails on it, so the pruned wheel is for
 the named architecture only. RECORD gets the new file's hash, so pip installs the wheel as it would any other.
 
-    python bench/gpu_prune_wheel.py WHEEL --keep-sm 90 -o OUT_DIR
+``--uncompressed`` writes the wheel's entries stored, not deflated (pip installs it alike): a wheel packed for
+transfer by xz then compresses as its contents do, not as already-deflated bytes (bench/gpu.sh stage: 350 -> 150 MB
+for onnxruntime-gpu and the runtime's wheels). ``--uncompressed`` with no ``--keep-sm`` only re-stores the wheels
+given, in place.
+
+    python bench/gpu_prune_wheel.py WHEEL --keep-sm 90 -o OUT_DIR [--uncompressed]
+    python bench/gpu_prune_wheel.py --uncompressed WHEEL [WHEEL ...]
 """
 
 from __future__ import annotations
@@ -77,30 +83,39 @@ def record_line(name: str, content: bytes) -> str:
     return f"{name},sha256={digest},{len(content)}"
 
 
-def prune_wheel(wheel: Path, out_dir: Path, keep_sm: int) -> Path:
+def rewrite_wheel(wheel: Path, out: Path, replace: dict[str, bytes], compression: int) -> None:
+    """Copy ``wheel`` to ``out`` (through a temporary file) with the entries named in ``replace`` swapped for the
+    given bytes, their RECORD lines re-hashed, and every entry written with ``compression``."""
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w", compression) as dst:
+        record = next((n for n in src.namelist() if n.endswith(".dist-info/RECORD")), None)
+        for info in src.infolist():
+            if info.filename in replace:
+                data = replace[info.filename]
+            elif info.filename == record:
+                lines = []
+                for line in src.read(record).decode().splitlines():
+                    name = line.split(",")[0]
+                    lines.append(record_line(name, replace[name]) if name in replace else line)
+                data = ("\n".join(lines) + "\n").encode()
+            else:
+                data = src.read(info.filename)
+            info.compress_type = compression  # after reading: read() decodes by the entry's own compression
+            dst.writestr(info, data)
+    tmp.replace(out)
+
+
+def prune_wheel(wheel: Path, out_dir: Path, keep_sm: int, compression: int = zipfile.ZIP_DEFLATED) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / wheel.name
     if out.resolve() == wheel.resolve():
         raise ValueError(f"{out}: the output would overwrite the input wheel; name another folder")
     with zipfile.ZipFile(wheel) as src:
-        names = src.namelist()
-        if PROVIDER not in names:
+        if PROVIDER not in src.namelist():
             raise ValueError(f"{wheel}: no {PROVIDER}; is this an onnxruntime-gpu wheel?")
         lib = bytearray(src.read(PROVIDER))
-        per_arch = prune_fatbin(lib, keep_sm)
-        record = next(n for n in names if n.endswith(".dist-info/RECORD"))
-        tmp = out.with_name(out.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
-            for info in src.infolist():
-                if info.filename == PROVIDER:
-                    dst.writestr(info, bytes(lib))
-                elif info.filename == record:
-                    lines = [record_line(PROVIDER, bytes(lib)) if ln.split(",")[0] == PROVIDER else ln
-                             for ln in src.read(record).decode().splitlines()]
-                    dst.writestr(info, "\n".join(lines) + "\n")
-                else:
-                    dst.writestr(info, src.read(info.filename))
-        tmp.replace(out)
+    per_arch = prune_fatbin(lib, keep_sm)
+    rewrite_wheel(wheel, out, {PROVIDER: bytes(lib)}, compression)
     zeroed = ", ".join(f"sm_{a} {n / 1e6:.1f} MB" for a, n in sorted(per_arch.items()) if n > 0)
     print(f"{out}: kept sm_{keep_sm} ({-per_arch[keep_sm] / 1e6:.1f} MB of kernels), zeroed {zeroed}; "
           f"{wheel.stat().st_size / 1e6:.0f} -> {out.stat().st_size / 1e6:.0f} MB")
@@ -109,12 +124,22 @@ def prune_wheel(wheel: Path, out_dir: Path, keep_sm: int) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("wheel", type=Path)
-    ap.add_argument("--keep-sm", type=int, default=90, help="the GPU's architecture, e.g. 90 for H100/H200")
-    ap.add_argument("-o", "--out-dir", type=Path, required=True)
+    ap.add_argument("wheels", type=Path, nargs="+")
+    ap.add_argument("--keep-sm", type=int, default=None, help="the GPU's architecture, e.g. 90 for H100/H200")
+    ap.add_argument("-o", "--out-dir", type=Path, default=None, help="with --keep-sm: where the pruned wheel goes")
+    ap.add_argument("--uncompressed", action="store_true", help="write the entries stored, not deflated")
     args = ap.parse_args(argv)
+    compression = zipfile.ZIP_STORED if args.uncompressed else zipfile.ZIP_DEFLATED
     try:
-        prune_wheel(args.wheel, args.out_dir, args.keep_sm)
+        if args.keep_sm is not None:
+            if len(args.wheels) != 1 or args.out_dir is None:
+                ap.error("--keep-sm takes one wheel and -o OUT_DIR")
+            prune_wheel(args.wheels[0], args.out_dir, args.keep_sm, compression)
+        elif args.uncompressed:
+            for wheel in args.wheels:
+                rewrite_wheel(wheel, wheel, {}, compression)
+        else:
+            ap.error("nothing to do: give --keep-sm SM -o OUT_DIR, or --uncompressed")
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         print(f"gpu_prune_wheel: {exc}", file=sys.stderr)
         return 2

@@ -80,3 +80,16 @@ def test_the_pruned_wheel_has_a_matching_record(tmp_path):
     assert record[1:] == ["onnxruntime/__init__.py,sha256=abc,6", "onnxruntime_gpu-9.9.dist-info/RECORD,,"]
     with pytest.raises(ValueError, match="overwrite the input wheel"):
         prune.prune_wheel(wheel, wheel.parent, 90)
+
+
+def test_uncompressed_writes_stored_entries_with_the_same_contents(tmp_path):
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("pkg/__init__.py", "x = 1\n" * 100)
+        z.writestr("pkg-1.0.dist-info/RECORD", "pkg/__init__.py,sha256=abc,600\npkg-1.0.dist-info/RECORD,,\n")
+    before = {n: zipfile.ZipFile(wheel).read(n) for n in zipfile.ZipFile(wheel).namelist()}
+    assert prune.main(["--uncompressed", str(wheel)]) == 0
+    with zipfile.ZipFile(wheel) as z:
+        assert {i.filename: i.compress_type for i in z.infolist()} == dict.fromkeys(before, zipfile.ZIP_STORED)
+        assert {n: z.read(n) for n in z.namelist()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [wheel.name]  # no temporary file left

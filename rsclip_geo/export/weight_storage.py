@@ -101,7 +101,7 @@ def unstore_fp16(model) -> int:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
     outputs = {o.name for o in graph.output}
-    restored, drop = 0, set()  # node indices: protobuf's Python wrappers have no stable id()
+    drop = set()  # node indices: protobuf's Python wrappers have no stable id()
     for index, node in enumerate(graph.node):
         if (node.op_type == "Cast" and len(node.input) == 1 and node.input[0] in half
                 and readers.get(node.input[0]) == 1 and node.output[0] not in outputs
@@ -110,12 +110,11 @@ def unstore_fp16(model) -> int:
             array = numpy_helper.to_array(tensor).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(array, node.output[0]))
             drop.add(index)
-            restored += 1
     if drop:
         nodes = [n for k, n in enumerate(graph.node) if k not in drop]
         del graph.node[:]
         graph.node.extend(nodes)
-    return restored
+    return len(drop)
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -269,10 +269,11 @@ class ClipModel:
     # ---- images -------------------------------------------------------------
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         """One preprocessed float32 NCHW batch through the image encoder (no batching, no normalisation)."""
-        n = len(batch)
-        if self.fixed_batch and 0 < n < self.batch_size:
-            return self._run_image(pad_rows(batch, self.batch_size))[:n]
-        return self._run_image(batch)
+        return self._run_image(self._fixed_shape(batch))[:len(batch)]
+
+    def _fixed_shape(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` padded with zero rows to ``batch_size`` when ``fixed_batch`` is on and it is shorter."""
+        return pad_rows(batch, self.batch_size) if self.fixed_batch and 0 < len(batch) < self.batch_size else batch
 
     def _run_image(self, batch: np.ndarray) -> np.ndarray:
         if not self.io_binding:
@@ -352,9 +353,8 @@ class ClipModel:
 
     def _run_dense(self, batch: np.ndarray) -> np.ndarray:
         stride = self.bundle.dense.stride if self.bundle.dense else 1
-        n = len(batch)
-        padded = pad_rows(batch, self.batch_size) if self.fixed_batch and 0 < n < self.batch_size else batch
-        out = self._dense_session().run(None, {"image": np.ascontiguousarray(padded, dtype=np.float32)})[0][:n]
+        feed = np.ascontiguousarray(self._fixed_shape(batch), dtype=np.float32)
+        out = self._dense_session().run(None, {"image": feed})[0][:len(batch)]
         _check_finite(out, self.bundle.dense_encoder_path, "windows")
         want = (len(batch), batch.shape[2] // stride, batch.shape[3] // stride, self.embed_dim)
         if out.shape != want:
